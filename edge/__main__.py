@@ -1,0 +1,5 @@
+"""``python -m edge``: the same entry point as the ``edge`` command."""
+
+from edge.cli import main
+
+main()

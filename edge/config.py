@@ -1,0 +1,224 @@
+"""The appliance's configuration: one YAML file, validated by pydantic.
+
+Every model forbids unknown keys, so a misspelt key fails at load instead of being
+silently ignored, and every error names the key path and, where the YAML has it,
+the line: ``engine.backend (line 9): Input should be 'auto', 'onnxruntime' or
+'tensorrt'``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge.errors import ConfigError
+
+_TOPIC_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _topic_segment(value: str) -> str:
+    if not _TOPIC_SEGMENT.match(value):
+        raise ValueError(
+            "must be 1-64 characters of letters, digits, '_', '.' or '-' "
+            "(it is an MQTT topic segment: no '/', '+', '#' or spaces)"
+        )
+    return value
+
+
+class WatchConfig(_Model):
+    dir: Path = Field(title="Watch folder", description="Folder the modality or PACS exports into.")
+    recursive: bool = Field(True, description="Watch sub-folders too.")
+    settle_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        2.0,
+        description="A file whose size and mtime stay unchanged this long is taken even "
+        "without a close-write event (network shares, writers that reopen).",
+    )
+    ignore: tuple[str, ...] = Field(
+        (".*", "*.part", "*.partial", "*.tmp", "*.temp", "*~"),
+        description="Shell patterns of file names still being written; taken at rename.",
+    )
+
+
+class StudyConfig(_Model):
+    quiet_s: Annotated[float, Field(gt=0, le=86400)] = Field(
+        30.0,
+        description="A study without its four standard views is published this long "
+        "after its last image arrived, with missing_views listed.",
+    )
+
+
+class EngineConfig(_Model):
+    bundle: Path = Field(title="Engine bundle", description="Folder holding manifest.yaml.")
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(
+        "auto", description="auto picks TensorRT where it and a GPU are present."
+    )
+    threads: Annotated[int, Field(ge=0, le=256)] = Field(
+        0, description="Intra-op threads for ONNX Runtime; 0 means one per core."
+    )
+
+
+class DecodeConfig(_Model):
+    workers: Annotated[int, Field(ge=0, le=64)] = Field(
+        0, description="Images decoded at once; 0 means one per core."
+    )
+    max_pixels: Annotated[int, Field(gt=0)] = Field(
+        120_000_000,
+        description="Images whose header claims more pixels (rows x columns x frames) "
+        "are refused before any allocation.",
+    )
+
+
+class TlsConfig(_Model):
+    ca_file: Path | None = Field(None, description="CA bundle that signed the broker.")
+    cert_file: Path | None = Field(None, description="Client certificate (PEM).")
+    key_file: Path | None = Field(None, description="Client key (PEM).")
+
+
+class MqttConfig(_Model):
+    host: str = Field("127.0.0.1", description="Broker host name or address.")
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    topic_prefix: str = Field("edge", description="First topic segment.")
+    client_id: str | None = Field(None, description="Defaults to edge-{site}-{device}.")
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
+    tls: TlsConfig | None = None
+
+    _check_prefix = field_validator("topic_prefix")(_topic_segment)
+
+
+class HealthConfig(_Model):
+    interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
+class LogConfig(_Model):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(_Model):
+    site: str = Field(title="Site", description="Clinic name; an MQTT topic segment.")
+    device: str = Field(title="Device", description="Box name within the site; a topic segment.")
+    state_dir: Path = Field(description="Journal, quarantine and engine store.")
+    watch: WatchConfig
+    study: StudyConfig = StudyConfig()
+    engine: EngineConfig
+    decode: DecodeConfig = DecodeConfig()
+    mqtt: MqttConfig = MqttConfig()
+    health: HealthConfig = HealthConfig()
+    log: LogConfig = LogConfig()
+
+    _check_site = field_validator("site", "device")(_topic_segment)
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.state_dir / "quarantine"
+
+    def topic(self, leaf: str) -> str:
+        """``{topic_prefix}/{site}/{device}/{leaf}``."""
+        return f"{self.mqtt.topic_prefix}/{self.site}/{self.device}/{leaf}"
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a configuration file.
+
+    Relative paths in the file are resolved against the file's folder, so a
+    configuration can travel with the files it names.
+
+    Raises
+    ------
+    ConfigError
+        With one line per problem: the key path, the YAML line, what was expected.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    lines = _key_lines(node)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, exc, lines)) from None
+    return _resolve_paths(config, path.parent.resolve())
+
+
+def _describe(path: Path, exc: ValidationError, lines: dict[tuple[str, ...], int]) -> str:
+    problems = []
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        line = _nearest_line(loc, lines)
+        where = ".".join(loc) or "(top level)"
+        if line is not None:
+            where += f" (line {line})"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (misspelt, or not valid here)"
+        problems.append(f"  {where}: {message}")
+    return f"{path}: invalid configuration:\n" + "\n".join(problems)
+
+
+def _nearest_line(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> int | None:
+    # A missing key has no line of its own: point at its parent mapping.
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _key_lines(node: yaml.Node | None) -> dict[tuple[str, ...], int]:
+    """Map each key path of a composed YAML document to its 1-based line."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(current: yaml.Node, prefix: tuple[str, ...]) -> None:
+        if isinstance(current, yaml.MappingNode):
+            for key_node, value_node in current.value:
+                key = (*prefix, str(key_node.value))
+                lines[key] = key_node.start_mark.line + 1
+                walk(value_node, key)
+        elif isinstance(current, yaml.SequenceNode):
+            for index, item in enumerate(current.value):
+                key = (*prefix, str(index))
+                lines[key] = item.start_mark.line + 1
+                walk(item, key)
+
+    if node is not None:
+        walk(node, ())
+    return lines
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    def resolve(value: Path) -> Path:
+        return value if value.is_absolute() else (base / value)
+
+    updates: dict[str, Any] = {
+        "state_dir": resolve(config.state_dir),
+        "watch": config.watch.model_copy(update={"dir": resolve(config.watch.dir)}),
+        "engine": config.engine.model_copy(update={"bundle": resolve(config.engine.bundle)}),
+    }
+    if config.mqtt.tls is not None:
+        tls = config.mqtt.tls
+        updates["mqtt"] = config.mqtt.model_copy(
+            update={
+                "tls": tls.model_copy(
+                    update={
+                        name: resolve(getattr(tls, name))
+                        for name in ("ca_file", "cert_file", "key_file")
+                        if getattr(tls, name) is not None
+                    }
+                )
+            }
+        )
+    return config.model_copy(update=updates)

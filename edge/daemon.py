@@ -1,0 +1,310 @@
+"""The daemon: builds the stages, owns the threads and the stop event, drains on exit.
+
+    watch -> ingest (pool) -> decode -> preprocess -> infer (one thread)
+          -> study assembly -> publish (outbox thread) -> MQTT
+
+The main thread ticks: it closes quiet studies, publishes health, and watches
+for the stop signal. Every per-file failure is handled here with a named reason
+(quarantine, skip, duplicate); nothing that one file does stops the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from edge import __version__
+from edge.config import Config
+from edge.engines.bundle import load_bundle
+from edge.errors import IngestError, Skip
+from edge.health import HEALTH_SCHEMA, Metrics, disk_free, now_iso
+from edge.mqtt import MqttLink
+from edge.pipeline.decode import decode
+from edge.pipeline.infer import Engine, InferenceWorker
+from edge.pipeline.ingest import read_header
+from edge.pipeline.preprocess import prepare
+from edge.pipeline.publish import OutgoingMessage, Publisher, encode, result_message
+from edge.pipeline.study import StudyAssembler, study_hash
+from edge.pipeline.watch import FolderWatcher
+from edge.quarantine import file_tag, quarantine
+from edge.types import ImageHeader, ImageScore, IncomingFile, ModelInput, StudyResult
+
+log = logging.getLogger(__name__)
+
+#: failures that a file still being written also shows; retried once it settles
+RETRYABLE = frozenset({"empty", "truncated", "not_dicom", "malformed"})
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+TICK_S = 0.05
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.should_exit = threading.Event()
+        self._started_at = time.time()
+        self._seen_sops: set[str] = set()
+        self._seen_lock = threading.Lock()
+        self.engine: Engine | None = None
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT, then drain and return."""
+        with self._signals_captured():
+            self.startup()
+            try:
+                self.main_loop()
+            finally:
+                self.shutdown()
+
+    def startup(self) -> None:
+        config = self.config
+        for folder in (config.state_dir, config.quarantine_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.engine = Engine.load(
+            load_bundle(config.engine.bundle),
+            backend=config.engine.backend,
+            threads=config.engine.threads,
+        )
+        engine = self.engine
+        self.assembler = StudyAssembler(config.study.quiet_s, lambda _info: engine.threshold)
+        self.infer = InferenceWorker(engine, self._on_score, self._on_infer_failure)
+        self.publisher = Publisher(
+            self._make_link,
+            status_topic=config.topic("status"),
+            on_delivered=self._on_delivered,
+        )
+        workers = config.decode.workers or (os.cpu_count() or 1)
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
+        self._in_pool = 0
+        self._pool_lock = threading.Lock()
+        self.watcher = FolderWatcher(
+            config.watch.dir,
+            self._on_file,
+            recursive=config.watch.recursive,
+            settle_s=config.watch.settle_s,
+            ignore=config.watch.ignore,
+        )
+        self.infer.start()
+        self.publisher.start()
+        self.watcher.start()
+        log.info("edge %s serving %s/%s", __version__, config.site, config.device)
+
+    def main_loop(self) -> None:
+        next_health = time.monotonic()
+        while not self.should_exit.wait(TICK_S):
+            for result in self.assembler.due():
+                self._publish_result(result)
+            if time.monotonic() >= next_health:
+                self.publish_health()
+                next_health = time.monotonic() + self.config.health.interval_s
+
+    def shutdown(self) -> None:
+        log.info("stopping: draining the pipeline")
+        self.watcher.stop()
+        self.pool.shutdown(wait=True, cancel_futures=False)
+        self.infer.stop(timeout=30)
+        # Studies still incomplete are not published half-done: their files stay in
+        # the watch folder and are taken again at the next start.
+        self.publish_health()
+        self.publisher.stop(timeout=10)
+        if self.engine is not None:
+            self.engine.close()
+        log.info("stopped")
+
+    def request_exit(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
+        if self.should_exit.is_set():
+            log.warning("second signal: exiting without waiting")
+        self.should_exit.set()
+
+    # -- the stages' hand-offs ------------------------------------------------------------
+
+    def _make_link(self, on_event: Any) -> MqttLink:
+        config = self.config
+        return MqttLink(
+            config.mqtt,
+            config.mqtt.client_id or f"edge-{config.site}-{config.device}",
+            will_topic=config.topic("status"),
+            will_payload=b"offline",
+            on_event=on_event,
+        )
+
+    def _on_file(self, incoming: IncomingFile) -> None:
+        self.metrics.count("received")
+        with self._pool_lock:
+            self._in_pool += 1
+        self.pool.submit(self._process_file, incoming)
+
+    def _process_file(self, incoming: IncomingFile) -> None:
+        try:
+            self._ingest(incoming)
+        except Exception as exc:  # a bug must not stop the daemon
+            log.exception("unexpected failure on file %s", file_tag(incoming.path))
+            self.metrics.count("errors")
+            self.metrics.error("ingest", f"{type(exc).__name__}: {exc}")
+            self._reject(incoming, IngestError("internal_error", f"{type(exc).__name__}: {exc}"))
+        finally:
+            with self._pool_lock:
+                self._in_pool -= 1
+
+    def _ingest(self, incoming: IncomingFile) -> None:
+        config = self.config
+        assert self.engine is not None
+        try:
+            header = read_header(incoming, max_pixels=config.decode.max_pixels)
+        except Skip as skip:
+            log.info("skipped file %s: %s", file_tag(incoming.path), skip.detail)
+            self.metrics.skipped(skip.reason)
+            return
+        except IngestError as error:
+            self._reject(incoming, error)
+            return
+        if not self._first_sighting(header):
+            log.info("duplicate image in study %s: already scored", study_hash(header.study_uid))
+            self.metrics.count("duplicates")
+            return
+        self.assembler.arrived(header)
+        try:
+            model_input = self._decode_and_prepare(header)
+        except IngestError as error:
+            self._forget_sighting(header)
+            self.assembler.dropped(header)
+            self._reject(incoming, error)
+            return
+        self.infer.submit(model_input)
+
+    def _decode_and_prepare(self, header: ImageHeader) -> ModelInput:
+        assert self.engine is not None
+        decoded = decode(header)
+        prepared = prepare(header, decoded.dataset, decoded.pixels, self.engine.preprocessing)
+        prepared.timings_ms["decode"] = decoded.decode_ms
+        return prepared
+
+    def _reject(self, incoming: IncomingFile, error: IngestError) -> None:
+        settle_s = self.config.watch.settle_s
+        if error.reason in RETRYABLE and _recently_written(incoming.path, settle_s):
+            log.debug("file %s incomplete (%s); waiting", file_tag(incoming.path), error.reason)
+            self.watcher.recheck(incoming.path)
+            return
+        moved = quarantine(incoming.path, error, self.config.quarantine_dir)
+        self.watcher.forget(incoming.path)
+        self.metrics.quarantined(error.reason)
+        log.warning(
+            "quarantined file %s (%s): %s%s",
+            file_tag(incoming.path),
+            error.reason,
+            error.detail,
+            f" -> {moved.name}" if moved else "",
+        )
+
+    def _on_score(self, score: ImageScore) -> None:
+        self.metrics.count("processed")
+        self.metrics.observe(score.timings_ms)
+        result = self.assembler.scored(score)
+        if result is not None:
+            self._publish_result(result)
+
+    def _on_infer_failure(self, item: ModelInput, error: Exception) -> None:
+        self.metrics.count("errors")
+        self.metrics.error("infer", f"{type(error).__name__}: {error}")
+        self._forget_sighting(item.header)
+        self.assembler.dropped(item.header)
+        self._reject(item.header.source, IngestError("infer_failed", str(error)))
+
+    def _publish_result(self, result: StudyResult) -> None:
+        config = self.config
+        message = result_message(result, site=config.site, device=config.device)
+        self.metrics.observe({"assemble": result.timings_ms["assemble"]})
+        self.publisher.submit(
+            OutgoingMessage(key=result.id, topic=config.topic("results"), payload=encode(message))
+        )
+
+    def _on_delivered(self, message: OutgoingMessage) -> None:
+        self.metrics.count("published")
+
+    def _first_sighting(self, header: ImageHeader) -> bool:
+        with self._seen_lock:
+            if header.sop_uid in self._seen_sops:
+                return False
+            self._seen_sops.add(header.sop_uid)
+            return True
+
+    def _forget_sighting(self, header: ImageHeader) -> None:
+        with self._seen_lock:
+            self._seen_sops.discard(header.sop_uid)
+
+    # -- health ---------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        config = self.config
+        engine = self.engine
+        return {
+            "schema": HEALTH_SCHEMA,
+            "site": config.site,
+            "device": config.device,
+            "version": __version__,
+            "at": now_iso(),
+            "uptime_s": round(time.time() - self._started_at, 1),
+            "engine": None
+            if engine is None
+            else {
+                "name": engine.info.name,
+                "version": engine.info.version,
+                "sha256": engine.info.sha256,
+                "backend": engine.info.backend,
+            },
+            "broker": {
+                "connected": self.publisher.link.connected,
+                "last_error": self.publisher.link.last_error or None,
+            },
+            "disk": {
+                "watch": disk_free(config.watch.dir),
+                "state": disk_free(config.state_dir),
+            },
+            "queues": {
+                "files_pending": self.watcher.pending + self._in_pool,
+                "infer": self.infer.depth,
+                "open_studies": self.assembler.open_studies,
+                "outbox": self.publisher.backlog,
+            },
+            "counters": self.metrics.counters(),
+            "latency_ms": self.metrics.latency(),
+            "last_error": self.metrics.last_error,
+        }
+
+    def publish_health(self) -> None:
+        payload = json.dumps(self.health(), separators=(",", ":")).encode()
+        self.publisher.publish_now(self.config.topic("health"), payload, retain=True)
+
+    # -- signals ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _signals_captured(self) -> Iterator[None]:
+        """Install the stop handlers for the daemon's lifetime and restore the old ones."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.request_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _recently_written(path: Path, settle_s: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime < settle_s
+    except OSError:
+        return False

@@ -1,0 +1,1 @@
+"""Engine bundles and the engine store."""

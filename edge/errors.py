@@ -1,0 +1,43 @@
+"""Exceptions with a meaning for the pipeline.
+
+Each one says what the daemon does with the failure: an :class:`IngestError`
+quarantines the file and the daemon goes on, a :class:`Skip` logs a reason and
+leaves the file alone, a :class:`ConfigError` stops the daemon before it starts.
+"""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    """Base class of the project's own errors."""
+
+
+class ConfigError(EdgeError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+class IngestError(EdgeError):
+    """A file that cannot be used: it is quarantined with ``reason``.
+
+    ``reason`` is a short machine-readable key (``truncated``, ``not_dicom``, ...)
+    used for counters; ``detail`` is the human sentence written beside the file.
+    Neither may contain patient identifiers.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Skip(EdgeError):
+    """A valid file that this appliance does not score (not MG, a DICOMDIR, ...)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class EngineError(EdgeError):
+    """An engine bundle that cannot be loaded, verified or run."""

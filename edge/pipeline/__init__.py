@@ -1,0 +1,1 @@
+"""The pipeline stages, in order: watch, ingest, decode, preprocess, infer, study, publish."""

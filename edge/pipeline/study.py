@@ -1,0 +1,164 @@
+"""Assemble scored views into studies and decide when a study is done.
+
+A study is closed, and its result goes out, as soon as its four standard views
+(L and R, CC and MLO) are scored and nothing else of it is still being
+processed; otherwise ``quiet_s`` after its last image arrived, with the views it
+lacks listed. Scores: per image the engine's; per breast the maximum over its
+screening views; per study the maximum over breasts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from edge.types import (
+    STANDARD_VIEWS,
+    BreastScore,
+    EngineInfo,
+    ImageHeader,
+    ImageScore,
+    StudyResult,
+)
+
+log = logging.getLogger(__name__)
+
+ResultCallback = Callable[[StudyResult], None]
+
+
+def study_hash(study_uid: str) -> str:
+    """A short stable name of a study for log lines, which never carry the UID itself."""
+    return hashlib.sha256(study_uid.encode()).hexdigest()[:10]
+
+
+def result_id(study_uid: str, sop_uids: list[str], model_sha256: str) -> str:
+    """Deterministic result id: the same images scored by the same model give the same id."""
+    text = "\n".join([study_uid, *sorted(sop_uids), model_sha256])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass
+class _OpenStudy:
+    study_uid: str
+    accession: str
+    last_arrival: float
+    in_flight: int = 0
+    scores: list[ImageScore] = field(default_factory=list)
+
+    def views(self) -> set[tuple[str, str]]:
+        return {(s.header.laterality, s.header.view) for s in self.scores if s.header.screening}
+
+    def complete(self) -> bool:
+        return self.in_flight == 0 and set(STANDARD_VIEWS) <= self.views()
+
+
+class StudyAssembler:
+    """Thread-safe: ingest workers report arrivals, the inference worker reports scores."""
+
+    def __init__(self, quiet_s: float, threshold: Callable[[EngineInfo], float]) -> None:
+        self._quiet_s = quiet_s
+        self._threshold = threshold
+        self._lock = threading.Lock()
+        self._open: dict[str, _OpenStudy] = {}
+
+    @property
+    def open_studies(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    def arrived(self, header: ImageHeader) -> None:
+        """An image of a study was accepted and is on its way to be scored."""
+        with self._lock:
+            study = self._open.get(header.study_uid)
+            if study is None:
+                study = _OpenStudy(header.study_uid, header.accession, header.source.detected_at)
+                self._open[header.study_uid] = study
+            study.in_flight += 1
+            study.last_arrival = max(study.last_arrival, header.source.detected_at)
+
+    def dropped(self, header: ImageHeader) -> None:
+        """An accepted image could not be scored (quarantined after its header passed)."""
+        with self._lock:
+            study = self._open.get(header.study_uid)
+            if study is not None:
+                study.in_flight -= 1
+
+    def scored(self, score: ImageScore) -> StudyResult | None:
+        """Add a score; return the study's result when this completes it."""
+        with self._lock:
+            study = self._open.get(score.header.study_uid)
+            if study is None:  # scored without arrival: a late image of a closed study
+                study = _OpenStudy(score.header.study_uid, score.header.accession, time.monotonic())
+                study.in_flight = 1
+                self._open[study.study_uid] = study
+            study.in_flight -= 1
+            study.scores.append(score)
+            if not study.complete():
+                return None
+            del self._open[study.study_uid]
+        return self._result(study, "complete")
+
+    def due(self, now: float | None = None) -> list[StudyResult]:
+        """Close the studies that have been quiet for ``quiet_s``."""
+        now = time.monotonic() if now is None else now
+        closed = []
+        with self._lock:
+            for uid, study in list(self._open.items()):
+                if study.in_flight <= 0 and now - study.last_arrival >= self._quiet_s:
+                    del self._open[uid]
+                    if study.scores:
+                        closed.append(study)
+        return [self._result(study, "quiet") for study in closed]
+
+    def _result(self, study: _OpenStudy, closed_by: str) -> StudyResult:
+        started = time.perf_counter()
+        images = tuple(sorted(study.scores, key=lambda s: (s.header.laterality, s.header.view)))
+        engine = images[-1].engine
+        threshold = self._threshold(engine)
+        breasts = {}
+        for side in ("L", "R"):
+            side_scores = [
+                s.score for s in images if s.header.screening and s.header.laterality == side
+            ]
+            if side_scores:
+                top = max(side_scores)
+                breasts[side] = BreastScore(top, top >= threshold)
+        study_score = max((b.score for b in breasts.values()), default=0.0)
+        present = study.views()
+        missing = tuple(
+            f"{lat}{view}" for lat, view in STANDARD_VIEWS if (lat, view) not in present
+        )
+        last = max(images, key=lambda s: s.header.source.detected_at)
+        timings = dict(last.timings_ms)
+        timings["assemble"] = (time.perf_counter() - started) * 1000
+        timings["total"] = (time.monotonic() - last.header.source.detected_at) * 1000
+        result = StudyResult(
+            id=result_id(study.study_uid, [s.header.sop_uid for s in images], engine.sha256),
+            study_uid=study.study_uid,
+            accession=study.accession,
+            engine=engine,
+            score=study_score,
+            suspicious=study_score >= threshold,
+            threshold=threshold,
+            breasts=breasts,
+            images=images,
+            missing_views=missing,
+            closed_by=closed_by,
+            timings_ms=timings,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        )
+        log.info(
+            "study %s closed (%s): %d images, score %.3f%s%s",
+            study_hash(study.study_uid),
+            closed_by,
+            len(images),
+            study_score,
+            " SUSPICIOUS" if result.suspicious else "",
+            f", missing {','.join(missing)}" if missing else "",
+        )
+        return result

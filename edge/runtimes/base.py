@@ -1,0 +1,39 @@
+"""The protocol every inference backend implements.
+
+A backend runs one engine bundle's model: it takes a batch in the manifest's input
+layout (N, C, H, W) as float32 and returns the model's output, one row per image.
+Backends are created through :mod:`edge.runtimes.registry`, never imported for
+their side effects.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.engines.bundle import Bundle
+
+
+class Backend(Protocol):
+    #: registry name: ``onnxruntime`` or ``tensorrt``
+    name: str
+    #: the largest batch one call takes
+    max_batch: int
+
+    def infer(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Run the model on ``batch`` (N, C, H, W); return its output (N, ...)."""
+        ...
+
+    def last_timings_ms(self) -> dict[str, float]:
+        """Device timings of the last call (``h2d``, ``compute``, ``d2h``), if measured."""
+        ...
+
+    def close(self) -> None:
+        """Release the session and any device memory."""
+        ...
+
+
+class BackendFactory(Protocol):
+    def __call__(self, bundle: Bundle, *, threads: int) -> Backend: ...

@@ -1,0 +1,58 @@
+"""ONNX Runtime on the CPU: the backend of machines without an NVIDIA GPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.engines.bundle import Bundle
+from edge.errors import EngineError
+
+NAME = "onnxruntime"
+
+
+def is_available() -> tuple[bool, str]:
+    if importlib.util.find_spec("onnxruntime") is None:
+        return False, "the onnxruntime package is not installed"
+    return True, "onnxruntime installed"
+
+
+class OnnxRuntimeBackend:
+    name = NAME
+
+    def __init__(self, bundle: Bundle, *, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle worker threads must sleep, not spin: the appliance waits for files
+        # most of the time and spinning would burn a core between studies.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        try:
+            self._session = ort.InferenceSession(
+                str(bundle.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises untyped errors
+            raise EngineError(f"{bundle.model_path}: ONNX Runtime cannot load it: {exc}") from exc
+        spec = bundle.manifest.inputs[0]
+        self._input = spec.name
+        self._output = bundle.manifest.outputs[0].name
+        batch_dim = spec.shape[0]
+        self.max_batch = 16 if isinstance(batch_dim, str) else int(batch_dim)
+
+    def infer(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        (output,) = self._session.run([self._output], {self._input: batch})
+        return np.asarray(output, dtype=np.float32)
+
+    def last_timings_ms(self) -> dict[str, float]:
+        return {}
+
+    def close(self) -> None:
+        del self._session

@@ -1,0 +1,105 @@
+"""Frozen records passed from one pipeline stage to the next.
+
+watch -> :class:`IncomingFile` -> ingest -> :class:`ImageHeader` ->
+decode/preprocess -> :class:`ModelInput` -> infer -> :class:`ImageScore` ->
+study -> :class:`StudyResult` -> publish.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+#: The four views of a standard screening study: (laterality, view).
+STANDARD_VIEWS: tuple[tuple[str, str], ...] = (("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO"))
+
+
+@dataclass(frozen=True)
+class IncomingFile:
+    """A complete file that appeared in the watch folder."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+    #: monotonic time at which the watcher saw the file complete
+    detected_at: float
+    #: what made the watcher take it: ``close_write``, ``moved``, ``settled`` or ``scan``
+    trigger: str
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What ingest learnt from a file's header, before any pixel is read."""
+
+    source: IncomingFile
+    sop_uid: str
+    study_uid: str
+    accession: str
+    laterality: str  # "L" or "R"
+    view: str  # "CC", "MLO", "ML", ...
+    rows: int
+    columns: int
+    transfer_syntax: str
+    #: row direction of Patient Orientation ("A", "P", ...) when the file states it
+    row_direction: str | None
+    #: a spot or magnification view, reported but kept out of the screening score
+    screening: bool = True
+    timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One image decoded and preprocessed to the engine's input tensor layout (C, H, W)."""
+
+    header: ImageHeader
+    tensor: npt.NDArray[np.float32]
+    timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """Identity of the model that produced a score; every result names it."""
+
+    name: str
+    version: str
+    sha256: str
+    backend: str
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    """The engine's score for one image."""
+
+    header: ImageHeader
+    score: float
+    engine: EngineInfo
+    timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class BreastScore:
+    score: float
+    suspicious: bool
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """A study's assembled result, ready to publish (schema ``edge.result/1``)."""
+
+    id: str
+    study_uid: str
+    accession: str
+    engine: EngineInfo
+    score: float
+    suspicious: bool
+    threshold: float
+    breasts: dict[str, BreastScore]
+    images: tuple[ImageScore, ...]
+    missing_views: tuple[str, ...]
+    #: why the study was closed: ``complete`` (four views) or ``quiet`` (timer)
+    closed_by: str
+    timings_ms: dict[str, float]
+    created_at: str
