@@ -1,167 +1,176 @@
 """Read a file's DICOM header and decide what to do with it.
 
-Only the header is read here (``stop_before_pixels``): a file that will be skipped
-or quarantined costs no pixel decoding. A usable mammogram becomes an
-:class:`~edge.types.ImageHeader`; anything else raises :class:`~edge.errors.Skip`
-(a valid file this appliance does not score) or :class:`~edge.errors.IngestError`
-(a file to quarantine).
+Only the header is read here (up to Pixel Data, see :mod:`edge.pipeline.dicomfile`):
+a file that will be skipped or quarantined costs no pixel decoding, and a header
+that claims more pixels than ``max_pixels`` is refused before anything is
+allocated for them. A usable mammogram becomes an :class:`~edge.types.ImageHeader`;
+anything else raises :class:`~edge.errors.Skip` (a valid object this appliance
+does not score) or :class:`~edge.errors.IngestError` (a file to quarantine).
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.dataset import Dataset, FileDataset
 
+from edge.engines.bundle import Accepts
 from edge.errors import IngestError, Skip
+from edge.pipeline import dicomfile
+from edge.pipeline.views import image_laterality, is_screening_view, row_direction, view_position
 from edge.types import ImageHeader, IncomingFile
 
 #: Media Storage Directory Storage: a DICOMDIR index, not an image (PS3.4 Annex B.5)
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+#: Digital Mammography X-Ray and Breast Projection X-Ray Image Storage, For Processing
+FOR_PROCESSING_SOP_CLASSES = frozenset(
+    {"1.2.840.10008.5.1.4.1.1.1.2.1", "1.2.840.10008.5.1.4.1.1.13.1.5"}
+)
+#: Breast Tomosynthesis Image Storage and Breast Projection X-Ray Image Storage (PS3.4 B.5)
+TOMOSYNTHESIS_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.13.1.3",
+        "1.2.840.10008.5.1.4.1.1.13.1.4",
+        "1.2.840.10008.5.1.4.1.1.13.1.5",
+    }
+)
+GREYSCALE = frozenset({"MONOCHROME1", "MONOCHROME2"})
 
-LATERALITIES = frozenset({"L", "R"})
 
-
-def read_header(incoming: IncomingFile, *, max_pixels: int) -> ImageHeader:
+def read_header(
+    incoming: IncomingFile, *, max_pixels: int, accepts: Accepts | None = None
+) -> ImageHeader:
     """Read and check the header of ``incoming``.
+
+    Parameters
+    ----------
+    incoming
+        The file the watcher handed on.
+    max_pixels
+        The most pixels (rows x columns x frames) an image may claim.
+    accepts
+        What the active engine takes beyond For Presentation 2D mammograms
+        (the manifest's ``accepts``); by default nothing more.
 
     Raises
     ------
     Skip
-        A DICOMDIR, or an image of another modality than MG.
+        An image of another modality than MG; a For Processing or tomosynthesis
+        image that the engine does not accept.
     IngestError
-        Not DICOM, empty, missing a required attribute, too large, or of an
-        unknown laterality or view.
+        Not DICOM, a DICOMDIR, empty, truncated, missing a required attribute,
+        too large, not grey scale, or of an unknown laterality or view.
     """
     started = time.perf_counter()
-    dataset = _read(incoming.path)
-    _check_kind(dataset)
+    dataset, reached_pixels = dicomfile.read_header(incoming.path)
+    _check_kind(dataset, reached_pixels, accepts or Accepts())
     sop_uid = _required_text(dataset, "SOPInstanceUID")
     study_uid = _required_text(dataset, "StudyInstanceUID")
-    rows, columns = _dimensions(dataset, max_pixels)
-    laterality = image_laterality(dataset)
-    view = view_position(dataset)
+    rows, columns = check_pixel_description(dataset, max_pixels)
     return ImageHeader(
         source=incoming,
         sop_uid=sop_uid,
         study_uid=study_uid,
         accession=str(dataset.get("AccessionNumber", "") or ""),
-        laterality=laterality,
-        view=view,
+        laterality=image_laterality(dataset),
+        view=view_position(dataset),
         rows=rows,
         columns=columns,
         transfer_syntax=str(dataset.file_meta.get("TransferSyntaxUID", "")),
-        row_direction=_row_direction(dataset),
+        row_direction=row_direction(dataset),
+        screening=is_screening_view(dataset),
         timings_ms={"header": (time.perf_counter() - started) * 1000},
     )
 
 
-def _read(path: Path) -> Dataset:
-    try:
-        if path.stat().st_size == 0:
-            raise IngestError("empty", "the file is empty (0 bytes)")
-        return pydicom.dcmread(path, stop_before_pixels=True)
-    except InvalidDicomError as exc:
-        raise IngestError("not_dicom", f"not a DICOM file: {exc}") from exc
-    except PermissionError as exc:
-        raise IngestError("unreadable", f"permission denied: {exc.strerror}") from exc
-    except (EOFError, OSError) as exc:
-        raise IngestError("truncated", f"the header ends early: {exc}") from exc
-    except (ValueError, KeyError, TypeError, AttributeError, NotImplementedError) as exc:
-        # pydicom raises these for malformed elements; the reason is in the text.
-        raise IngestError("malformed", f"the header cannot be parsed: {exc}") from exc
-
-
-def _check_kind(dataset: Dataset) -> None:
-    meta = getattr(dataset, "file_meta", None)
-    sop_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+def _check_kind(dataset: FileDataset, reached_pixels: bool, accepts: Accepts) -> None:
+    sop_class = sop_class_uid(dataset)
     if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in dataset:
-        raise Skip("dicomdir", "a DICOMDIR index, not an image")
-    modality = str(dataset.get("Modality", "") or "")
-    if modality != "MG":
-        raise Skip("not_mg", f"Modality is {modality or 'absent'}, not MG")
+        raise IngestError("dicomdir", "a DICOMDIR index, not an image")
+    modality = _text(dataset, "Modality")
+    if modality and modality != "MG":
+        raise Skip("not_mg", f"Modality is {modality}, not MG")
+    if not reached_pixels:
+        # A file still being written ends early too: the daemon retries this reason.
+        raise IngestError("truncated", "the file ends before its Pixel Data")
+    if not modality:
+        raise Skip("not_mg", "Modality is absent, not MG")
+    for_processing = (
+        sop_class in FOR_PROCESSING_SOP_CLASSES
+        or _text(dataset, "PresentationIntentType") == "FOR PROCESSING"
+    )
+    if for_processing and not accepts.for_processing:
+        raise Skip("for_processing", "a For Processing image; the engine takes For Presentation")
+    frames = _int(dataset, "NumberOfFrames", 1)
+    if (sop_class in TOMOSYNTHESIS_SOP_CLASSES or frames > 1) and not accepts.tomosynthesis:
+        raise Skip("tomosynthesis", "a tomosynthesis or multi-frame object; the engine takes 2D")
+
+
+def sop_class_uid(dataset: FileDataset) -> str:
+    """SOP Class UID from the data set, else from the file meta information."""
+    value = _text(dataset, "SOPClassUID")
+    meta = getattr(dataset, "file_meta", None)
+    if not value and meta is not None:
+        value = str(meta.get("MediaStorageSOPClassUID", "") or "").strip()
+    return value
+
+
+def check_pixel_description(dataset: Dataset, max_pixels: int) -> tuple[int, int]:
+    """Rows and Columns, once the Image Pixel Module (PS3.3 C.7.6.3) describes a grey image.
+
+    Raises
+    ------
+    IngestError
+        ``missing_tag``, ``too_large`` or ``not_greyscale``.
+    """
+    rows = _int(dataset, "Rows", 0)
+    columns = _int(dataset, "Columns", 0)
+    frames = max(_int(dataset, "NumberOfFrames", 1), 1)
+    if rows <= 0 or columns <= 0:
+        raise IngestError("missing_tag", f"image size {rows}x{columns} is not usable")
+    if rows * columns * frames > max_pixels:
+        raise IngestError(
+            "too_large",
+            f"header claims {rows}x{columns}x{frames} pixels, over the limit of {max_pixels}",
+        )
+    photometric = _text(dataset, "PhotometricInterpretation")
+    samples = _int(dataset, "SamplesPerPixel", 1)
+    if photometric not in GREYSCALE or samples != 1:
+        raise IngestError(
+            "not_greyscale",
+            f"Photometric Interpretation {photometric or 'absent'} with {samples} samples; "
+            "a mammogram is MONOCHROME1 or MONOCHROME2",
+        )
+    allocated = _int(dataset, "BitsAllocated", 0)
+    stored = _int(dataset, "BitsStored", allocated)
+    if allocated not in (8, 16) or not 1 <= stored <= allocated:
+        raise IngestError(
+            "missing_tag", f"Bits Allocated {allocated} / Bits Stored {stored} are not usable"
+        )
+    if _int(dataset, "PixelRepresentation", -1) not in (0, 1):
+        raise IngestError("missing_tag", "Pixel Representation is missing or not 0 or 1")
+    return rows, columns
 
 
 def _required_text(dataset: Dataset, keyword: str) -> str:
-    value = str(dataset.get(keyword, "") or "").strip()
+    value = _text(dataset, keyword, upper=False)
     if not value:
         raise IngestError("missing_tag", f"required attribute {keyword} is missing or empty")
     return value
 
 
-def _dimensions(dataset: Dataset, max_pixels: int) -> tuple[int, int]:
+def _text(dataset: Dataset, keyword: str, *, upper: bool = True) -> str:
     try:
-        rows = int(dataset.Rows)
-        columns = int(dataset.Columns)
-        frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise IngestError("missing_tag", f"Rows, Columns or NumberOfFrames: {exc}") from exc
-    if rows <= 0 or columns <= 0:
-        raise IngestError("missing_tag", f"image size {rows}x{columns} is not usable")
-    if rows * columns * max(frames, 1) > max_pixels:
-        raise IngestError(
-            "too_large",
-            f"header claims {rows}x{columns}x{frames} pixels, over the limit of {max_pixels}",
-        )
-    return rows, columns
+        value = dataset.get(keyword, "")
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        raise IngestError("malformed", f"{keyword} cannot be read: {exc}") from exc
+    text = str(value or "").strip()
+    return text.upper() if upper else text
 
 
-def image_laterality(dataset: Dataset) -> str:
-    """The breast an image shows: ``L`` or ``R``.
-
-    From Image Laterality (0020,0062), else Laterality (0020,0060), else the
-    column direction of Patient Orientation (0020,0020), which for a mammogram
-    points to the patient's right or left (PS3.3 C.8.11.7.1).
-    """
-    for keyword in ("ImageLaterality", "Laterality"):
-        value = str(dataset.get(keyword, "") or "").strip().upper()
-        if value in LATERALITIES:
-            return value
-    orientation = _orientation(dataset)
-    if len(orientation) == 2:
-        column = orientation[1]
-        # The column direction of a mammogram runs from the lateral edge across
-        # the body: LCC is "A\\R", RMLO is "P\\FL". Its R/L is the other breast.
-        side = column[-1:] if column[-1:] in LATERALITIES else ""
-        if side:
-            return "R" if side == "L" else "L"
-    raise IngestError(
-        "unknown_laterality", "no Image Laterality, Laterality or Patient Orientation"
-    )
-
-
-def view_position(dataset: Dataset) -> str:
-    """The view: ``CC``, ``MLO``, ``ML``, ``LM``, ``XCCL``, ...
-
-    From View Position (0018,5101); some exports (CBIS-DDSM among them) put the
-    view name in Patient Orientation instead, which is accepted when it is one.
-    """
-    value = str(dataset.get("ViewPosition", "") or "").strip().upper()
-    if value:
-        return value
-    orientation = "\\".join(_orientation(dataset))
-    if orientation in KNOWN_VIEWS:
-        return orientation
-    raise IngestError("unknown_view", "no View Position or usable Patient Orientation")
-
-
-KNOWN_VIEWS = frozenset({"CC", "MLO", "ML", "LM", "LMO", "XCCL", "XCCM", "FB", "SIO", "CV", "AT"})
-
-
-def _orientation(dataset: Dataset) -> list[str]:
-    value = dataset.get("PatientOrientation", None)
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [part.strip().upper() for part in value.split("\\") if part.strip()]
-    return [str(part).strip().upper() for part in value]
-
-
-def _row_direction(dataset: Dataset) -> str | None:
-    orientation = _orientation(dataset)
-    if len(orientation) == 2 and orientation[0] and orientation[0][0] in "AP":
-        return orientation[0][0]
-    return None
+def _int(dataset: Dataset, keyword: str, default: int) -> int:
+    try:
+        value = dataset.get(keyword, None)
+        return default if value is None or value == "" else int(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise IngestError("missing_tag", f"{keyword} is not a number: {exc}") from exc

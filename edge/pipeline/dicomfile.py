@@ -1,0 +1,214 @@
+"""Read a DICOM file without trusting it.
+
+Everything a hostile or broken file can do to a reader is bounded here, before
+pydicom sees the bytes:
+
+- a symbolic link is never followed (it could point anywhere on the box), and
+  anything but a regular file (a FIFO would block the reader forever) is refused;
+- a file nobody may read is refused even when the daemon runs as root;
+- the header pass stops at Pixel Data and refuses any single element larger than
+  :data:`MAX_ELEMENT_BYTES` on the way;
+- a Deflated Explicit VR Little Endian data set (PS3.5 A.5) is inflated in steps
+  against a limit, never with one unbounded ``zlib.decompress`` as pydicom does,
+  so a few kilobytes that inflate to gigabytes (a deflate bomb) cost nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import zlib
+from collections.abc import Callable
+from io import BytesIO
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
+
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_partial, read_preamble
+from pydicom.tag import BaseTag
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from edge.errors import IngestError
+
+#: the largest element the header pass reads (an icon, a private blob); beyond is hostile
+MAX_ELEMENT_BYTES = 16 << 20
+#: the most a deflated data set may inflate to before its Pixel Data is reached
+MAX_INFLATED_HEADER_BYTES = 64 << 20
+PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+_INFLATE_FIRST = 256 << 10
+
+StopWhen = Callable[[BaseTag, "str | None", int], bool]
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular, non-empty file anyone may read.
+
+    Raises
+    ------
+    IngestError
+        ``vanished``, ``symlink``, ``not_regular_file``, ``empty`` or ``unreadable``.
+    """
+    try:
+        info = path.lstat()
+    except FileNotFoundError as exc:
+        raise IngestError("vanished", "the file disappeared before it was read") from exc
+    except OSError as exc:
+        raise IngestError("unreadable", f"cannot stat the file: {exc.strerror}") from exc
+    _check_kind(info)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except PermissionError as exc:
+        raise IngestError("unreadable", f"permission denied: {exc.strerror}") from exc
+    except OSError as exc:
+        # ELOOP: it became a symlink between lstat and open.
+        raise IngestError("unreadable", f"cannot open the file: {exc.strerror}") from exc
+    try:
+        _check_kind(os.fstat(fd))
+    except IngestError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _check_kind(info: os.stat_result) -> None:
+    if stat.S_ISLNK(info.st_mode):
+        raise IngestError("symlink", "a symbolic link; links are not followed")
+    if not stat.S_ISREG(info.st_mode):
+        raise IngestError("not_regular_file", "not a regular file (a FIFO, socket or device)")
+    if info.st_size == 0:
+        raise IngestError("empty", "the file is empty (0 bytes)")
+    if info.st_mode & 0o444 == 0:
+        # root could read it anyway; a file its writer made unreadable is not ours.
+        raise IngestError("unreadable", "the file's mode lets no one read it")
+
+
+class Header(NamedTuple):
+    """A header pass: the data set before Pixel Data, and whether Pixel Data was reached."""
+
+    dataset: FileDataset
+    reached_pixels: bool
+
+
+def read_header(path: Path) -> Header:
+    """The data set of ``path`` up to, not including, its Pixel Data."""
+    with open_regular(path) as stream:
+        reached: list[bool] = []
+        dataset = _parse(stream, path, reached, MAX_INFLATED_HEADER_BYTES)
+        return Header(dataset, bool(reached))
+
+
+def read_full(path: Path, *, max_file_bytes: int, max_inflated_bytes: int) -> FileDataset:
+    """The whole data set of ``path``, Pixel Data included, within the given sizes.
+
+    Raises
+    ------
+    IngestError
+        ``too_large`` when the file is larger than ``max_file_bytes``,
+        ``deflate_bomb`` when a deflated data set inflates past ``max_inflated_bytes``.
+    """
+    with open_regular(path) as stream:
+        size = os.fstat(stream.fileno()).st_size
+        if size > max_file_bytes:
+            raise IngestError(
+                "too_large",
+                f"the file has {size} bytes, more than the {max_file_bytes} its header allows",
+            )
+        return _parse(stream, path, None, max_inflated_bytes)
+
+
+def _parse(stream: BinaryIO, path: Path, reached: list[bool] | None, limit: int) -> FileDataset:
+    """Parse with pydicom; with ``reached`` given, stop at Pixel Data and note it there."""
+    try:
+        preamble = read_preamble(stream, False)
+        meta = _read_file_meta_info(stream)
+        if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+            return _read_deflated(stream, path, preamble, meta, reached, limit)
+        stream.seek(0)
+        stop = _refuse_huge_elements if reached is None else _header_stop(reached)
+        return read_partial(stream, stop_when=stop)
+    except InvalidDicomError as exc:
+        raise IngestError("not_dicom", f"not a DICOM file: {exc}") from exc
+    except IngestError:
+        raise
+    except EOFError as exc:
+        raise IngestError("truncated", f"the data set ends early: {exc}") from exc
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        # pydicom raises these for malformed elements; its text names the element.
+        raise IngestError("malformed", f"the data set cannot be parsed: {exc}") from exc
+    except (NotImplementedError, OverflowError, RecursionError, zlib.error) as exc:
+        raise IngestError("malformed", f"the data set cannot be parsed: {exc!r}") from exc
+
+
+def _header_stop(reached: list[bool]) -> StopWhen:
+    """A ``stop_when`` that stops at Pixel Data and notes that it got there."""
+
+    def stop(tag: BaseTag, vr: str | None, length: int) -> bool:
+        if int(tag) in PIXEL_DATA_TAGS:
+            reached.append(True)
+            return True
+        return _refuse_huge_elements(tag, vr, length)
+
+    return stop
+
+
+def _refuse_huge_elements(tag: BaseTag, vr: str | None, length: int) -> bool:
+    if int(tag) not in PIXEL_DATA_TAGS and MAX_ELEMENT_BYTES < length < 0xFFFFFFFF:
+        raise IngestError(
+            "oversized_element",
+            f"element {tag} claims {length} bytes, more than {MAX_ELEMENT_BYTES} allowed",
+        )
+    return False
+
+
+def _read_deflated(
+    stream: BinaryIO,
+    path: Path,
+    preamble: bytes | None,
+    meta: FileMetaDataset,
+    reached: list[bool] | None,
+    limit: int,
+) -> FileDataset:
+    """Inflate the data set in growing steps until what is needed has been read.
+
+    The header pass needs only the first few kilobytes, so it starts small; a
+    step that ends before Pixel Data is retried four times larger, up to ``limit``.
+    """
+    compressed = stream.read()
+    header_only = reached is not None
+    want = min(_INFLATE_FIRST, limit) if header_only else limit
+    while True:
+        body, complete = inflate(compressed, want)
+        stop = _refuse_huge_elements if reached is None else _header_stop(reached)
+        dataset = read_dataset(BytesIO(body), False, True, stop_when=stop)
+        if complete or reached:
+            break
+        if want >= limit:
+            raise IngestError(
+                "deflate_bomb",
+                f"the deflated data set inflates past {limit} bytes"
+                + (" before its Pixel Data" if header_only else ""),
+            )
+        want = min(want * 4, limit)
+    result = FileDataset(str(path), dataset, preamble=preamble, file_meta=meta)
+    result.set_original_encoding(False, True, dataset._character_set)
+    return result
+
+
+def inflate(compressed: bytes, limit: int) -> tuple[bytes, bool]:
+    """Inflate raw deflate data (no zlib header, PS3.5 A.5) to at most ``limit`` bytes.
+
+    Returns the bytes and whether the stream ended within the limit.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = BytesIO()
+    pending = compressed
+    while pending and out.tell() < limit:
+        out.write(inflater.decompress(pending, min(1 << 20, limit - out.tell())))
+        pending = inflater.unconsumed_tail
+        if inflater.eof:
+            return out.getvalue(), True
+    if not pending:
+        out.write(inflater.flush())
+    return out.getvalue(), inflater.eof or (not pending and out.tell() <= limit)
