@@ -74,6 +74,16 @@ class DecodeConfig(_Model):
         description="Images whose header claims more pixels (rows x columns x frames) "
         "are refused before any allocation.",
     )
+    pool: Literal["process", "thread"] = Field(
+        "process",
+        description="process: decoders run in worker processes, so one that crashes or hangs "
+        "on a hostile file costs that file only; thread: in the daemon (less memory).",
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        120.0,
+        description="A decode running longer is stopped and its file quarantined "
+        "(process pool only).",
+    )
 
 
 class TlsConfig(_Model):

@@ -29,10 +29,9 @@ from edge.engines.bundle import load_bundle
 from edge.errors import IngestError, Skip
 from edge.health import HEALTH_SCHEMA, Metrics, disk_free, now_iso
 from edge.mqtt import MqttLink
-from edge.pipeline.decode import decode
 from edge.pipeline.infer import Engine, InferenceWorker
 from edge.pipeline.ingest import read_header
-from edge.pipeline.preprocess import prepare
+from edge.pipeline.pool import make_pool
 from edge.pipeline.publish import OutgoingMessage, Publisher, encode, result_message
 from edge.pipeline.study import StudyAssembler, study_hash
 from edge.pipeline.watch import FolderWatcher
@@ -42,7 +41,7 @@ from edge.types import ImageHeader, ImageScore, IncomingFile, ModelInput, StudyR
 log = logging.getLogger(__name__)
 
 #: failures that a file still being written also shows; retried once it settles
-RETRYABLE = frozenset({"empty", "truncated", "not_dicom", "malformed"})
+RETRYABLE = frozenset({"empty", "truncated", "not_dicom", "malformed", "unreadable"})
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 TICK_S = 0.05
 
@@ -87,6 +86,9 @@ class Daemon:
         )
         workers = config.decode.workers or (os.cpu_count() or 1)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
+        self.decoder = make_pool(
+            config.decode.pool, workers, engine.preprocessing, timeout_s=config.decode.timeout_s
+        )
         self._in_pool = 0
         self._pool_lock = threading.Lock()
         self.watcher = FolderWatcher(
@@ -114,6 +116,7 @@ class Daemon:
         log.info("stopping: draining the pipeline")
         self.watcher.stop()
         self.pool.shutdown(wait=True, cancel_futures=False)
+        self.decoder.close()
         self.infer.stop(timeout=30)
         # Studies still incomplete are not published half-done: their files stay in
         # the watch folder and are taken again at the next start.
@@ -162,7 +165,11 @@ class Daemon:
         config = self.config
         assert self.engine is not None
         try:
-            header = read_header(incoming, max_pixels=config.decode.max_pixels)
+            header = read_header(
+                incoming,
+                max_pixels=config.decode.max_pixels,
+                accepts=self.engine.bundle.manifest.accepts,
+            )
         except Skip as skip:
             log.info("skipped file %s: %s", file_tag(incoming.path), skip.detail)
             self.metrics.skipped(skip.reason)
@@ -185,11 +192,7 @@ class Daemon:
         self.infer.submit(model_input)
 
     def _decode_and_prepare(self, header: ImageHeader) -> ModelInput:
-        assert self.engine is not None
-        decoded = decode(header)
-        prepared = prepare(header, decoded.dataset, decoded.pixels, self.engine.preprocessing)
-        prepared.timings_ms["decode"] = decoded.decode_ms
-        return prepared
+        return self.decoder.run(header)
 
     def _reject(self, incoming: IncomingFile, error: IngestError) -> None:
         settle_s = self.config.watch.settle_s

@@ -176,6 +176,9 @@ def _read_checked(header: ImageHeader) -> Dataset:
         max_file_bytes=2 * raw_bytes + SLACK_BYTES,
         max_inflated_bytes=raw_bytes + SLACK_BYTES,
     )
+    if "PixelData" not in dataset:
+        # pydicom drops the whole data set when the file ends inside an element.
+        raise IngestError("truncated", "the file ends before or inside its Pixel Data")
     try:
         now = check_pixel_description(dataset, max_pixels=rows * columns)
     except IngestError as error:
@@ -184,8 +187,6 @@ def _read_checked(header: ImageHeader) -> Dataset:
         ) from error
     if now != (rows, columns):
         raise IngestError("changed", f"the file changed after its header was read: {now}")
-    if "PixelData" not in dataset:
-        raise IngestError("truncated", "the file ends before or inside its Pixel Data")
     return dataset
 
 

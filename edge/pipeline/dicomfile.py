@@ -15,6 +15,7 @@ pydicom sees the bytes:
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import zlib
@@ -69,7 +70,10 @@ def open_regular(path: Path) -> BinaryIO:
     except IngestError:
         os.close(fd)
         raise
-    return os.fdopen(fd, "rb")
+    raw = io.FileIO(fd, "rb")
+    # pydicom quotes the name in its messages; the real one may hold a patient's name.
+    raw.name = "<watched file>"
+    return io.BufferedReader(raw)
 
 
 def _check_kind(info: os.stat_result) -> None:

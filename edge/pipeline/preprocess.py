@@ -1,15 +1,18 @@
 """Turn decoded pixels into the engine's input: pure functions, no I/O.
 
 The order follows the DICOM grey-scale pipeline (PS3.4 N.2): modality LUT
-(Rescale Slope/Intercept), then VOI LUT or window, then the presentation
-polarity (MONOCHROME1, Presentation LUT Shape INVERSE), so that bright always
-means dense tissue. Then every breast is turned to face the same side and the
-image is resized with OpenCV's area interpolation and scaled to [0, 1].
+(Rescale Slope/Intercept or a Modality LUT Sequence), then VOI LUT or window,
+then the presentation polarity (MONOCHROME1, Presentation LUT Shape INVERSE), so
+that bright always means dense tissue. Then every breast is turned to face the
+same side and the image is resized with OpenCV's area interpolation and scaled
+to [0, 1].
 
-A shortcut keeps the work small: when no VOI transform is present the grey
-chain is affine, and an affine map commutes with area averaging and is absorbed
-by the min-max scaling, so the full-size image is resized first and only its
-polarity is applied afterwards. The result is the same as the long way round.
+A shortcut keeps the work small: when there is no VOI transform and no Modality
+LUT Sequence the grey chain is affine, and an affine map commutes with area
+averaging and is absorbed by the min-max scaling, so the full-size image is
+resized first and only its polarity is applied afterwards. The result is the
+same as the long way round. It is wrong with a VOI transform (a window clips,
+a sigmoid bends), so those images take the long way.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 
 from edge.engines.bundle import Preprocessing
+from edge.errors import IngestError
 from edge.types import ImageHeader, ModelInput
 
 FloatImage = npt.NDArray[np.float32]
@@ -34,12 +38,13 @@ def prepare(
     """Grey scale, orientation, resize and scaling of one image (C=1, H, W)."""
     started = time.perf_counter()
     inverted = presentation_inverted(dataset)
-    if has_voi_transform(dataset):
-        grey = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset, index=0)
-        image = resize_area(np.asarray(grey, dtype=np.float32), spec.height, spec.width)
+    if has_voi_transform(dataset) or "ModalityLUTSequence" in dataset:
+        image = resize_area(grey_scale(pixels, dataset), spec.height, spec.width)
     else:
         image = resize_area(pixels, spec.height, spec.width)
         inverted ^= rescale_slope(dataset) < 0
+    if not np.isfinite(image).all():
+        raise IngestError("bad_grey_scale", "the grey-scale transform gives non-finite values")
     image = scale_minmax(image)
     if inverted:
         image = 1.0 - image
@@ -53,25 +58,49 @@ def prepare(
     )
 
 
+def grey_scale(pixels: npt.NDArray[np.generic], dataset: Dataset) -> FloatImage:
+    """Modality LUT then the first VOI LUT or window (PS3.3 C.11.1, C.11.2), as float32.
+
+    pydicom implements Window Center/Width with VOI LUT Function LINEAR,
+    LINEAR_EXACT and SIGMOID (C.11.2.1.2, C.11.2.1.3) and the VOI LUT Sequence;
+    where both are present it takes the LUT.
+    """
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            modality = apply_modality_lut(pixels, dataset)
+            grey = apply_voi_lut(modality, dataset, index=0)
+            return np.asarray(grey, dtype=np.float32)
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as exc:
+        raise IngestError(
+            "bad_grey_scale", f"the grey-scale attributes are unusable: {exc}"
+        ) from exc
+
+
 def has_voi_transform(dataset: Dataset) -> bool:
     """A VOI LUT Sequence or a window is present (PS3.3 C.11.2)."""
     return "VOILUTSequence" in dataset or ("WindowCenter" in dataset and "WindowWidth" in dataset)
 
 
 def rescale_slope(dataset: Dataset) -> float:
-    return float(dataset.get("RescaleSlope", 1.0) or 1.0)
+    try:
+        return float(dataset.get("RescaleSlope", 1.0) or 1.0)
+    except (TypeError, ValueError) as exc:
+        raise IngestError("bad_grey_scale", f"Rescale Slope is not a number: {exc}") from exc
 
 
 def presentation_inverted(dataset: Dataset) -> bool:
     """Whether low values are bright, so the image must be inverted.
 
-    MONOCHROME1 means the minimum value is white; Presentation LUT Shape INVERSE
-    (PS3.3 C.11.6) flips the polarity once more.
+    MONOCHROME1 means the minimum value is white (PS3.3 C.7.6.3.1.2). In an
+    image, Presentation LUT Shape INVERSE says the same thing, not a second
+    inversion: the General Image Module (C.7.6.1) has INVERSE used with
+    MONOCHROME1 and IDENTITY with MONOCHROME2. A file with either sign is
+    inverted once; a MONOCHROME1 file labelled IDENTITY is read by its
+    Photometric Interpretation, as viewers do.
     """
-    inverted = str(dataset.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
-    if str(dataset.get("PresentationLUTShape", "")).strip().upper() == "INVERSE":
-        inverted = not inverted
-    return inverted
+    monochrome1 = str(dataset.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
+    inverse = str(dataset.get("PresentationLUTShape", "")).strip().upper() == "INVERSE"
+    return monochrome1 or inverse
 
 
 def needs_flip(header: ImageHeader, orientation: str) -> bool:

@@ -117,7 +117,11 @@ class StudyAssembler:
 
     def _result(self, study: _OpenStudy, closed_by: str) -> StudyResult:
         started = time.perf_counter()
-        images = tuple(sorted(study.scores, key=lambda s: (s.header.laterality, s.header.view)))
+        images = tuple(
+            sorted(
+                study.scores, key=lambda s: (s.header.laterality, s.header.view, s.header.sop_uid)
+            )
+        )
         engine = images[-1].engine
         threshold = self._threshold(engine)
         breasts = {}

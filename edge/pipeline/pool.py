@@ -1,0 +1,214 @@
+"""Where decoding runs: worker processes that a hostile file can kill, or threads.
+
+Measured (docs/ingest.md): pylibjpeg-openjpeg, pylibjpeg-libjpeg, pylibjpeg-rle
+and pyjpegls hold the GIL for the whole decode (a thread beside them stalls for
+up to 1.7 s); glymur, imagecodecs and OpenCV release it. The process pool is the
+default because it also contains what threads cannot: a decoder that crashes on a
+hostile file takes down one worker, which is replaced, and the file is
+quarantined as ``decoder_crashed``; a decoder that hangs is killed after
+``timeout_s``. The thread pool is for small boxes where memory is short; with it
+a crashing decoder takes the daemon down, and systemd restarts it.
+
+Both run :func:`~edge.pipeline.decode.load_model_input` on one file at a time per
+worker; results go back to the caller of :meth:`run`, so the order in which files
+finish never matters to the study they belong to.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
+from typing import Protocol
+
+from edge.engines.bundle import Preprocessing
+from edge.errors import IngestError
+from edge.types import ImageHeader, ModelInput
+
+log = logging.getLogger(__name__)
+
+#: modules the fork server imports once, so a replaced worker starts in milliseconds
+PRELOAD = ["edge.pipeline.decode"]
+
+
+class DecodePool(Protocol):
+    def run(self, header: ImageHeader) -> ModelInput: ...
+
+    def close(self) -> None: ...
+
+
+class ThreadDecoder:
+    """Decode in the calling thread (the daemon's ingest threads)."""
+
+    def __init__(self, spec: Preprocessing, *, threads: int) -> None:
+        self._spec = spec
+        self._threads = threads
+
+    def run(self, header: ImageHeader) -> ModelInput:
+        from edge.pipeline.decode import load_model_input
+
+        return load_model_input(header, self._spec, threads=self._threads)
+
+    def close(self) -> None:
+        return None
+
+
+class ProcessDecoder:
+    """``workers`` processes, each decoding one file at a time; thread-safe."""
+
+    def __init__(
+        self, workers: int, spec: Preprocessing, *, threads: int, timeout_s: float
+    ) -> None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PRELOAD)
+        self._timeout_s = timeout_s
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._workers = [_Worker(context, spec, threads) for _ in range(max(1, workers))]
+        for worker in self._workers:
+            self._idle.put(worker)
+
+    def run(self, header: ImageHeader) -> ModelInput:
+        """Decode and prepare ``header``'s file in a free worker, waiting for one.
+
+        Raises
+        ------
+        IngestError
+            The file's own failure, ``decoder_crashed`` or ``decode_timeout``.
+        """
+        worker = self._idle.get()
+        try:
+            return worker.call(header, self._timeout_s)
+        finally:
+            self._idle.put(worker)
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the workers (for health and for tests that kill one)."""
+        return [worker.pid for worker in self._workers]
+
+    def busy_pids(self) -> list[int]:
+        """Process ids of the workers decoding a file right now."""
+        return [worker.pid for worker in self._workers if worker.busy]
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.stop()
+
+
+class _Worker:
+    """One decoding process and the pipe to it; replaced when it dies."""
+
+    def __init__(self, context: BaseContext, spec: Preprocessing, threads: int) -> None:
+        self._context = context
+        self._spec = spec
+        self._threads = threads
+        self.busy = False
+        self._lock = threading.Lock()
+        self._start()
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid or 0
+
+    def _start(self) -> None:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(  # type: ignore[attr-defined]
+            target=serve, args=(child, self._spec, self._threads), name="edge-decode", daemon=True
+        )
+        process.start()
+        child.close()
+        self._conn: Connection = parent
+        self._process = process
+
+    def call(self, header: ImageHeader, timeout_s: float) -> ModelInput:
+        with self._lock:
+            if not self._process.is_alive():
+                self._replace("it had died while idle")
+            self.busy = True
+            try:
+                self._conn.send(header)
+                return self._receive(timeout_s)
+            finally:
+                self.busy = False
+
+    def _receive(self, timeout_s: float) -> ModelInput:
+        if not self._conn.poll(timeout_s):
+            self._replace("it ran past the decode timeout")
+            raise IngestError("decode_timeout", f"decoding took longer than {timeout_s:g} s")
+        try:
+            kind, payload = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            self._process.join(timeout=5)
+            how = _describe_exit(self._process.exitcode)
+            self._replace(f"it died ({how})")
+            raise IngestError("decoder_crashed", f"the decoder process died ({how})") from exc
+        if kind == "ok":
+            assert isinstance(payload, ModelInput)
+            return payload
+        if kind == "ingest":
+            reason, detail = payload
+            raise IngestError(reason, detail)
+        raise RuntimeError(f"decode worker: {payload}")
+
+    def _replace(self, why: str) -> None:
+        log.warning("replacing decode worker %d: %s", self.pid, why)
+        self._kill()
+        self._start()
+
+    def _kill(self) -> None:
+        if self._process.is_alive():
+            self._process.kill()
+        self._process.join(timeout=5)
+        self._conn.close()
+
+    def stop(self) -> None:
+        with self._lock:
+            try:
+                self._conn.send(None)
+            except OSError as exc:
+                log.debug("decode worker %d already gone: %s", self.pid, exc)
+            self._process.join(timeout=5)
+            self._kill()
+
+
+def serve(conn: Connection, spec: Preprocessing, threads: int) -> None:
+    """A worker's loop: decode each header it is sent until told to stop."""
+    from edge.pipeline.decode import load_model_input
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon stops its workers itself
+    while True:
+        try:
+            header = conn.recv()
+        except EOFError:
+            return
+        if header is None:
+            return
+        try:
+            reply: tuple[str, object] = ("ok", load_model_input(header, spec, threads=threads))
+        except IngestError as error:
+            reply = ("ingest", (error.reason, error.detail))
+        except Exception as exc:  # noqa: BLE001 - sent to the daemon, which logs it as a bug
+            reply = ("bug", f"{type(exc).__name__}: {exc}")
+        conn.send(reply)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        return f"killed by signal {signal.Signals(-code).name}"
+    return f"exit status {code}"
+
+
+def make_pool(
+    kind: str, workers: int, spec: Preprocessing, *, timeout_s: float, threads: int = 0
+) -> DecodePool:
+    """The pool ``decode.pool`` names: ``process`` or ``thread``."""
+    threads = threads or os.cpu_count() or 1
+    if kind == "thread":
+        return ThreadDecoder(spec, threads=threads)
+    return ProcessDecoder(workers, spec, threads=threads, timeout_s=timeout_s)
