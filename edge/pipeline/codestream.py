@@ -44,7 +44,7 @@ def frame_geometry(frame: bytes, family: str) -> Geometry | None:
 
 def j2k_geometry(frame: bytes) -> Geometry:
     """Image size from SIZ and levels from COD of a JPEG 2000 codestream (ISO/IEC 15444-1 A.5)."""
-    if not frame.startswith(J2K_SOC) or len(frame) < 42:
+    if bytes(frame[:4]) != J2K_SOC or len(frame) < 42:
         raise CodestreamError("no JPEG 2000 codestream (SOC, SIZ) at the start of the frame")
     xsiz, ysiz, x0, y0 = struct.unpack_from(">4I", frame, 8)
     components = struct.unpack_from(">H", frame, 40)[0]
@@ -68,7 +68,7 @@ def _j2k_levels(frame: bytes) -> int:
 
 def jpeg_geometry(frame: bytes) -> Geometry:
     """Image size from the SOF marker of a JPEG (ITU-T T.81 B.2.2) or JPEG-LS frame."""
-    if not frame.startswith(b"\xff\xd8"):
+    if bytes(frame[:2]) != b"\xff\xd8":
         raise CodestreamError("no JPEG SOI marker at the start of the frame")
     position = 2
     while position + 4 <= len(frame):
