@@ -105,6 +105,10 @@ DECODE_ERRORS = (
 )
 
 
+#: how pydicom and the codecs say that the data ran out
+TRUNCATION_SIGNS = ("shorter than expected", "less than expected", "truncat", "insufficient")
+
+
 @dataclass(frozen=True)
 class Decoded:
     dataset: Dataset
@@ -336,6 +340,6 @@ def _failure(transfer_syntax: str, exc: Exception) -> IngestError:
     text = str(exc)
     lowered = text.lower()
     name = UID(transfer_syntax).name if transfer_syntax else "an unknown transfer syntax"
-    if "shorter than expected" in lowered or "truncat" in lowered or "insufficient" in lowered:
+    if any(sign in lowered for sign in TRUNCATION_SIGNS):
         return IngestError("truncated", f"pixel data ends early: {text}")
     return IngestError("decode_failed", f"{name}: {text}")
