@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +22,16 @@ log = logging.getLogger(__name__)
 def file_tag(path: Path) -> str:
     """A short stable name for a file in logs and events."""
     return hashlib.sha256(str(path).encode("utf-8", "surrogateescape")).hexdigest()[:10]
+
+
+def printable(path: Path) -> str:
+    """``path`` on one line: undecodable bytes and control characters escaped.
+
+    A file name may hold a newline or bytes that are not UTF-8; the reason file
+    must stay one field per line.
+    """
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def quarantine(path: Path, error: IngestError, folder: Path) -> Path | None:
@@ -42,7 +53,7 @@ def quarantine(path: Path, error: IngestError, folder: Path) -> Path | None:
     reason_text = (
         f"reason: {error.reason}\n"
         f"detail: {error.detail}\n"
-        f"original: {path}\n"
+        f"original: {printable(path)}\n"
         f"moved: {'yes' if moved else 'no, it stays where it was'}\n"
         f"time: {stamp}\n"
     )
