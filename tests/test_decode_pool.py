@@ -1,0 +1,131 @@
+"""The decode pool: worker processes that a crashing or hanging decoder cannot take down.
+
+The crash is real: the test kills the worker process (SIGKILL) while it decodes,
+as a segfaulting decoder would end it. The file it held is refused as
+``decoder_crashed``, and the next file is decoded by a fresh worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mammo_files import build, header, real_pixels
+
+from edge.engines.bundle import Preprocessing
+from edge.errors import IngestError
+from edge.pipeline.pool import ProcessDecoder, ThreadDecoder
+from edge.types import ImageHeader
+
+SPEC = Preprocessing(height=128, width=104)
+#: the model input equal to the slow file's size: a full-resolution JPEG 2000 decode
+SLOW_SPEC = Preprocessing(height=2048, width=1664)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("pool")
+    made = {
+        name: build(folder / f"{name}.dcm", encoding=name, laterality=side)
+        for name, side in (("rle", "L"), ("j2k-lossless", "R"), ("jpeg-ls-lossless", "L"))
+    }
+    made["slow"] = build(
+        folder / "slow.dcm", pixels=real_pixels((2048, 1664)), encoding="j2k-lossless"
+    )
+    data = made["rle"].read_bytes()
+    made["cut"] = folder / "cut.dcm"
+    made["cut"].write_bytes(data[: len(data) * 2 // 3])
+    return made
+
+
+@pytest.fixture
+def pool() -> ProcessDecoder:
+    decoder = ProcessDecoder(2, SPEC, threads=1, timeout_s=120)
+    yield decoder  # type: ignore[misc]
+    decoder.close()
+
+
+def test_processes_give_what_threads_give_in_any_order(
+    pool: ProcessDecoder, files: dict[str, Path]
+) -> None:
+    names = ["rle", "j2k-lossless", "jpeg-ls-lossless"] * 2
+    headers = [header(files[name]) for name in names]
+    inline = ThreadDecoder(SPEC, threads=1)
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        results = list(executor.map(pool.run, headers))
+    for image, result in zip(headers, results, strict=True):
+        assert result.header == image
+        np.testing.assert_array_equal(result.tensor, inline.run(image).tensor)
+
+
+@pytest.mark.filterwarnings("ignore:End of file:UserWarning")
+def test_a_file_s_own_failure_comes_back_as_its_reason(
+    pool: ProcessDecoder, files: dict[str, Path]
+) -> None:
+    with pytest.raises(IngestError) as caught:
+        pool.run(header(files["cut"]))
+    assert caught.value.reason == "truncated"
+
+
+def _run_and_kill_its_worker(pool: ProcessDecoder, image: ImageHeader) -> IngestError:
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pool.run(image)
+        except BaseException as error:  # noqa: BLE001 - handed to the test
+            failures.append(error)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not pool.busy_pids() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    os.kill(pool.busy_pids()[0], signal.SIGKILL)
+    worker.join(timeout=60)
+    assert len(failures) == 1 and isinstance(failures[0], IngestError), failures
+    return failures[0]
+
+
+def test_a_crashed_decoder_costs_its_file_only(files: dict[str, Path]) -> None:
+    slow = ProcessDecoder(1, SLOW_SPEC, threads=1, timeout_s=120)
+    try:
+        before = slow.worker_pids()
+        error = _run_and_kill_its_worker(slow, header(files["slow"]))
+        assert error.reason == "decoder_crashed"
+        assert "SIGKILL" in error.detail
+        assert slow.worker_pids() != before  # replaced
+        assert slow.run(header(files["rle"])).tensor.shape == (1, 2048, 1664)
+    finally:
+        slow.close()
+
+
+def test_a_hanging_decoder_is_stopped_at_the_timeout(files: dict[str, Path]) -> None:
+    hasty = ProcessDecoder(1, SLOW_SPEC, threads=1, timeout_s=0.01)
+    try:
+        with pytest.raises(IngestError) as caught:
+            hasty.run(header(files["slow"]))
+        assert caught.value.reason == "decode_timeout"
+    finally:
+        hasty.close()
+    patient = ProcessDecoder(1, SPEC, threads=1, timeout_s=120)
+    try:
+        assert patient.run(header(files["rle"])).tensor.shape == (1, 128, 104)
+    finally:
+        patient.close()
+
+
+def test_closing_the_pool_ends_its_workers(files: dict[str, Path]) -> None:
+    decoder = ProcessDecoder(2, SPEC, threads=1, timeout_s=120)
+    pids = decoder.worker_pids()
+    decoder.run(header(files["rle"]))
+    decoder.close()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
