@@ -35,3 +35,6 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # watchdog's debug lines carry raw file names, which exporters often build
+    # from the patient's name; the daemon names files by a hash instead.
+    logging.getLogger("watchdog").setLevel(max(logging.INFO, root.level))
