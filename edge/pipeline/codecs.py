@@ -93,6 +93,22 @@ def glymur_available() -> bool:
         return False
 
 
+def availability() -> tuple[str, bool]:
+    """A line naming the fast decoders found, and whether all of them are there."""
+    found = []
+    if imagecodecs is not None:
+        found.append(f"imagecodecs {imagecodecs.__version__} (RLE, JPEG, JPEG-LS)")
+    if glymur_available():
+        found.append(
+            f"glymur {glymur.__version__} on openjpeg {glymur.version.openjpeg_version} "
+            "(JPEG 2000 and HTJ2K at reduced resolution)"
+        )
+    complete = len(found) == 2
+    if not complete:
+        found.append("missing ones leave their codings to pydicom's slower decoders")
+    return "; ".join(found), complete
+
+
 # -- RLE (PS3.5 Annex G) ----------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from typing import Protocol
 
 from edge.engines.bundle import Preprocessing
 from edge.errors import IngestError
+from edge.pipeline.codecs import availability
 from edge.types import ImageHeader, ModelInput
 
 log = logging.getLogger(__name__)
@@ -209,6 +210,8 @@ def make_pool(
 ) -> DecodePool:
     """The pool ``decode.pool`` names: ``process`` or ``thread``."""
     threads = threads or os.cpu_count() or 1
+    found, complete = availability()
+    (log.info if complete else log.warning)("decoders: %s", found)
     if kind == "thread":
         return ThreadDecoder(spec, threads=threads)
     return ProcessDecoder(workers, spec, threads=threads, timeout_s=timeout_s)
