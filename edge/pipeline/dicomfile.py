@@ -119,10 +119,7 @@ def read_full(path: Path, *, max_file_bytes: int, max_inflated_bytes: int) -> Fi
                 "too_large",
                 f"the file has {size} bytes, more than the {max_file_bytes} its header allows",
             )
-        # One read into memory: pydicom's element-by-element reads of a large
-        # encapsulated Pixel Data are several times slower from the file.
-        whole = BytesIO(stream.read())
-        return _parse(whole, path, None, max_inflated_bytes)
+        return _parse(stream, path, None, max_inflated_bytes)
 
 
 def _parse(stream: BinaryIO, path: Path, reached: list[bool] | None, limit: int) -> FileDataset:
