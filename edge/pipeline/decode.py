@@ -196,10 +196,40 @@ def _read_checked(header: ImageHeader) -> Dataset:
 
 
 def _decode_native(dataset: Dataset) -> npt.NDArray[np.generic]:
+    fast = _native_view(dataset)
+    if fast is not None:
+        return fast
     try:
-        return pixel_array(dataset, index=0)
+        pixels = pixel_array(dataset, index=0)
     except DECODE_ERRORS as exc:
         raise _failure(str(dataset.file_meta.get("TransferSyntaxUID", "")), exc) from exc
+    if not pixels.dtype.isnative:  # big endian: OpenCV and the fast paths want native order
+        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
+    return pixels
+
+
+def _native_view(dataset: Dataset) -> npt.NDArray[np.generic] | None:
+    """Unsigned 16-bit little-endian pixels straight from the Pixel Data bytes.
+
+    The common case of native mammograms, read without pydicom's copy: the bits
+    above Bits Stored are cleared (PS3.5 8.1.1) in the one pass that makes the
+    array. Anything else (big endian, signed, 8-bit) returns ``None`` for pydicom.
+    """
+    little = str(dataset.file_meta.get("TransferSyntaxUID", "")) != ExplicitVRBigEndian
+    if not little or int(dataset.BitsAllocated) != 16 or int(dataset.PixelRepresentation) != 0:
+        return None
+    rows, columns = int(dataset.Rows), int(dataset.Columns)
+    data = dataset.PixelData
+    if len(data) < rows * columns * 2:
+        raise IngestError(
+            "truncated", f"Pixel Data has {len(data)} bytes, {rows * columns * 2} expected"
+        )
+    pixels = np.frombuffer(data, dtype="<u2", count=rows * columns).reshape(rows, columns)
+    stored = int(dataset.get("BitsStored", 16) or 16)
+    if stored < 16:
+        masked: npt.NDArray[np.uint16] = np.bitwise_and(pixels, np.uint16((1 << stored) - 1))
+        return masked
+    return pixels
 
 
 def _decode_encapsulated(

@@ -203,16 +203,15 @@ def _read_deflated(
 def inflate(compressed: bytes, limit: int) -> tuple[bytes, bool]:
     """Inflate raw deflate data (no zlib header, PS3.5 A.5) to at most ``limit`` bytes.
 
-    Returns the bytes and whether the stream ended within the limit.
+    Returns the bytes and whether nothing is left to inflate: the stream ended,
+    or the input ran out (a cut file, which the parser then finds short).
     """
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    out = BytesIO()
-    pending = compressed
-    while pending and out.tell() < limit:
-        out.write(inflater.decompress(pending, min(1 << 20, limit - out.tell())))
-        pending = inflater.unconsumed_tail
-        if inflater.eof:
-            return out.getvalue(), True
-    if not pending:
-        out.write(inflater.flush())
-    return out.getvalue(), inflater.eof or (not pending and out.tell() <= limit)
+    # zlib stops at max_length and keeps the rest as unconsumed input: bounded.
+    body = inflater.decompress(compressed, limit)
+    if inflater.eof:
+        return body, True
+    if inflater.unconsumed_tail:
+        return body, False
+    rest = inflater.flush()
+    return body + rest, len(body) + len(rest) <= limit
