@@ -21,7 +21,8 @@ from mammo_files import build, header, real_pixels
 from edge.engines.bundle import Preprocessing
 from edge.errors import IngestError
 from edge.pipeline.pool import ProcessDecoder, ThreadDecoder
-from edge.types import ImageHeader
+from edge.pipeline.study import StudyAssembler
+from edge.types import EngineInfo, ImageHeader, ImageScore, IncomingFile
 
 SPEC = Preprocessing(height=128, width=104)
 #: the model input equal to the slow file's size: a full-resolution JPEG 2000 decode
@@ -129,3 +130,37 @@ def test_closing_the_pool_ends_its_workers(files: dict[str, Path]) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_the_order_decodes_finish_in_does_not_show_in_the_result() -> None:
+    """Five images of a study, a spot view among them, scored in every rotation."""
+    engine = EngineInfo("demo", "1", "a" * 64, "onnxruntime")
+    views = [("1.9", "L", "CC"), ("1.2", "L", "CC"), ("1.3", "L", "MLO")]
+    views += [("1.4", "R", "CC"), ("1.5", "R", "MLO")]
+    headers = [
+        ImageHeader(
+            source=IncomingFile(Path(sop), 1, 1, 0.0, "scan"),
+            sop_uid=sop,
+            study_uid="1.2.3",
+            accession="A1",
+            laterality=side,
+            view=view,
+            rows=10,
+            columns=10,
+            transfer_syntax="",
+            row_direction=None,
+            screening=sop != "1.9",
+        )
+        for sop, side, view in views
+    ]
+    orders = set()
+    for shift in range(len(headers)):
+        assembler = StudyAssembler(30, lambda _engine: 0.5)
+        rotated = headers[shift:] + headers[:shift]
+        for image in rotated:
+            assembler.arrived(image)
+        results = [assembler.scored(ImageScore(image, 0.1, engine)) for image in rotated]
+        final = results[-1]
+        assert final is not None
+        orders.add(tuple(score.header.sop_uid for score in final.images))
+    assert orders == {("1.2", "1.9", "1.3", "1.4", "1.5")}

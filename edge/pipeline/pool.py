@@ -180,7 +180,10 @@ def serve(conn: Connection, spec: Preprocessing, threads: int) -> None:
     """A worker's loop: decode each header it is sent until told to stop."""
     from edge.pipeline.decode import load_model_input
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon stops its workers itself
+    # The daemon stops its workers itself once it has drained; a Ctrl-C or a
+    # systemd SIGTERM sent to the whole group must not kill a decode in flight.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
         try:
             header = conn.recv()
