@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from edge.errors import ConfigError
+from edge.hub.commands import parse_since
 from edge.hub.config import load_hub_config
+from edge.hub.errors import HubError
 from edge.hub.messages import parse_time
 
 
@@ -98,3 +101,22 @@ def test_check_validates_without_connecting(tmp_path: Path) -> None:
 def test_times_are_read_as_rfc3339_into_utc(text: object, utc: str | None) -> None:
     parsed = parse_time(text)
     assert (None if parsed is None else str(parsed)) == utc
+
+
+@pytest.mark.parametrize(
+    ("text", "since"),
+    [
+        ("30m", "2025-03-01 11:30:00"),
+        ("7d", "2025-02-22 12:00:00"),
+        ("2025-02-01", "2025-02-01 00:00:00"),
+        ("2025-02-01T10:00:00+02:00", "2025-02-01 08:00:00"),
+    ],
+)
+def test_since_takes_a_duration_or_a_time(text: str, since: str) -> None:
+    now = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+    assert str(parse_since(text, now)) == since
+
+
+def test_since_refuses_anything_else() -> None:
+    with pytest.raises(HubError, match="expected 30m, 24h, 7d"):
+        parse_since("last tuesday", datetime.now(timezone.utc))

@@ -63,7 +63,9 @@ def start_daemon(started: list[DaemonProcess], folder: Path, port: int, site: st
         site=site,
         device="box-1",
         watch={"settle_s": 0.5},
-        study={"quiet_s": 2},
+        # Four views close a study at once; a long quiet period keeps a loaded machine's
+        # slow copy from splitting one study into two results.
+        study={"quiet_s": 60},
         health={"interval_s": 1},
         log={"level": "INFO"},
     )

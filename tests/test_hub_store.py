@@ -214,3 +214,15 @@ def test_two_writers_storing_the_same_results_keep_one_row_each(engine: Engine) 
     assert len(stored) == 120
     assert {row["deliveries"] for row in stored} == {2}
     assert gaps(engine) == []
+
+
+def test_a_device_whose_clock_went_back_still_has_its_health_shown(engine: Engine) -> None:
+    store = Store(engine)
+    store.write([health("a", "box", "2025-03-02T12:00:00Z", engine={"version": "1"})], NOW)
+    # Its clock was a day ahead and is now corrected: once the ordering window has
+    # passed, the health with the earlier time stamp is the current one.
+    late = NOW + timedelta(minutes=5)
+    store.write([health("a", "box", "2025-03-01T12:05:00Z", engine={"version": "2"})], late)
+    with engine.connect() as connection:
+        [device] = list_devices(connection)
+    assert device.engine_version == "2"

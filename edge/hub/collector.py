@@ -161,6 +161,11 @@ class Collector:
             return False
         for delivery in batch:
             self._ack(delivery)
+        for delivery, record in pairs:
+            if isinstance(record, Rejected):
+                # Not the detail: it may quote the message's values, which stay in the database.
+                log.warning("rejected a message on %s (%s); kept in the rejects table",
+                            delivery.topic, record.reason)  # fmt: skip
         self._account(report)
         return True
 
@@ -217,6 +222,8 @@ class Collector:
 
     def _account(self, report: WriteReport) -> None:
         _add(self._totals, report)
+        log.debug("committed: %d results stored, %d re-deliveries, %d updates, %d rejected",
+                  report.stored, report.duplicates, report.updates, report.rejected)  # fmt: skip
         for level, message in report.notices:
             log.log(level, "%s", message)
         for site, device in sorted(report.late):
@@ -266,6 +273,7 @@ class Collector:
                 cert_reqs=ssl.CERT_REQUIRED,
             )
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
@@ -282,6 +290,10 @@ class Collector:
         _rc, self._subscribe_mid = client.subscribe(
             [(topic, options) for topic in subscriptions(self.config)]
         )
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        mqtt = self.config.mqtt
+        log.warning("cannot reach the broker at %s:%d; retrying", mqtt.host, mqtt.port)
 
     def _on_subscribe(
         self, client: Any, userdata: Any, mid: int, reasons: list[ReasonCode], properties: Any

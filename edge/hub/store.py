@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any
 
@@ -36,6 +36,9 @@ from edge.hub.messages import (
 from edge.hub.tables import devices, events, rejects, results, seq_resets
 
 log = logging.getLogger(__name__)
+
+#: how far behind another collector's write of the same device's health may be
+HEALTH_ORDER_WINDOW = timedelta(seconds=60)
 
 Device = tuple[str, str]
 DeviceRecord = ResultRecord | HealthRecord | StatusRecord | EventRecord
@@ -155,8 +158,7 @@ class Store:
             if record.status != state.status:
                 state.status, state.status_since = record.status, now
         elif isinstance(record, HealthRecord):
-            # Two collectors may write one device's health out of order: keep the newest.
-            if record.at is None or state.health_at is None or record.at >= state.health_at:
+            if _is_newer_health(state, record, now):
                 state.health, state.health_at = record.document, record.at
                 state.health_received_at = now
         else:
@@ -310,6 +312,20 @@ class Store:
             .returning(table.c[key[0]])
         )
         return connection.execute(statement).first() is not None
+
+
+def _is_newer_health(state: DeviceState, record: HealthRecord, now: datetime) -> bool:
+    """Whether ``record`` should replace the stored health.
+
+    Two collectors write the same health messages, one possibly a little behind
+    the other: an older ``at`` must not overwrite a newer one. But a device whose
+    clock was set back must not be ignored until its clock catches up, so a
+    stored health older than :data:`HEALTH_ORDER_WINDOW` is always replaced.
+    """
+    if record.at is None or state.health_at is None or record.at >= state.health_at:
+        return True
+    received = state.health_received_at
+    return received is None or now - received > HEALTH_ORDER_WINDOW
 
 
 def _by_device(records: Iterable[Record]) -> Iterable[tuple[Device, list[DeviceRecord]]]:
