@@ -120,3 +120,16 @@ def test_since_takes_a_duration_or_a_time(text: str, since: str) -> None:
 def test_since_refuses_anything_else() -> None:
     with pytest.raises(HubError, match="expected 30m, 24h, 7d"):
         parse_since("last tuesday", datetime.now(timezone.utc))
+
+
+def test_the_appliance_never_imports_the_hub() -> None:
+    probe = (
+        "import sys, edge.cli, edge.daemon\n"
+        "edge.cli._parser()\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('edge.hub', 'sqlalchemy')))\n"
+        "print(loaded)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "[]"
