@@ -1,18 +1,12 @@
 """The collector process: MQTT in, database out, an acknowledgement only after the commit.
 
-    paho network thread: on_message -> inbox (SimpleQueue)
+    paho network thread (edge.hub.link): on_message -> inbox (SimpleQueue)
     main thread: take a batch -> decode -> one transaction -> commit -> PUBACK each
 
-Results and events come through an MQTT 5 shared subscription
-(``$share/<group>/...``): collectors of one group split that stream, each
-message going to one of them. Health and status are retained "latest state"
-messages, and a shared subscription never receives retained messages, so every
-collector subscribes to them directly; storing them is an idempotent update.
-
-The session is persistent (clean start off, a session expiry), and a message is
-acknowledged only once its row is committed: whatever is published while the
-collector is down, crashes or is killed, is sent again by the broker, and a
-re-delivery of a stored result is only counted.
+A message is acknowledged only once its row is committed: whatever is published
+while the collector is down, crashes or is killed, is sent again by the broker
+(the session is persistent), and a re-delivery of a stored result is only
+counted. While the database is unavailable the batch waits, unacknowledged.
 """
 
 from __future__ import annotations
@@ -21,25 +15,17 @@ import contextlib
 import logging
 import queue
 import signal
-import ssl
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import FrameType
-from typing import Any
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from edge.hub.config import HubConfig, read_secret
+from edge.hub.config import HubConfig
 from edge.hub.errors import HubError
+from edge.hub.link import Delivery, SessionLink
 from edge.hub.messages import Record, Rejected, decode
 from edge.hub.queries import find_gaps
 from edge.hub.store import Store, WriteReport
@@ -53,38 +39,14 @@ RETRY_MAX_S = 30.0
 SUMMARY_EVERY_S = 60.0
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One message as the broker delivered it, and which connection it came on."""
-
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    #: the connection's number: an ack is only valid on the connection it came on
-    link: int
-
-
-def subscriptions(config: HubConfig) -> list[str]:
-    """The topic filters: shared for the streams, direct for the retained state."""
-    mqtt = config.mqtt
-    shared = f"$share/{mqtt.group}/{mqtt.topic_prefix}/+/+"
-    direct = f"{mqtt.topic_prefix}/+/+"
-    return [f"{shared}/results", f"{shared}/events", f"{direct}/health", f"{direct}/status"]
-
-
 class Collector:
     def __init__(self, config: HubConfig, store: Store) -> None:
         self.config = config
         self.store = store
         self.should_exit = threading.Event()
         self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
-        self._ack_lock = threading.Lock()
-        self._link = 0
-        self._subscribe_mid = -1
-        self._fatal: str | None = None
         self._totals = WriteReport()
-        self._client = self._make_client()
+        self.link = SessionLink(config.mqtt, self._inbox.put)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -105,14 +67,7 @@ class Collector:
 
     def start(self) -> None:
         mqtt = self.config.mqtt
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = mqtt.session_expiry_s
-        properties.ReceiveMaximum = mqtt.receive_maximum
-        self._client.connect_async(
-            mqtt.host, mqtt.port, keepalive=mqtt.keepalive_s, clean_start=False,
-            properties=properties,
-        )  # fmt: skip
-        self._client.loop_start()
+        self.link.start()
         log.info("collector %s starting: broker %s:%d", mqtt.client_id, mqtt.host, mqtt.port)
 
     def main_loop(self) -> None:
@@ -121,8 +76,8 @@ class Collector:
             batch = self._take_batch(block=True)
             if batch:
                 self._commit(batch)
-            if self._fatal is not None:
-                raise HubError(self._fatal)
+            if self.link.fatal is not None:
+                raise HubError(self.link.fatal)
             if time.monotonic() >= next_summary:
                 self._log_summary()
                 next_summary = time.monotonic() + SUMMARY_EVERY_S
@@ -132,8 +87,7 @@ class Collector:
         while batch := self._take_batch(block=False):
             if not self._commit(batch):
                 break
-        self._client.disconnect()
-        self._client.loop_stop()
+        self.link.stop()
         self._log_summary()
         log.info("collector stopped")
 
@@ -143,14 +97,18 @@ class Collector:
     # -- the main thread's work ---------------------------------------------------------------
 
     def _take_batch(self, *, block: bool) -> list[Delivery]:
+        """Up to ``database.batch`` deliveries; waits a tick for the first if ``block``."""
         batch: list[Delivery] = []
-        try:
-            if block:
+        if block:
+            try:
                 batch.append(self._inbox.get(timeout=TICK_S))
-            while len(batch) < self.config.database.batch:
+            except queue.Empty:
+                return batch
+        while len(batch) < self.config.database.batch:
+            try:
                 batch.append(self._inbox.get_nowait())
-        except queue.Empty:
-            pass  # the inbox is drained: commit what there is
+            except queue.Empty:
+                break
         return batch
 
     def _commit(self, batch: list[Delivery]) -> bool:
@@ -160,7 +118,7 @@ class Collector:
         if report is None:
             return False
         for delivery in batch:
-            self._ack(delivery)
+            self.link.ack(delivery)
         for delivery, record in pairs:
             if isinstance(record, Rejected):
                 # Not the detail: it may quote the message's values, which stay in the database.
@@ -227,21 +185,21 @@ class Collector:
         for level, message in report.notices:
             log.log(level, "%s", message)
         for site, device in sorted(report.late):
+            self._log_open_gaps(site, device)
+
+    def _log_open_gaps(self, site: str, device: str) -> None:
+        """After a late result: say whether the device still misses any."""
+        try:
             with self.store.engine.connect() as connection:
                 open_gaps = find_gaps(connection, site=site, device=device)
-            missing = sum(gap.count for gap in open_gaps)
-            if missing:
-                log.warning("%s/%s: %d seq still missing", site, device, missing)
-            else:
-                log.info("%s/%s: gap closed, no seq missing", site, device)
-
-    def _ack(self, delivery: Delivery) -> None:
-        with self._ack_lock:
-            if delivery.link != self._link:
-                # The connection it came on is gone; the broker sends it again and the
-                # store counts the re-delivery.
-                return
-            self._client.ack(delivery.mid, delivery.qos)
+        except SQLAlchemyError as exc:  # only a log line depends on it: the data is committed
+            log.warning("%s/%s: cannot recount its gaps now: %s", site, device, exc)
+            return
+        missing = sum(gap.count for gap in open_gaps)
+        if missing:
+            log.warning("%s/%s: %d seq still missing", site, device, missing)
+        else:
+            log.info("%s/%s: gap closed, no seq missing", site, device)
 
     def _log_summary(self) -> None:
         totals = self._totals
@@ -249,75 +207,6 @@ class Collector:
             "so far: %d results stored, %d re-deliveries, %d updates, %d rejected",
             totals.stored, totals.duplicates, totals.updates, totals.rejected,
         )  # fmt: skip
-
-    # -- paho -----------------------------------------------------------------------------
-
-    def _make_client(self) -> paho.Client:
-        mqtt = self.config.mqtt
-        client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=mqtt.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=True,
-        )
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
-        if mqtt.username is not None:
-            password = read_secret(mqtt.password_file) if mqtt.password_file else None
-            client.username_pw_set(mqtt.username, password)
-        if mqtt.tls is not None:
-            tls = mqtt.tls
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        return client
-
-    def _on_connect(
-        self, client: Any, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
-    ) -> None:
-        if reason.is_failure:
-            log.error("broker refused the connection: %s", reason)
-            return
-        log.info("connected (session present: %s)", bool(flags.session_present))
-        options = SubscribeOptions(qos=1)
-        _rc, self._subscribe_mid = client.subscribe(
-            [(topic, options) for topic in subscriptions(self.config)]
-        )
-
-    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        mqtt = self.config.mqtt
-        log.warning("cannot reach the broker at %s:%d; retrying", mqtt.host, mqtt.port)
-
-    def _on_subscribe(
-        self, client: Any, userdata: Any, mid: int, reasons: list[ReasonCode], properties: Any
-    ) -> None:
-        topics = subscriptions(self.config)
-        refused = [f"{t}: {r}" for t, r in zip(topics, reasons, strict=False) if r.is_failure]
-        if refused:
-            self._fatal = "broker refused subscriptions: " + "; ".join(refused)
-            log.error("%s", self._fatal)
-            return
-        log.info("subscribed to %s", ", ".join(topics))
-
-    def _on_disconnect(
-        self, client: Any, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
-    ) -> None:
-        with self._ack_lock:
-            self._link += 1
-        if not self.should_exit.is_set():
-            log.warning("disconnected from broker (%s); reconnecting", reason)
-
-    def _on_message(self, client: Any, userdata: Any, message: paho.MQTTMessage) -> None:
-        self._inbox.put(
-            Delivery(message.topic, bytes(message.payload), message.mid, message.qos, self._link)
-        )
 
     @contextlib.contextmanager
     def _signals_captured(self) -> Iterator[None]:
