@@ -66,6 +66,18 @@ class PostgresCluster:
             ),
             check=True, capture_output=True,
         )  # fmt: skip
+        self.resume()
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data: the database is unavailable until :meth:`resume`."""
+        subprocess.run(
+            self._as_owner(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast",
+                           "-w", "stop"),
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    def resume(self) -> None:
+        """Start the server (again)."""
         options = (
             f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c full_page_writes=off"
@@ -261,14 +273,20 @@ def count_rows(database_url: str, sql: str) -> int:
 _shared_cluster: list[PostgresCluster] = []
 
 
+def private_postgres() -> PostgresCluster:
+    """A cluster of the test's own (one it may stop); skips where none is installed."""
+    bin_dir = find_postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (scripts/bootstrap installs it with apt)")
+    cluster = PostgresCluster(bin_dir)
+    cluster.start()
+    return cluster
+
+
 def postgres_database() -> str:
     """A fresh database on the session's private PostgreSQL; skips where none is installed."""
     if not _shared_cluster:
-        bin_dir = find_postgres_bin()
-        if bin_dir is None:
-            pytest.skip("PostgreSQL is not installed (scripts/bootstrap installs it with apt)")
-        cluster = PostgresCluster(bin_dir)
-        cluster.start()
+        cluster = private_postgres()
         atexit.register(cluster.stop)
         _shared_cluster.append(cluster)
     return _shared_cluster[0].new_database()

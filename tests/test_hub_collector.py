@@ -22,6 +22,7 @@ from hub_support import (
     hub_query,
     hub_table,
     postgres_database,
+    private_postgres,
     result_document,
     wait_until,
     write_hub_config,
@@ -174,6 +175,31 @@ def test_two_collectors_share_the_results_and_store_each_once(
     assert sum(stored) == total
     assert count_rows(url, "SELECT sum(deliveries) FROM results") == total
     assert hub_query(url, "gaps") == []
+
+
+def test_results_wait_unacknowledged_while_the_database_is_down(
+    broker: Broker, publisher: Publisher, collectors: list[CollectorProcess], tmp_path: Path
+) -> None:
+    cluster = private_postgres()
+    try:
+        url = cluster.new_database()
+        collector = start_collector(collectors, tmp_path / "hub", broker.port, url, "hub-1")
+        for seq in range(1, 51):
+            publisher.result(result_document("clinic-1", "box-1", seq))
+        wait_until(lambda: count_rows(url, STORED) == 50, what="50 results stored")
+
+        cluster.pause()
+        for seq in range(51, 101):
+            publisher.result(result_document("clinic-1", "box-1", seq))
+        collector.wait_log("database unavailable, retrying")
+        cluster.resume()
+
+        wait_until(lambda: count_rows(url, STORED) == 100, timeout=120, what="all 100 stored")
+        assert hub_query(url, "gaps") == []
+        assert collector.alive()
+        assert collector.stop() == 0
+    finally:
+        cluster.stop()
 
 
 def _stored_by(log: str) -> int:

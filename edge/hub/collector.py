@@ -147,7 +147,7 @@ class Collector:
                 return self.store.write([record for _, record in pairs], _utc_now())
             except OperationalError as exc:
                 # Unreachable, locked or restarting: the batch waits, unacknowledged.
-                log.error("database unavailable, retrying in %.0fs: %s", delay, exc.orig)
+                log.error("database unavailable, retrying in %.0fs: %s", delay, _one_line(exc.orig))
             except SQLAlchemyError as exc:
                 return self._store_apart(pairs, exc)
             if self.should_exit.wait(delay):
@@ -227,6 +227,11 @@ def _add(total: WriteReport, part: WriteReport) -> None:
     total.duplicates += part.duplicates
     total.rejected += part.rejected
     total.updates += part.updates
+
+
+def _one_line(error: BaseException | None) -> str:
+    """A driver's error message on one log line (psycopg's span several)."""
+    return " ".join(str(error).split())
 
 
 def _utc_now() -> datetime:

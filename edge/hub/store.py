@@ -106,11 +106,6 @@ class Store:
                 self._save_device(connection, state)
         return report
 
-    def reject(self, record: Rejected, received_at: datetime) -> None:
-        """Store one reject in its own transaction."""
-        with self.engine.begin() as connection:
-            self._reject(connection, record, received_at)
-
     # -- devices ----------------------------------------------------------------------------
 
     def _lock_device(self, connection: Connection, device: Device, now: datetime) -> DeviceState:
