@@ -20,6 +20,7 @@ from edge.engines.files import write_atomically
 from edge.engines.store import EngineRef, EngineStore
 from edge.pipeline.infer import Engine, InferenceWorker
 from edge.pipeline.study import StudyAssembler
+from edge.runtimes import registry
 from edge.samples import sample_cases, write_study
 from edge.types import ImageHeader, ImageScore, IncomingFile, ModelInput
 
@@ -91,11 +92,13 @@ def signing(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_key(tmp_path_factory.mktemp("keys"), "vendor")
 
 
-def start_daemon(tmp_path: Path, broker: Broker, public_key: Path) -> DaemonProcess:
+def start_daemon(
+    tmp_path: Path, broker: Broker, public_key: Path, backend: str = "onnxruntime"
+) -> DaemonProcess:
     config = write_config(
         tmp_path,
         broker.port,
-        engine={"bundle": None, "backend": "onnxruntime", "trusted_keys": [str(public_key)]},
+        engine={"bundle": None, "backend": backend, "trusted_keys": [str(public_key)]},
         study={"quiet_s": 20},
         health={"interval_s": 1},
     )
@@ -201,7 +204,7 @@ def test_a_failed_activation_leaves_the_old_engine_serving(
     write_config(
         tmp_path,
         broker.port,
-        engine={"bundle": None, "backend": "onnxruntime", "trusted_keys": [str(public)]},
+        engine={"bundle": None, "backend": "auto", "trusted_keys": [str(public)]},
     )
     config = tmp_path / "config.yaml"
     bundle_a = make_signed_bundle(tmp_path / "A", private, version="A")
@@ -217,7 +220,10 @@ def test_a_failed_activation_leaves_the_old_engine_serving(
     store = EngineStore(tmp_path / "state" / "engines")
     installed_b = store.path_of(EngineRef("test-engine", "B"))
     make_bundle(installed_b, version="B", selftest_offset=0.3)
-    daemon = start_daemon(tmp_path, broker, public)
+    daemon = start_daemon(tmp_path, broker, public, backend="auto")
+    auto_choice, _ = registry.availability("tensorrt")
+    if not auto_choice:  # auto says which backend it took, and why, in the log
+        assert "backend auto: tensorrt not available: TensorRT not installed" in daemon.log()
     write_atomically(store.root / "current", "test-engine/B\n")
     daemon.wait_log("engine activation failed", timeout=120)
     assert "max |difference| 0.3" in daemon.log()
@@ -229,6 +235,8 @@ def test_a_failed_activation_leaves_the_old_engine_serving(
     assert result["model"]["version"] == "A"
     health = latest_health(subscriber, lambda h: h["engine"]["last_activation"] is not None)
     assert health["engine"]["version"] == "A"
+    assert health["engine"]["backend_requested"] == "auto"
+    assert health["engine"]["backend_reason"]
     assert health["engine"]["last_activation"]["ok"] is False
     assert "self-test" in health["engine"]["last_activation"]["error"]
     # SIGHUP (systemctl reload) reloads instead of ending the daemon.
