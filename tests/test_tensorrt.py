@@ -108,11 +108,12 @@ def test_each_thread_gets_its_own_context(bundle_dir: Path, plans: Path) -> None
 
 def test_a_model_tensorrt_cannot_parse_reports_tensorrts_error(tmp_path: Path) -> None:
     bundle_dir = make_bundle(tmp_path / "b", version="1.0", size=SIZE)
+    key = _key(bundle_dir)
     onnx = bundle_dir / "model.onnx"
     onnx.write_bytes(onnx.read_bytes()[:200])  # truncated: no valid graph
     cache = PlanCache(tmp_path / "plans")
     with pytest.raises(EngineError, match="failed at parse"):
-        cache.build(_key(bundle_dir), onnx, input_name="image", sample_shape=(1, SIZE, SIZE))
+        cache.build(key, onnx, input_name="image", sample_shape=(1, SIZE, SIZE))
     assert cache.entries() == []
 
 
