@@ -339,3 +339,29 @@ def test_cli_reports_the_failing_step(
     assert "current  test-engine/1.0  signed by" in listing.stdout
     assert "backend: onnxruntime -> onnxruntime" in listing.stdout
     assert "plan cache: 0 plan(s)" in listing.stdout
+
+
+def test_the_daemon_refuses_to_start_without_an_engine(config_path: Path) -> None:
+    run = edge_cli("run", "--config", config_path)
+    assert run.returncode == 1
+    assert "no engine to serve" in run.stderr and "engine.bundle is not set" in run.stderr
+
+
+def test_trusted_keys_resolve_against_the_configuration_folder(tmp_path: Path) -> None:
+    path = tmp_path / "etc" / "config.yaml"
+    path.parent.mkdir()
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "site": "s",
+                "device": "d",
+                "state_dir": "state",
+                "watch": {"dir": "export"},
+                "engine": {"trusted_keys": ["keys/vendor.pub"]},
+            }
+        )
+    )
+    config = load_config(path)
+    assert config.engine.trusted_keys == (tmp_path / "etc" / "keys" / "vendor.pub",)
+    assert config.engine.bundle is None
+    assert config.engine_store_dir == tmp_path / "etc" / "state" / "engines"

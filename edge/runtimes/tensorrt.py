@@ -129,6 +129,8 @@ class _Io:
     input_sample: tuple[int, ...]
     output_sample: tuple[int, ...]
     max_batch: int
+    #: a plan exported with a fixed batch runs only that batch: smaller ones are padded
+    static_batch: bool
 
 
 class TensorRTBackend:
@@ -158,7 +160,10 @@ class TensorRTBackend:
 
     def _deserialize(self, plan: Path) -> Any:
         mark = capturing_logger().mark()
-        engine = self._runtime.deserialize_cuda_engine(plan.read_bytes())
+        try:
+            engine = self._runtime.deserialize_cuda_engine(plan.read_bytes())
+        except RuntimeError:
+            engine = None
         if engine is None:
             raise _failure(f"{plan.name}: TensorRT cannot deserialize the plan", mark)
         return engine
@@ -217,13 +222,15 @@ class _ThreadContext:
     def run(
         self, batch: npt.NDArray[np.float32]
     ) -> tuple[npt.NDArray[np.float32], dict[str, float]]:
-        io, count = self.io, len(batch)
+        io, wanted = self.io, len(batch)
+        count = io.max_batch if io.static_batch else wanted
         mark = capturing_logger().mark()
         if not self.context.set_input_shape(io.input, (count, *io.input_sample)):
             raise _failure(f"TensorRT refused the input shape {(count, *io.input_sample)}", mark)
         in_items = count * math.prod(io.input_sample)
         host_in = self.host_in.view(io.input_dtype, in_items).reshape(count, *io.input_sample)
-        np.copyto(host_in, batch, casting="same_kind")
+        np.copyto(host_in[:wanted], batch, casting="same_kind")
+        host_in[wanted:] = 0
         out_items = count * math.prod(io.output_sample)
         start, copied_in, computed, copied_out = self.events
         start.record(self.stream)
@@ -242,7 +249,7 @@ class _ThreadContext:
             "d2h": copied_out.elapsed_ms(computed),
         }
         output = self.host_out.view(io.output_dtype, out_items).reshape(count, *io.output_sample)
-        return output.astype(np.float32, copy=True), timings
+        return output[:wanted].astype(np.float32, copy=True), timings
 
     def close(self) -> None:
         self.stream.synchronize()
@@ -281,6 +288,7 @@ def _read_io(engine: Any, bundle: Bundle) -> _Io:
         input_sample=tuple(int(d) for d in input_shape[1:]),
         output_sample=tuple(int(d) for d in output_shape[1:]),
         max_batch=max_batch,
+        static_batch=input_shape[0] >= 0,
     )
 
 
