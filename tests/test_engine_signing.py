@@ -118,3 +118,16 @@ def test_re_signing_after_a_change_verifies_again(signed: Path, keys) -> None:  
     (copy / "manifest.yaml").write_text((copy / "manifest.yaml").read_text() + "\n")
     sign_bundle(copy, keys["vendor"][0])
     verify_bundle(copy, trusted(keys, "vendor"))
+
+
+DEMO = Path(__file__).resolve().parents[1] / "engines"
+
+
+@pytest.mark.skipif(
+    not (DEMO / "demo" / SIGNATURE).is_file(),
+    reason="engines/demo is not signed yet: scripts/sign-bundle engines/demo "
+    "--key engines/demo-signing-DEMO-ONLY.key --check engines/demo-signing.pub",
+)
+def test_the_demo_bundle_is_signed_by_the_demo_key() -> None:
+    load_bundle(DEMO / "demo")
+    verify_bundle(DEMO / "demo", [load_public_key(DEMO / "demo-signing.pub")])
