@@ -39,5 +39,8 @@ def setup_logging(level: str) -> None:
     # pydicom logs and warns about malformed input with the file's path, which some
     # exporters build from the patient's name. Ingest turns every such problem into
     # a named reason of its own (logged with a path hash), so pydicom's copies go.
+    # pydicom sets its logger's level when it is first imported: import it first.
+    import pydicom.config  # noqa: F401
+
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")
