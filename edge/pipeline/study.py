@@ -103,6 +103,28 @@ class StudyAssembler:
             del self._open[study.study_uid]
         return self._result(study, "complete")
 
+    def restore(self, scores: list[ImageScore]) -> list[StudyResult]:
+        """Reopen studies from journalled scores after a restart; return those complete.
+
+        A restored study's quiet period starts again now (the scores' arrival
+        time). A study whose four views were all scored closes at once: the
+        daemon stopped between its last score and journalling its result.
+        """
+        with self._lock:
+            for score in scores:
+                header = score.header
+                study = self._open.get(header.study_uid)
+                if study is None:
+                    study = _OpenStudy(
+                        header.study_uid, header.accession, header.source.detected_at
+                    )
+                    self._open[header.study_uid] = study
+                study.scores.append(score)
+            complete = [study for study in self._open.values() if study.complete()]
+            for study in complete:
+                del self._open[study.study_uid]
+        return [self._result(study, "complete") for study in complete]
+
     def due(self, now: float | None = None) -> list[StudyResult]:
         """Close the studies that have been quiet for ``quiet_s``."""
         now = time.monotonic() if now is None else now
