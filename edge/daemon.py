@@ -366,6 +366,7 @@ class Daemon:
 
     def _on_delivered(self, entry: OutboxEntry) -> None:
         self.metrics.count("published")
+        log.info("result seq %d delivered", entry.seq)
 
     def _on_request(self, topic: str, payload: bytes) -> None:
         if topic == self.config.topic("health/get"):
