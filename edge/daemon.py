@@ -235,7 +235,7 @@ class Daemon:
             model_input = self._decode_and_prepare(header)
         except IngestError as error:
             self.assembler.dropped(header)
-            self._reject(incoming, error)
+            self._reject(incoming, error, header.study_uid)
             return
         self._note_file_state(incoming.path, "decoded")
         self.infer.submit(model_input)
@@ -282,7 +282,9 @@ class Daemon:
         prepared.timings_ms["decode"] = decoded.decode_ms
         return prepared
 
-    def _reject(self, incoming: IncomingFile, error: IngestError) -> None:
+    def _reject(
+        self, incoming: IncomingFile, error: IngestError, study_uid: str | None = None
+    ) -> None:
         settle_s = self.config.watch.settle_s
         if error.reason in RETRYABLE and _recently_written(incoming.path, settle_s):
             log.debug("file %s incomplete (%s); waiting", file_tag(incoming.path), error.reason)
@@ -300,7 +302,12 @@ class Daemon:
             f" -> {moved.name}" if moved else "",
         )
         self._emit_event(
-            "quarantined", error.reason, error.detail, path=incoming.path, where="ingest"
+            "quarantined",
+            error.reason,
+            error.detail,
+            path=incoming.path,
+            where="ingest",
+            study=None if study_uid is None else study_hash(study_uid),
         )
 
     def _on_score(self, score: ImageScore) -> None:
@@ -321,7 +328,9 @@ class Daemon:
     def _on_infer_failure(self, item: ModelInput, error: Exception) -> None:
         self._report_error("infer", f"{type(error).__name__}: {error}", item.header.source.path)
         self.assembler.dropped(item.header)
-        self._reject(item.header.source, IngestError("infer_failed", str(error)))
+        self._reject(
+            item.header.source, IngestError("infer_failed", str(error)), item.header.study_uid
+        )
 
     def _publish_result(self, result: StudyResult) -> None:
         self.metrics.observe({"assemble": result.timings_ms["assemble"]})
@@ -379,7 +388,14 @@ class Daemon:
         self._emit_event("error", "internal_error", message, path=path, where=where)
 
     def _emit_event(
-        self, kind: str, reason: str, message: str, *, path: Path | None = None, where: str = ""
+        self,
+        kind: str,
+        reason: str,
+        message: str,
+        *,
+        path: Path | None = None,
+        where: str = "",
+        study: str | None = None,
     ) -> None:
         config = self.config
         document = event(
@@ -389,6 +405,7 @@ class Daemon:
             reason=reason,
             message=message,
             path=path,
+            study=study,
             where=where or None,
         )
         self.publisher.publish_now(
