@@ -39,7 +39,7 @@ from edge.errors import IngestError, JournalError, Skip
 from edge.events import event, scrub
 from edge.gpu_telemetry import GpuTelemetry, open_gpu_telemetry
 from edge.health import HEALTH_SCHEMA, Metrics, alarms, disk_free, now_iso
-from edge.journal import Journal, OutboxEntry
+from edge.journal import EventRecord, Journal, OutboxEntry
 from edge.mqtt import LinkEvent, MqttLink
 from edge.pipeline.decode import decode
 from edge.pipeline.infer import Engine, InferenceWorker
@@ -411,6 +411,17 @@ class Daemon:
         self.publisher.publish_now(
             config.topic("events"), json.dumps(document).encode(), retain=False, keep=True
         )
+        try:
+            self.journal.record_event(
+                EventRecord(
+                    **{k: document[k] for k in ("at", "kind", "reason", "file", "study")},
+                    stage=document["where"],
+                    message=document["message"],
+                )
+            )
+        except JournalError:
+            # Sent all the same; the failing journal is reported by the write that found it.
+            self.metrics.count("journal_errors")
 
     # -- health ---------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from support import Broker, Subscriber
 from edge.events import scrub
 from edge.gpu_telemetry import NvmlTelemetry, open_gpu_telemetry, throttle_reason_names
 from edge.health import alarms
+from edge.journal import Journal
 from edge.mqtt import Backoff
 from edge.quarantine import file_tag
 
@@ -39,6 +40,12 @@ def test_quarantined_file_is_announced_without_its_name_and_health_comes_on_requ
     )
     assert event["file"] == file_tag(bad)
     assert "DOE" not in json.dumps(event) and "1961" not in json.dumps(event)
+
+    # Kept in the journal too, for `edge status` after a restart.
+    journal = Journal.open(tmp_path / "state", device="box-1")
+    (kept,) = journal.recent_events(5)
+    journal.close()
+    assert (kept.kind, kept.reason, kept.file) == ("quarantined", "not_dicom", file_tag(bad))
 
     paho.mqtt.publish.single("edge/clinic-1/box-1/health/get", b"", port=broker.port)
     health = subscriber.next("/health", 30)
