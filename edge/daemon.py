@@ -165,8 +165,8 @@ class Daemon:
         self.watcher.stop()
         self.pool.shutdown(wait=True, cancel_futures=False)
         self.infer.stop(timeout=30)
-        # Studies still incomplete are not published half-done: their files stay in
-        # the watch folder and are taken again at the next start.
+        # Studies still incomplete are not published half-done: their scores stay in
+        # the journal and they reopen at the next start.
         self._retry_unjournalled()
         self.publish_health()
         self.publisher.stop(timeout=10)
