@@ -1,49 +1,69 @@
 """The daemon: builds the stages, owns the threads and the stop event, drains on exit.
 
     watch -> ingest (pool) -> decode -> preprocess -> infer (one thread)
-          -> study assembly -> publish (outbox thread) -> MQTT
+          -> study assembly -> journal -> publish (outbox thread) -> MQTT
 
 The main thread ticks: it closes quiet studies, publishes health, and watches
 for the stop signal. Every per-file failure is handled here with a named reason
 (quarantine, skip, duplicate); nothing that one file does stops the daemon.
+
+Every step is journalled before it is acted on (:mod:`edge.journal`): a file
+taken, its SOP Instance UID claimed, its score, its study's result with its
+``seq``. A restarted daemon rebuilds its open studies from the journal, takes
+again only the files it had not scored, and replays the results the broker had
+not acknowledged. When the journal cannot be written (``state_dir`` full), new
+work waits, in the watch folder or in memory, until it can.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from edge import __version__
 from edge.config import Config
-from edge.engines.bundle import load_bundle
-from edge.errors import IngestError, Skip
-from edge.health import HEALTH_SCHEMA, Metrics, disk_free, now_iso
-from edge.mqtt import MqttLink
+from edge.credentials import broker_password
+from edge.engines.serving import choose_serving, load_engine, same_model
+from edge.engines.store import EngineStore
+from edge.errors import EngineError, IngestError, JournalError, Skip
+from edge.events import event, scrub
+from edge.gpu_telemetry import GpuTelemetry, open_gpu_telemetry
+from edge.health import HEALTH_SCHEMA, Metrics, alarms, disk_free, now_iso
+from edge.journal import Backlog, EventRecord, Journal, OutboxEntry
+from edge.mqtt import LinkEvent, MqttLink
 from edge.pipeline.infer import Engine, InferenceWorker
 from edge.pipeline.ingest import read_header
 from edge.pipeline.pool import make_pool
-from edge.pipeline.publish import OutgoingMessage, Publisher, encode, result_message
+from edge.pipeline.publish import Publisher, encode, result_message
 from edge.pipeline.study import StudyAssembler, study_hash
 from edge.pipeline.watch import FolderWatcher
 from edge.quarantine import file_tag, quarantine
-from edge.types import ImageHeader, ImageScore, IncomingFile, ModelInput, StudyResult
+from edge.types import EngineInfo, ImageHeader, ImageScore, IncomingFile, ModelInput, StudyResult
 
 log = logging.getLogger(__name__)
 
 #: failures that a file still being written also shows; retried once it settles
 RETRYABLE = frozenset({"empty", "truncated", "not_dicom", "malformed", "unreadable"})
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: what ``systemctl reload`` sends: load the store's current engine beside the serving one
+RELOAD_SIGNAL = signal.SIGHUP
 TICK_S = 0.05
+#: how often the store's ``current`` pointer is read for a change
+POINTER_CHECK_S = 1.0
+#: how often results that could not be journalled are tried again
+JOURNAL_RETRY_S = 1.0
 
 
 class Daemon:
@@ -52,9 +72,21 @@ class Daemon:
         self.metrics = Metrics()
         self.should_exit = threading.Event()
         self._started_at = time.time()
-        self._seen_sops: set[str] = set()
-        self._seen_lock = threading.Lock()
         self.engine: Engine | None = None
+        self.store = EngineStore(config.engine_store_dir)
+        self._thresholds: dict[EngineInfo, float] = {}
+        self._reload_requested = threading.Event()
+        self._reloader: threading.Thread | None = None
+        self._pointer_seen: str | None = None
+        self._engine_origin = ""
+        self._activation: dict[str, Any] | None = None
+        self.gpu: GpuTelemetry | None = None
+        #: results assembled but not yet journalled (journal unwritable): retried
+        self._unjournalled: list[StudyResult] = []
+        self._unjournalled_lock = threading.Lock()
+        self._journal_failing = False
+        self._health_requested = threading.Event()
+        self._outbox_full = False
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -71,24 +103,31 @@ class Daemon:
         config = self.config
         for folder in (config.state_dir, config.quarantine_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        self.engine = Engine.load(
-            load_bundle(config.engine.bundle),
-            backend=config.engine.backend,
-            threads=config.engine.threads,
+        self.journal = Journal.open(
+            config.state_dir, device=config.device, outbox_max=config.mqtt.outbox_max
         )
-        engine = self.engine
-        self.assembler = StudyAssembler(config.study.quiet_s, lambda _info: engine.threshold)
-        self.infer = InferenceWorker(engine, self._on_score, self._on_infer_failure)
+        self._pointer_seen = self.store.pointer_text()
+        choice = choose_serving(config, self.store)
+        self.engine = engine = load_engine(config, self.store, choice.bundle)
+        self._engine_origin = choice.origin
+        self._thresholds[engine.info] = engine.threshold
+        self.assembler = StudyAssembler(config.study.quiet_s, self._threshold_of)
+        self.assembler.serve(engine.info)
+        self.infer = InferenceWorker(
+            engine, self._on_score, self._on_infer_failure, self.assembler.engines_in_use
+        )
         self.publisher = Publisher(
             self._make_link,
+            self.journal,
             status_topic=config.topic("status"),
             on_delivered=self._on_delivered,
+            on_request=self._on_request,
         )
+        self._resume_from_journal()
+        self.gpu = open_gpu_telemetry()
         workers = config.decode.workers or (os.cpu_count() or 1)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
-        self.decoder = make_pool(
-            config.decode.pool, workers, engine.preprocessing, timeout_s=config.decode.timeout_s
-        )
+        self.decoder = make_pool(config.decode.pool, workers, timeout_s=config.decode.timeout_s)
         self._in_pool = 0
         self._pool_lock = threading.Lock()
         self.watcher = FolderWatcher(
@@ -104,11 +143,20 @@ class Daemon:
         log.info("edge %s serving %s/%s", __version__, config.site, config.device)
 
     def main_loop(self) -> None:
-        next_health = time.monotonic()
+        next_health = next_pointer_check = next_retry = time.monotonic()
         while not self.should_exit.wait(TICK_S):
             for result in self.assembler.due():
                 self._publish_result(result)
-            if time.monotonic() >= next_health:
+            if time.monotonic() >= next_retry:
+                self._retry_unjournalled()
+                next_retry = time.monotonic() + JOURNAL_RETRY_S
+            if time.monotonic() >= next_pointer_check:
+                self._check_pointer()
+                next_pointer_check = time.monotonic() + POINTER_CHECK_S
+            if self._reload_requested.is_set():
+                self._start_reload()
+            if time.monotonic() >= next_health or self._health_requested.is_set():
+                self._health_requested.clear()
                 self.publish_health()
                 next_health = time.monotonic() + self.config.health.interval_s
 
@@ -118,12 +166,17 @@ class Daemon:
         self.pool.shutdown(wait=True, cancel_futures=False)
         self.decoder.close()
         self.infer.stop(timeout=30)
-        # Studies still incomplete are not published half-done: their files stay in
-        # the watch folder and are taken again at the next start.
+        # Studies still incomplete are not published half-done: their scores stay in
+        # the journal and they reopen at the next start.
+        self._retry_unjournalled()
         self.publish_health()
         self.publisher.stop(timeout=10)
-        if self.engine is not None:
-            self.engine.close()
+        if self._reloader is not None:
+            self._reloader.join(timeout=60)
+        self.infer.close_engines()
+        if self.gpu is not None:
+            self.gpu.close()
+        self.journal.close()
         log.info("stopped")
 
     def request_exit(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
@@ -131,9 +184,91 @@ class Daemon:
             log.warning("second signal: exiting without waiting")
         self.should_exit.set()
 
+    def request_reload(self, signum: int = RELOAD_SIGNAL, frame: FrameType | None = None) -> None:
+        self._reload_requested.set()
+
+    # -- hot swap ---------------------------------------------------------------------------
+
+    def _check_pointer(self) -> None:
+        text = self.store.pointer_text()
+        if text != self._pointer_seen:
+            self._pointer_seen = text
+            log.info("engine store: current pointer changed to %s", (text or "none").strip())
+            self._reload_requested.set()
+
+    def _start_reload(self) -> None:
+        # One load at a time; a request arriving meanwhile stays set and runs after it.
+        if self._reloader is not None and self._reloader.is_alive():
+            return
+        self._reload_requested.clear()
+        self._reloader = threading.Thread(target=self._reload, name="engine-load", daemon=True)
+        self._reloader.start()
+
+    def _reload(self) -> None:
+        """Load the engine that should serve beside the serving one, then switch to it.
+
+        The serving engine keeps scoring while the new one loads, warms up and runs
+        its self-test; any failure leaves it serving and is reported.
+        """
+        serving = self.infer.engine
+        try:
+            choice = choose_serving(self.config, self.store)
+            if same_model(choice.bundle, serving.info):
+                log.info("engine %s already serving; nothing to switch", serving.info.version)
+                return
+            manifest = choice.bundle.manifest
+            log.info(
+                "loading engine %s %s beside %s",
+                manifest.name,
+                manifest.version,
+                serving.info.version,
+            )
+            engine = load_engine(self.config, self.store, choice.bundle)
+        except EngineError as exc:
+            self._activation_failed(serving, str(exc))
+            return
+        except Exception as exc:  # a failed activation must never stop the serving engine
+            log.exception("engine activation failed unexpectedly")
+            self._activation_failed(serving, f"{type(exc).__name__}: {exc}")
+            return
+        if self.should_exit.is_set():
+            engine.close()
+            return
+        self._switch_to(engine, choice.origin)
+
+    def _switch_to(self, engine: Engine, origin: str) -> None:
+        self._thresholds[engine.info] = engine.threshold
+        kept = self.infer.add(engine)
+        # Bind new studies first, then make it current: from here on no new study is
+        # bound to the old engine, which closes once its open studies are published.
+        self.assembler.serve(kept.info)
+        self.infer.make_current(kept.info)
+        previous, self.engine, self._engine_origin = self.engine, kept, origin
+        log.info(
+            "engine %s %s now scores new studies; %s finishes the studies it started",
+            kept.info.name,
+            kept.info.version,
+            previous.info.version if previous else "none",
+        )
+        self._activation = {"at": now_iso(), "version": kept.info.version, "ok": True}
+
+    def _activation_failed(self, serving: Engine, reason: str) -> None:
+        log.error(
+            "engine activation failed: %s; still serving %s %s",
+            reason,
+            serving.info.name,
+            serving.info.version,
+        )
+        self.metrics.count("errors")
+        self.metrics.error("engine", reason)
+        self._activation = {"at": now_iso(), "ok": False, "error": reason}
+
+    def _threshold_of(self, info: EngineInfo) -> float:
+        return self._thresholds[info]
+
     # -- the stages' hand-offs ------------------------------------------------------------
 
-    def _make_link(self, on_event: Any) -> MqttLink:
+    def _make_link(self, on_event: Callable[[LinkEvent], None]) -> MqttLink:
         config = self.config
         return MqttLink(
             config.mqtt,
@@ -141,7 +276,29 @@ class Daemon:
             will_topic=config.topic("status"),
             will_payload=b"offline",
             on_event=on_event,
+            subscriptions=[config.topic("health/get")],
+            password=broker_password(config.mqtt),
         )
+
+    def _resume_from_journal(self) -> None:
+        """Rebuild open studies from journalled scores; forget files that vanished.
+
+        Files taken but not scored are not resubmitted here: they are still in
+        the watch folder, and the watcher's start-up scan hands them on again.
+        """
+        unfinished = self.journal.unfinished_files()
+        for record in unfinished:
+            if not Path(record.path).exists():
+                self._note_file_state(Path(record.path), "gone", "missing_at_start")
+        scores = self.journal.open_study_scores()
+        for result in self.assembler.restore(scores):
+            self._publish_result(result)
+        if unfinished or scores:
+            log.info(
+                "resuming: %d scored images of open studies, %d files not yet scored",
+                len(scores),
+                len(unfinished),
+            )
 
     def _on_file(self, incoming: IncomingFile) -> None:
         self.metrics.count("received")
@@ -154,8 +311,7 @@ class Daemon:
             self._ingest(incoming)
         except Exception as exc:  # a bug must not stop the daemon
             log.exception("unexpected failure on file %s", file_tag(incoming.path))
-            self.metrics.count("errors")
-            self.metrics.error("ingest", f"{type(exc).__name__}: {exc}")
+            self._report_error("ingest", f"{type(exc).__name__}: {exc}", incoming.path)
             self._reject(incoming, IngestError("internal_error", f"{type(exc).__name__}: {exc}"))
         finally:
             with self._pool_lock:
@@ -164,37 +320,76 @@ class Daemon:
     def _ingest(self, incoming: IncomingFile) -> None:
         config = self.config
         assert self.engine is not None
+        if not self._journal_file(incoming):
+            return
         try:
             header = read_header(
                 incoming,
                 max_pixels=config.decode.max_pixels,
-                accepts=self.engine.bundle.manifest.accepts,
+                accepts=self.infer.engine.bundle.manifest.accepts,
             )
         except Skip as skip:
             log.info("skipped file %s: %s", file_tag(incoming.path), skip.detail)
             self.metrics.skipped(skip.reason)
+            self._note_file_state(incoming.path, "skipped", skip.reason)
             return
         except IngestError as error:
             self._reject(incoming, error)
             return
-        if not self._first_sighting(header):
-            log.info("duplicate image in study %s: already scored", study_hash(header.study_uid))
-            self.metrics.count("duplicates")
+        if not self._claim(header):
             return
-        self.assembler.arrived(header)
+        engine = self.infer.engine_for(self.assembler.arrived(header))
         try:
-            model_input = self._decode_and_prepare(header)
+            model_input = self._decode_and_prepare(header, engine)
         except IngestError as error:
-            self._forget_sighting(header)
             self.assembler.dropped(header)
-            self._reject(incoming, error)
+            self._reject(incoming, error, header.study_uid)
             return
+        self._note_file_state(incoming.path, "decoded")
         self.infer.submit(model_input)
 
-    def _decode_and_prepare(self, header: ImageHeader) -> ModelInput:
-        return self.decoder.run(header)
+    def _journal_file(self, incoming: IncomingFile) -> bool:
+        """Record the file as taken; False when it needs no work or must wait."""
+        try:
+            done = self.journal.finished(incoming)
+            if done is not None:
+                log.debug("file %s already %s", file_tag(incoming.path), done.state)
+                self.metrics.count("already_processed")
+                return False
+            self.journal.file_seen(incoming)
+        except JournalError as exc:
+            self._journal_failed("ingest", exc)
+            self.watcher.recheck(incoming.path)  # taken again after settle_s
+            return False
+        return True
 
-    def _reject(self, incoming: IncomingFile, error: IngestError) -> None:
+    def _claim(self, header: ImageHeader) -> bool:
+        """Claim the image's SOP Instance UID; False for a duplicate or when it must wait."""
+        try:
+            first = self.journal.claim_sop(header.source.path, header.sop_uid, header.study_uid)
+        except JournalError as exc:
+            self._journal_failed("ingest", exc)
+            self.watcher.recheck(header.source.path)
+            return False
+        if not first:
+            log.info("duplicate image in study %s: already scored", study_hash(header.study_uid))
+            self.metrics.count("duplicates")
+        return first
+
+    def _note_file_state(self, path: Path, state: str, reason: str | None = None) -> None:
+        """Journal a state whose loss costs only repeated work after a restart."""
+        try:
+            self.journal.set_file_state(path, state, reason)
+        except JournalError as exc:
+            self._journal_failed("ingest", exc)
+
+    def _decode_and_prepare(self, header: ImageHeader, engine: Engine) -> ModelInput:
+        prepared = self.decoder.run(header, engine.preprocessing)
+        return dataclasses.replace(prepared, engine=engine.info)
+
+    def _reject(
+        self, incoming: IncomingFile, error: IngestError, study_uid: str | None = None
+    ) -> None:
         settle_s = self.config.watch.settle_s
         if error.reason in RETRYABLE and _recently_written(incoming.path, settle_s):
             log.debug("file %s incomplete (%s); waiting", file_tag(incoming.path), error.reason)
@@ -203,6 +398,7 @@ class Daemon:
         moved = quarantine(incoming.path, error, self.config.quarantine_dir)
         self.watcher.forget(incoming.path)
         self.metrics.quarantined(error.reason)
+        self._note_file_state(incoming.path, "quarantined", error.reason)
         log.warning(
             "quarantined file %s (%s): %s%s",
             file_tag(incoming.path),
@@ -210,8 +406,24 @@ class Daemon:
             error.detail,
             f" -> {moved.name}" if moved else "",
         )
+        self._emit_event(
+            "quarantined",
+            error.reason,
+            error.detail,
+            path=incoming.path,
+            where="ingest",
+            study=None if study_uid is None else study_hash(study_uid),
+        )
 
     def _on_score(self, score: ImageScore) -> None:
+        try:
+            self.journal.image_scored(score)
+        except JournalError as exc:
+            # Not journalled, so not kept: the file is scored again once it can be.
+            self._journal_failed("infer", exc)
+            self.assembler.dropped(score.header)
+            self.watcher.recheck(score.header.source.path)
+            return
         self.metrics.count("processed")
         self.metrics.observe(score.timings_ms)
         result = self.assembler.scored(score)
@@ -219,40 +431,118 @@ class Daemon:
             self._publish_result(result)
 
     def _on_infer_failure(self, item: ModelInput, error: Exception) -> None:
-        self.metrics.count("errors")
-        self.metrics.error("infer", f"{type(error).__name__}: {error}")
-        self._forget_sighting(item.header)
+        self._report_error("infer", f"{type(error).__name__}: {error}", item.header.source.path)
         self.assembler.dropped(item.header)
-        self._reject(item.header.source, IngestError("infer_failed", str(error)))
-
-    def _publish_result(self, result: StudyResult) -> None:
-        config = self.config
-        message = result_message(result, site=config.site, device=config.device)
-        self.metrics.observe({"assemble": result.timings_ms["assemble"]})
-        self.publisher.submit(
-            OutgoingMessage(key=result.id, topic=config.topic("results"), payload=encode(message))
+        self._reject(
+            item.header.source, IngestError("infer_failed", str(error)), item.header.study_uid
         )
 
-    def _on_delivered(self, message: OutgoingMessage) -> None:
+    def _publish_result(self, result: StudyResult) -> None:
+        self.metrics.observe({"assemble": result.timings_ms["assemble"]})
+        self._journal_result(result)
+
+    def _journal_result(self, result: StudyResult) -> bool:
+        """Give the result its seq in the journal and wake the publisher; False: retry later."""
+        config = self.config
+
+        def payload(seq: int) -> bytes:
+            return encode(result_message(result, site=config.site, device=config.device, seq=seq))
+
+        try:
+            seq = self.journal.record_result(result, config.topic("results"), payload)
+        except JournalError as exc:
+            self._journal_failed("publish", exc)
+            with self._unjournalled_lock:
+                self._unjournalled.append(result)
+            return False
+        log.info("study %s: result seq %d journalled", study_hash(result.study_uid), seq)
+        self.publisher.wake()
+        return True
+
+    def _retry_unjournalled(self) -> None:
+        with self._unjournalled_lock:
+            waiting, self._unjournalled = self._unjournalled, []
+        for index, result in enumerate(waiting):
+            if not self._journal_result(result):
+                # Still failing: keep the rest in order behind it.
+                with self._unjournalled_lock:
+                    self._unjournalled.extend(waiting[index + 1 :])
+                break
+        if self._journal_failing and self.journal.write_error is None:
+            self._journal_failing = False
+            self._emit_event("journal", "journal_writable", "the journal is writable again")
+
+    def _journal_failed(self, where: str, exc: JournalError) -> None:
+        self.metrics.count("journal_errors")
+        if not self._journal_failing:
+            self._journal_failing = True
+            self._report_error(where, str(exc), reason="journal_write_failed")
+
+    def _on_delivered(self, entry: OutboxEntry) -> None:
         self.metrics.count("published")
+        log.info("result seq %d delivered", entry.seq)
 
-    def _first_sighting(self, header: ImageHeader) -> bool:
-        with self._seen_lock:
-            if header.sop_uid in self._seen_sops:
-                return False
-            self._seen_sops.add(header.sop_uid)
-            return True
+    def _on_request(self, topic: str, payload: bytes) -> None:
+        if topic == self.config.topic("health/get"):
+            self._health_requested.set()
 
-    def _forget_sighting(self, header: ImageHeader) -> None:
-        with self._seen_lock:
-            self._seen_sops.discard(header.sop_uid)
+    def _report_error(
+        self, where: str, message: str, path: Path | None = None, reason: str = "internal_error"
+    ) -> None:
+        """Count an internal error, keep it as health's last_error and send an event."""
+        self.metrics.count("errors")
+        self.metrics.error(where, message if path is None else scrub(message, path))
+        self._emit_event("error", reason, message, path=path, where=where)
+
+    def _emit_event(
+        self,
+        kind: str,
+        reason: str,
+        message: str,
+        *,
+        path: Path | None = None,
+        where: str = "",
+        study: str | None = None,
+    ) -> None:
+        config = self.config
+        document = event(
+            kind,
+            site=config.site,
+            device=config.device,
+            reason=reason,
+            message=message,
+            path=path,
+            study=study,
+            where=where or None,
+        )
+        self.publisher.publish_now(
+            config.topic("events"), json.dumps(document).encode(), retain=False, keep=True
+        )
+        try:
+            self.journal.record_event(
+                EventRecord(
+                    **{k: document[k] for k in ("at", "kind", "reason", "file", "study")},
+                    stage=document["where"],
+                    message=document["message"],
+                )
+            )
+        except JournalError:
+            # Sent all the same; the failing journal is reported by the write that found it.
+            self.metrics.count("journal_errors")
 
     # -- health ---------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
         config = self.config
         engine = self.engine
-        return {
+        state_disk = disk_free(config.state_dir)
+        try:
+            backlog = self.journal.backlog()
+        except JournalError as exc:
+            self._journal_failed("health", exc)
+            backlog = None
+        self._note_outbox_full(backlog)
+        message: dict[str, Any] = {
             "schema": HEALTH_SCHEMA,
             "site": config.site,
             "device": config.device,
@@ -266,6 +556,11 @@ class Daemon:
                 "version": engine.info.version,
                 "sha256": engine.info.sha256,
                 "backend": engine.info.backend,
+                "backend_requested": config.engine.backend,
+                "backend_reason": engine.backend_reason,
+                "source": self._engine_origin,
+                "finishing": [info.version for info in self.infer.retiring()],
+                "last_activation": self._activation,
             },
             "broker": {
                 "connected": self.publisher.link.connected,
@@ -273,18 +568,49 @@ class Daemon:
             },
             "disk": {
                 "watch": disk_free(config.watch.dir),
-                "state": disk_free(config.state_dir),
+                "state": state_disk,
             },
             "queues": {
                 "files_pending": self.watcher.pending + self._in_pool,
                 "infer": self.infer.depth,
                 "open_studies": self.assembler.open_studies,
-                "outbox": self.publisher.backlog,
+                "outbox": None if backlog is None else backlog.outbox,
+                "journal_backlog": None if backlog is None else backlog.waiting,
+                "unjournalled": len(self._unjournalled),
             },
-            "counters": self.metrics.counters(),
+            "journal": {
+                "last_seq": None if backlog is None else backlog.last_seq,
+                "oldest_undelivered_at": None
+                if backlog is None or backlog.oldest_created_at is None
+                else _iso(backlog.oldest_created_at),
+                "write_error": self.journal.write_error,
+            },
+            "counters": {
+                **self.metrics.counters(),
+                "events_dropped": self.publisher.dropped_events,
+            },
             "latency_ms": self.metrics.latency(),
             "last_error": self.metrics.last_error,
+            "alarms": alarms(
+                results_waiting=0 if backlog is None else backlog.waiting,
+                journal_error=self.journal.write_error,
+                state_disk=state_disk,
+                min_free_mb=config.health.min_free_mb,
+            ),
         }
+        if self.gpu is not None:
+            message["gpu"] = {"source": self.gpu.source, "devices": self.gpu.snapshot()}
+        return message
+
+    def _note_outbox_full(self, backlog: Backlog | None) -> None:
+        full = backlog is not None and backlog.waiting > 0
+        if full and not self._outbox_full:
+            log.warning(
+                "outbox full (mqtt.outbox_max %d): results wait in the journal (%d so far)",
+                self.config.mqtt.outbox_max,
+                backlog.waiting if backlog else 0,
+            )
+        self._outbox_full = full
 
     def publish_health(self) -> None:
         payload = json.dumps(self.health(), separators=(",", ":")).encode()
@@ -299,11 +625,16 @@ class Daemon:
             yield
             return
         previous = {sig: signal.signal(sig, self.request_exit) for sig in HANDLED_SIGNALS}
+        previous[RELOAD_SIGNAL] = signal.signal(RELOAD_SIGNAL, self.request_reload)
         try:
             yield
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat(timespec="seconds")
 
 
 def _recently_written(path: Path, settle_s: float) -> bool:

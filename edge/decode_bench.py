@@ -316,7 +316,7 @@ def burst(paths: list[Path], spec: Preprocessing, pool: DecodePool, workers: int
     headers = [header_of(path) for path in paths]
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as executor:
-        list(executor.map(pool.run, headers))
+        list(executor.map(lambda header: pool.run(header, spec), headers))
     return time.perf_counter() - started
 
 

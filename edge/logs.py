@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 _PRIORITY = {
     logging.DEBUG: 7,
@@ -38,3 +39,11 @@ def setup_logging(level: str) -> None:
     # watchdog's debug lines carry raw file names, which exporters often build
     # from the patient's name; the daemon names files by a hash instead.
     logging.getLogger("watchdog").setLevel(max(logging.INFO, root.level))
+    # pydicom logs and warns about malformed input with the file's path, which some
+    # exporters build from the patient's name. Ingest turns every such problem into
+    # a named reason of its own (logged with a path hash), so pydicom's copies go.
+    # pydicom sets its logger's level when it is first imported: import it first.
+    import pydicom.config  # noqa: F401
+
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")

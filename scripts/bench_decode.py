@@ -68,10 +68,10 @@ def _burst(folder: Path, encodings: list[str], spec: Preprocessing) -> None:
         return
     paths = (paths * 8)[:8]
     workers = os.cpu_count() or 1
-    threads = ThreadDecoder(spec, threads=1)
-    processes = ProcessDecoder(workers, spec, threads=1, timeout_s=300)
+    threads = ThreadDecoder(threads=1)
+    processes = ProcessDecoder(workers, threads=1, timeout_s=300)
     try:
-        processes.run(decode_bench.header_of(paths[0]))  # the workers start lazily
+        processes.run(decode_bench.header_of(paths[0]), spec)  # the workers start lazily
         for name, pool in (("threads", threads), ("processes", processes)):
             seconds = decode_bench.burst(paths, spec, pool, workers)
             print(f"burst of {len(paths)} files (RLE, J2K) on {workers} {name}: {seconds:.2f} s")

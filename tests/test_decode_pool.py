@@ -47,7 +47,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 def pool() -> ProcessDecoder:
-    decoder = ProcessDecoder(2, SPEC, threads=1, timeout_s=120)
+    decoder = ProcessDecoder(2, threads=1, timeout_s=120)
     yield decoder  # type: ignore[misc]
     decoder.close()
 
@@ -57,12 +57,12 @@ def test_processes_give_what_threads_give_in_any_order(
 ) -> None:
     names = ["rle", "j2k-lossless", "jpeg-ls-lossless"] * 2
     headers = [header(files[name]) for name in names]
-    inline = ThreadDecoder(SPEC, threads=1)
+    inline = ThreadDecoder(threads=1)
     with ThreadPoolExecutor(max_workers=4) as executor:
-        results = list(executor.map(pool.run, headers))
+        results = list(executor.map(lambda image: pool.run(image, SPEC), headers))
     for image, result in zip(headers, results, strict=True):
         assert result.header == image
-        np.testing.assert_array_equal(result.tensor, inline.run(image).tensor)
+        np.testing.assert_array_equal(result.tensor, inline.run(image, SPEC).tensor)
 
 
 @pytest.mark.filterwarnings("ignore:End of file:UserWarning")
@@ -70,16 +70,18 @@ def test_a_file_s_own_failure_comes_back_as_its_reason(
     pool: ProcessDecoder, files: dict[str, Path]
 ) -> None:
     with pytest.raises(IngestError) as caught:
-        pool.run(header(files["cut"]))
+        pool.run(header(files["cut"]), SPEC)
     assert caught.value.reason == "truncated"
 
 
-def _run_and_kill_its_worker(pool: ProcessDecoder, image: ImageHeader) -> IngestError:
+def _run_and_kill_its_worker(
+    pool: ProcessDecoder, image: ImageHeader, spec: Preprocessing
+) -> IngestError:
     failures: list[BaseException] = []
 
     def run() -> None:
         try:
-            pool.run(image)
+            pool.run(image, spec)
         except BaseException as error:  # noqa: BLE001 - handed to the test
             failures.append(error)
 
@@ -95,37 +97,37 @@ def _run_and_kill_its_worker(pool: ProcessDecoder, image: ImageHeader) -> Ingest
 
 
 def test_a_crashed_decoder_costs_its_file_only(files: dict[str, Path]) -> None:
-    slow = ProcessDecoder(1, SLOW_SPEC, threads=1, timeout_s=120)
+    slow = ProcessDecoder(1, threads=1, timeout_s=120)
     try:
         before = slow.worker_pids()
-        error = _run_and_kill_its_worker(slow, header(files["slow"]))
+        error = _run_and_kill_its_worker(slow, header(files["slow"]), SLOW_SPEC)
         assert error.reason == "decoder_crashed"
         assert "SIGKILL" in error.detail
         assert slow.worker_pids() != before  # replaced
-        assert slow.run(header(files["rle"])).tensor.shape == (1, 2048, 1664)
+        assert slow.run(header(files["rle"]), SPEC).tensor.shape == (1, 128, 104)
     finally:
         slow.close()
 
 
 def test_a_hanging_decoder_is_stopped_at_the_timeout(files: dict[str, Path]) -> None:
-    hasty = ProcessDecoder(1, SLOW_SPEC, threads=1, timeout_s=0.01)
+    hasty = ProcessDecoder(1, threads=1, timeout_s=0.01)
     try:
         with pytest.raises(IngestError) as caught:
-            hasty.run(header(files["slow"]))
+            hasty.run(header(files["slow"]), SLOW_SPEC)
         assert caught.value.reason == "decode_timeout"
     finally:
         hasty.close()
-    patient = ProcessDecoder(1, SPEC, threads=1, timeout_s=120)
+    patient = ProcessDecoder(1, threads=1, timeout_s=120)
     try:
-        assert patient.run(header(files["rle"])).tensor.shape == (1, 128, 104)
+        assert patient.run(header(files["rle"]), SPEC).tensor.shape == (1, 128, 104)
     finally:
         patient.close()
 
 
 def test_closing_the_pool_ends_its_workers(files: dict[str, Path]) -> None:
-    decoder = ProcessDecoder(2, SPEC, threads=1, timeout_s=120)
+    decoder = ProcessDecoder(2, threads=1, timeout_s=120)
     pids = decoder.worker_pids()
-    decoder.run(header(files["rle"]))
+    decoder.run(header(files["rle"]), SPEC)
     decoder.close()
     for pid in pids:
         with pytest.raises(ProcessLookupError):

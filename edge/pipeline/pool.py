@@ -10,8 +10,9 @@ quarantined as ``decoder_crashed``; a decoder that hangs is killed after
 a crashing decoder takes the daemon down, and systemd restarts it.
 
 Both run :func:`~edge.pipeline.decode.load_model_input` on one file at a time per
-worker; results go back to the caller of :meth:`run`, so the order in which files
-finish never matters to the study they belong to.
+worker, for the preprocessing of the engine that will score it (engines can be
+swapped while the daemon runs); results go back to the caller of :meth:`run`, so
+the order in which files finish never matters to the study they belong to.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ PRELOAD = ["edge.pipeline.decode"]
 
 
 class DecodePool(Protocol):
-    def run(self, header: ImageHeader) -> ModelInput: ...
+    def run(self, header: ImageHeader, spec: Preprocessing) -> ModelInput: ...
 
     def close(self) -> None: ...
 
@@ -46,14 +47,13 @@ class DecodePool(Protocol):
 class ThreadDecoder:
     """Decode in the calling thread (the daemon's ingest threads)."""
 
-    def __init__(self, spec: Preprocessing, *, threads: int) -> None:
-        self._spec = spec
+    def __init__(self, *, threads: int) -> None:
         self._threads = threads
 
-    def run(self, header: ImageHeader) -> ModelInput:
+    def run(self, header: ImageHeader, spec: Preprocessing) -> ModelInput:
         from edge.pipeline.decode import load_model_input
 
-        return load_model_input(header, self._spec, threads=self._threads)
+        return load_model_input(header, spec, threads=self._threads)
 
     def close(self) -> None:
         return None
@@ -62,19 +62,17 @@ class ThreadDecoder:
 class ProcessDecoder:
     """``workers`` processes, each decoding one file at a time; thread-safe."""
 
-    def __init__(
-        self, workers: int, spec: Preprocessing, *, threads: int, timeout_s: float
-    ) -> None:
+    def __init__(self, workers: int, *, threads: int, timeout_s: float) -> None:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
         self._timeout_s = timeout_s
         self._idle: queue.Queue[_Worker] = queue.Queue()
-        self._workers = [_Worker(context, spec, threads) for _ in range(max(1, workers))]
+        self._workers = [_Worker(context, threads) for _ in range(max(1, workers))]
         for worker in self._workers:
             self._idle.put(worker)
 
-    def run(self, header: ImageHeader) -> ModelInput:
-        """Decode and prepare ``header``'s file in a free worker, waiting for one.
+    def run(self, header: ImageHeader, spec: Preprocessing) -> ModelInput:
+        """Decode and prepare ``header``'s file for ``spec`` in a free worker, waiting for one.
 
         Raises
         ------
@@ -83,7 +81,7 @@ class ProcessDecoder:
         """
         worker = self._idle.get()
         try:
-            return worker.call(header, self._timeout_s)
+            return worker.call(header, spec, self._timeout_s)
         finally:
             self._idle.put(worker)
 
@@ -103,9 +101,8 @@ class ProcessDecoder:
 class _Worker:
     """One decoding process and the pipe to it; replaced when it dies."""
 
-    def __init__(self, context: BaseContext, spec: Preprocessing, threads: int) -> None:
+    def __init__(self, context: BaseContext, threads: int) -> None:
         self._context = context
-        self._spec = spec
         self._threads = threads
         self.busy = False
         self._lock = threading.Lock()
@@ -118,20 +115,20 @@ class _Worker:
     def _start(self) -> None:
         parent, child = self._context.Pipe()
         process = self._context.Process(  # type: ignore[attr-defined]
-            target=serve, args=(child, self._spec, self._threads), name="edge-decode", daemon=True
+            target=serve, args=(child, self._threads), name="edge-decode", daemon=True
         )
         process.start()
         child.close()
         self._conn: Connection = parent
         self._process = process
 
-    def call(self, header: ImageHeader, timeout_s: float) -> ModelInput:
+    def call(self, header: ImageHeader, spec: Preprocessing, timeout_s: float) -> ModelInput:
         with self._lock:
             if not self._process.is_alive():
                 self._replace("it had died while idle")
             self.busy = True
             try:
-                self._conn.send(header)
+                self._conn.send((header, spec))
                 return self._receive(timeout_s)
             finally:
                 self.busy = False
@@ -176,8 +173,8 @@ class _Worker:
             self._kill()
 
 
-def serve(conn: Connection, spec: Preprocessing, threads: int) -> None:
-    """A worker's loop: decode each header it is sent until told to stop."""
+def serve(conn: Connection, threads: int) -> None:
+    """A worker's loop: decode each (header, preprocessing) it is sent until told to stop."""
     from edge.pipeline.decode import load_model_input
 
     # The daemon stops its workers itself once it has drained; a Ctrl-C or a
@@ -186,11 +183,12 @@ def serve(conn: Connection, spec: Preprocessing, threads: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
         try:
-            header = conn.recv()
+            task = conn.recv()
         except EOFError:
             return
-        if header is None:
+        if task is None:
             return
+        header, spec = task
         try:
             reply: tuple[str, object] = ("ok", load_model_input(header, spec, threads=threads))
         except IngestError as error:
@@ -208,13 +206,11 @@ def _describe_exit(code: int | None) -> str:
     return f"exit status {code}"
 
 
-def make_pool(
-    kind: str, workers: int, spec: Preprocessing, *, timeout_s: float, threads: int = 0
-) -> DecodePool:
+def make_pool(kind: str, workers: int, *, timeout_s: float, threads: int = 0) -> DecodePool:
     """The pool ``decode.pool`` names: ``process`` or ``thread``."""
     threads = threads or os.cpu_count() or 1
     found, complete = availability()
     (log.info if complete else log.warning)("decoders: %s", found)
     if kind == "thread":
-        return ThreadDecoder(spec, threads=threads)
-    return ProcessDecoder(workers, spec, threads=threads, timeout_s=timeout_s)
+        return ThreadDecoder(threads=threads)
+    return ProcessDecoder(workers, threads=threads, timeout_s=timeout_s)
