@@ -15,12 +15,11 @@ import tempfile
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mammo_files import build, header, incoming
+from mammo_files import build, header, incoming, real_pixels
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from edge.engines.bundle import Preprocessing
@@ -220,7 +219,7 @@ def test_file_the_daemon_user_may_not_read(tmp_path: Path) -> None:
 def seeds(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     """Small real files: a real mammogram in five encodings, and pydicom's MR relabelled MG."""
     folder = tmp_path_factory.mktemp("seeds")
-    pixels = np.asarray(build.__globals__["real_pixels"]((128, 104)))
+    pixels = real_pixels((128, 104))
     files = [
         build(folder / f"{name}.dcm", pixels=pixels, encoding=name).read_bytes()
         for name in ("explicit-le", "rle", "j2k-lossless", "jpeg-ls-lossless", "deflated")

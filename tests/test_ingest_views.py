@@ -6,6 +6,7 @@ another writes them (PS3.3 C.8.11.7; codes from PS3.16 CID 4014 and 4015).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from pydicom.sequence import Sequence
 
 from edge.engines.bundle import Accepts
 from edge.errors import IngestError, Skip
+from edge.types import ImageHeader
 
 VIEW_ATTRIBUTES = ("ImageLaterality", "Laterality", "ViewPosition", "PatientOrientation")
 
@@ -27,7 +29,7 @@ def code(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
-def bare(**attributes: object):  # type: ignore[no-untyped-def]
+def bare(**attributes: object) -> Callable[[FileDataset], None]:
     """An edit that removes every view attribute, then sets ``attributes``."""
 
     def edit(ds: FileDataset) -> None:
@@ -47,8 +49,8 @@ def view_code(value: str, scheme: str, meaning: str, *modifiers: Dataset) -> Seq
     return Sequence([item])
 
 
-def read(tmp_path: Path, edit: object, **kwargs: object):  # type: ignore[no-untyped-def]
-    return header(build(tmp_path / "image.dcm", edit=edit), **kwargs)  # type: ignore[arg-type]
+def read(tmp_path: Path, edit: Callable[[FileDataset], object] | None) -> ImageHeader:
+    return header(build(tmp_path / "image.dcm", edit=edit))
 
 
 @pytest.mark.parametrize(
@@ -151,9 +153,9 @@ def test_an_ordinary_view_is_a_screening_view(tmp_path: Path) -> None:
     ],
 )
 def test_for_processing_and_tomosynthesis_are_skipped_unless_the_engine_accepts_them(
-    tmp_path: Path, edit: object, reason: str, accepts: Accepts
+    tmp_path: Path, edit: Callable[[FileDataset], object], reason: str, accepts: Accepts
 ) -> None:
-    path = build(tmp_path / "image.dcm", edit=edit)  # type: ignore[arg-type]
+    path = build(tmp_path / "image.dcm", edit=edit)
     with pytest.raises(Skip) as caught:
         header(path)
     assert caught.value.reason == reason
