@@ -23,6 +23,7 @@ import os
 import queue
 import signal
 import threading
+import warnings
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from typing import Protocol
@@ -181,6 +182,10 @@ def serve(conn: Connection, threads: int) -> None:
     # systemd SIGTERM sent to the whole group must not kill a decode in flight.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # As in the daemon (edge.logs): pydicom's own messages about a broken file may
+    # quote what the file holds; the daemon logs the file's reason instead.
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")
     while True:
         try:
             task = conn.recv()
