@@ -15,6 +15,8 @@ from edge.logs import setup_logging
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+#: where scripts/install.sh puts the configuration
+DEFAULT_CONFIG = Path("/etc/edge/config.yaml")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -53,6 +55,24 @@ def _parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser("check", help="validate a configuration file and exit")
     check.add_argument("file", type=Path)
     check.set_defaults(handler=_config_check)
+
+    doctor = commands.add_parser(
+        "doctor", help="check configuration, folders, broker, engine and GPU; OK or FAIL each"
+    )
+    doctor.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="configuration file")
+    doctor.add_argument(
+        "--user", help="check folder permissions as this user (default: edge, when run as root)"
+    )
+    doctor.add_argument(
+        "--credentials",
+        type=Path,
+        default=Path("/etc/edge/credentials"),
+        help="folder of the files systemd loads as the service's credentials",
+    )
+    doctor.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the broker"
+    )
+    doctor.set_defaults(handler=_doctor)
     return parser
 
 
@@ -67,6 +87,24 @@ def _run(args: argparse.Namespace) -> int:
     setup_logging(config.log.level)
     Daemon(config).run()
     return EXIT_OK
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from edge.doctor.checks import report, run_checks
+    from edge.doctor.folders import service_account
+
+    try:
+        account = service_account(args.user)
+    except KeyError:
+        print(f"no user named {args.user!r} on this system", file=sys.stderr)
+        return EXIT_CONFIG
+    checks = run_checks(
+        args.config,
+        account=account,
+        credentials=args.credentials,
+        broker_timeout_s=args.timeout,
+    )
+    return EXIT_OK if report(checks, lambda line: print(line, flush=True)) else EXIT_FAILURE
 
 
 def _config_check(args: argparse.Namespace) -> int:
