@@ -39,7 +39,7 @@ from edge.errors import IngestError, JournalError, Skip
 from edge.events import event, scrub
 from edge.gpu_telemetry import GpuTelemetry, open_gpu_telemetry
 from edge.health import HEALTH_SCHEMA, Metrics, alarms, disk_free, now_iso
-from edge.journal import Journal, OutboxEntry
+from edge.journal import EventRecord, Journal, OutboxEntry
 from edge.liveness import Stage, Supervisor, WorkClock
 from edge.mqtt import LinkEvent, MqttLink
 from edge.notify import Notifier
@@ -253,7 +253,7 @@ class Daemon:
             model_input = self._decode_and_prepare(header)
         except IngestError as error:
             self.assembler.dropped(header)
-            self._reject(incoming, error)
+            self._reject(incoming, error, header.study_uid)
             return
         self._note_file_state(incoming.path, "decoded")
         self.infer.submit(model_input)
@@ -300,7 +300,9 @@ class Daemon:
         prepared.timings_ms["decode"] = decoded.decode_ms
         return prepared
 
-    def _reject(self, incoming: IncomingFile, error: IngestError) -> None:
+    def _reject(
+        self, incoming: IncomingFile, error: IngestError, study_uid: str | None = None
+    ) -> None:
         settle_s = self.config.watch.settle_s
         if error.reason in RETRYABLE and _recently_written(incoming.path, settle_s):
             log.debug("file %s incomplete (%s); waiting", file_tag(incoming.path), error.reason)
@@ -318,7 +320,12 @@ class Daemon:
             f" -> {moved.name}" if moved else "",
         )
         self._emit_event(
-            "quarantined", error.reason, error.detail, path=incoming.path, where="ingest"
+            "quarantined",
+            error.reason,
+            error.detail,
+            path=incoming.path,
+            where="ingest",
+            study=None if study_uid is None else study_hash(study_uid),
         )
 
     def _on_score(self, score: ImageScore) -> None:
@@ -339,7 +346,9 @@ class Daemon:
     def _on_infer_failure(self, item: ModelInput, error: Exception) -> None:
         self._report_error("infer", f"{type(error).__name__}: {error}", item.header.source.path)
         self.assembler.dropped(item.header)
-        self._reject(item.header.source, IngestError("infer_failed", str(error)))
+        self._reject(
+            item.header.source, IngestError("infer_failed", str(error)), item.header.study_uid
+        )
 
     def _publish_result(self, result: StudyResult) -> None:
         self.metrics.observe({"assemble": result.timings_ms["assemble"]})
@@ -384,6 +393,7 @@ class Daemon:
 
     def _on_delivered(self, entry: OutboxEntry) -> None:
         self.metrics.count("published")
+        log.info("result seq %d delivered", entry.seq)
 
     def _on_request(self, topic: str, payload: bytes) -> None:
         if topic == self.config.topic("health/get"):
@@ -396,7 +406,14 @@ class Daemon:
         self._emit_event("error", "internal_error", message, path=path, where=where)
 
     def _emit_event(
-        self, kind: str, reason: str, message: str, *, path: Path | None = None, where: str = ""
+        self,
+        kind: str,
+        reason: str,
+        message: str,
+        *,
+        path: Path | None = None,
+        where: str = "",
+        study: str | None = None,
     ) -> None:
         config = self.config
         document = event(
@@ -406,11 +423,23 @@ class Daemon:
             reason=reason,
             message=message,
             path=path,
+            study=study,
             where=where or None,
         )
         self.publisher.publish_now(
             config.topic("events"), json.dumps(document).encode(), retain=False, keep=True
         )
+        try:
+            self.journal.record_event(
+                EventRecord(
+                    **{k: document[k] for k in ("at", "kind", "reason", "file", "study")},
+                    stage=document["where"],
+                    message=document["message"],
+                )
+            )
+        except JournalError:
+            # Sent all the same; the failing journal is reported by the write that found it.
+            self.metrics.count("journal_errors")
 
     # -- health ---------------------------------------------------------------------------
 

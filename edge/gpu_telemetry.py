@@ -151,7 +151,7 @@ class JetsonTelemetry:
         return cls(jetson)
 
     def snapshot(self) -> list[dict[str, Any]]:
-        stats: dict[str, Any] = dict(self._jetson.stats or {})
+        stats: dict[str, Any] = dict(_lookup(lambda: self._jetson.stats) or {})
         memory = _lookup(lambda: self._jetson.memory["RAM"])
         return [
             {
@@ -159,8 +159,9 @@ class JetsonTelemetry:
                 "name": _lookup(lambda: str(self._jetson.board["hardware"]["Module"])),
                 "temperature_c": _first_number(stats, ("Temp gpu", "Temp GPU", "GPU Temp")),
                 "utilization_percent": _first_number(stats, ("GPU",)),
-                # A Jetson's GPU shares the system memory (jtop reports kB).
-                "memory_used_mb": _kb_to_mb(_lookup(lambda: memory["used"])),
+                # A Jetson's GPU shares the system memory; jtop reports, in kB, the
+                # pool's size and what the GPU holds of it ("shared").
+                "memory_used_mb": _kb_to_mb(_lookup(lambda: memory["shared"])),
                 "memory_total_mb": _kb_to_mb(_lookup(lambda: memory["tot"])),
                 # jetson-stats does not report clock throttling reasons.
                 "throttle_reasons": None,

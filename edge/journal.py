@@ -21,6 +21,9 @@ resumes where it stopped:
     order as room frees.
 ``sequence``
     the last ``seq`` given per device name.
+``events``
+    the last :data:`EVENTS_KEPT` events sent on ``.../events`` (quarantined
+    files, internal errors), for ``edge status`` after a restart.
 
 Every public method is one transaction, serialised by one lock: the volume is a
 few writes per image, far below what one connection serves.
@@ -36,7 +39,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,8 @@ SCHEMA_VERSION = 1
 DONE_STATES = frozenset({"scored", "published", "duplicate", "skipped", "quarantined"})
 #: states of a file taken but not yet scored: it is processed again after a restart
 ACTIVE_STATES = ("seen", "decoded")
+#: events kept in the journal; older ones are deleted as new ones come
+EVENTS_KEPT = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -119,6 +124,16 @@ CREATE TABLE IF NOT EXISTS sequence (
     device TEXT PRIMARY KEY,
     seq INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    stage TEXT,
+    file TEXT,
+    study TEXT,
+    message TEXT NOT NULL
+);
 """
 
 
@@ -162,6 +177,19 @@ class ResultSummary:
     images: int
     created_at: float
     delivered_at: float | None
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """An ``edge.event/1`` as journalled: no path, no patient identifier."""
+
+    at: str
+    kind: str
+    reason: str
+    stage: str | None
+    file: str | None
+    study: str | None
+    message: str
 
 
 @dataclass(frozen=True)
@@ -375,6 +403,18 @@ class Journal:
         (seq,) = db.execute("SELECT seq FROM sequence WHERE device = ?", (self.device,)).fetchone()
         return int(seq)
 
+    # -- events ---------------------------------------------------------------------------------
+
+    def record_event(self, event: EventRecord) -> None:
+        """Keep an event (only the last :data:`EVENTS_KEPT`)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO events (at, kind, reason, stage, file, study, message)"
+                " VALUES (:at, :kind, :reason, :stage, :file, :study, :message)",
+                asdict(event),
+            )
+            db.execute("DELETE FROM events WHERE id <= last_insert_rowid() - ?", (EVENTS_KEPT,))
+
     # -- what health and ``edge status`` read ---------------------------------------------------
 
     def backlog(self) -> Backlog:
@@ -413,6 +453,16 @@ class Journal:
                 (limit,),
             ).fetchall()
         return [_file_record(row) for row in rows]
+
+    def recent_events(self, limit: int = 20) -> list[EventRecord]:
+        """The last ``limit`` events (quarantined files, internal errors), newest first."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT at, kind, reason, stage, file, study, message FROM events"
+                " ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [EventRecord(**dict(row)) for row in rows]
 
     def file_counts(self) -> dict[str, int]:
         """Number of files in each state."""

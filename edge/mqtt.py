@@ -182,7 +182,7 @@ class MqttLink:
             if self._stopping.is_set():
                 break
             delay = self._backoff.next_delay()
-            log.info("reconnecting to mqtt %s in %.1f s", self.where, delay)
+            log.debug("reconnecting to mqtt %s in %.1f s", self.where, delay)
             self._stopping.wait(delay)
 
     def _attempt(self) -> bool:
@@ -219,13 +219,23 @@ class MqttLink:
         if not (self._stopping.is_set() or self._accepted or self._reported):
             # Closed before any CONNACK: a TLS broker that wants a client
             # certificate rejects the handshake only when it first reads.
-            why = f": {self._socket_error}" if self._socket_error else ""
-            self._failed(f"the broker closed the connection before accepting it{why}")
+            hint = (
+                "; it wants a client certificate: set mqtt.tls.cert_file and key_file"
+                if "CERTIFICATE_REQUIRED" in self._socket_error
+                else ""
+            )
+            self._failed(
+                "the broker closed the connection before accepting it"
+                f"{_because(self._socket_error)}{hint}"
+            )
 
     def _failed(self, message: str) -> None:
+        # One ERROR line per distinct failure: a broker down for a night is one
+        # line (and health's broker.last_error), not one per retry.
+        level = logging.DEBUG if message == self.last_error else logging.ERROR
         self._reported = True
         self.last_error = message
-        log.error("mqtt %s: %s", self.where, message)
+        log.log(level, "mqtt %s: %s", self.where, message)
 
     # paho callbacks, on this link's thread ---------------------------------------------------
 
@@ -259,7 +269,10 @@ class MqttLink:
             return
         self._connected.clear()
         if not self._stopping.is_set():
-            self.last_error = f"disconnected from the broker: {reason}"
+            if getattr(flags, "is_disconnect_packet_from_server", False):
+                self.last_error = f"the broker disconnected us: {reason}"
+            else:
+                self.last_error = f"connection lost{_because(self._socket_error)}"
             log.warning("mqtt %s: %s", self.where, self.last_error)
         self._on_event(LinkEvent("disconnected", detail=str(reason)))
 
@@ -279,6 +292,10 @@ class MqttLink:
         if level == paho.MQTT_LOG_ERR:
             self._socket_error = text
             log.debug("paho: %s", text)
+
+
+def _because(socket_error: str) -> str:
+    return f" ({socket_error})" if socket_error else ""
 
 
 def _ignore_socket(client: Any, userdata: Any, sock: Any) -> None:

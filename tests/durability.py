@@ -6,6 +6,7 @@
 - :class:`HubSession`: an MQTT 5 subscriber with a persistent session (clean start
   off, session expiry), which the broker keeps across its own restarts, like the
   hub's collector.
+- :func:`start_daemon`: a fixture starting ``edge run`` with short timers.
 - :func:`image_score`: a scored image as the inference stage hands it on.
 """
 
@@ -16,10 +17,12 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import shutil
+import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +36,65 @@ from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from support import DaemonProcess, write_config
 
 from edge.types import EngineInfo, ImageHeader, ImageScore, IncomingFile
 
 ENGINE = EngineInfo("demo", "1.0.0", "ab" * 32, "onnxruntime")
+
+
+#: short timers, so that faults and recoveries happen within seconds
+FAST: dict[str, Any] = {
+    "watch": {"settle_s": 0.5},
+    # Long enough that no study of a burst closes before its four views are scored.
+    "study": {"quiet_s": 300},
+    "mqtt": {"keepalive_s": 5, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
+    "health": {"interval_s": 1, "min_free_mb": 1},
+    "log": {"level": "INFO"},
+}
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    """Start ``edge run`` on ``tmp_path/<name>``; every one still running is killed after."""
+    started: list[DaemonProcess] = []
+
+    def start(port: int, name: str = ".", env: dict[str, str] | None = None, **overrides: Any):
+        folder = tmp_path / name
+        config = write_config(folder, port, **{**FAST, **_merged(overrides)})
+        daemon = DaemonProcess(config, env=env)
+        runs = daemon.log().count(" serving ")
+        daemon.start()
+        started.append(daemon)
+        wait_for(lambda: daemon.log().count(" serving ") > runs, 60, "the daemon serving", daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        if daemon.alive():
+            daemon.stop(signal.SIGKILL)
+
+
+def _merged(overrides: dict[str, Any]) -> dict[str, Any]:
+    # One level deeper than write_config merges: FAST's mqtt keys survive an mqtt override.
+    return {
+        key: {**FAST[key], **value} if isinstance(value, dict) and key in FAST else value
+        for key, value in overrides.items()
+    }
+
+
+def wait_for(
+    predicate: Callable[[], bool], timeout: float, what: str, daemon: DaemonProcess | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if daemon is not None and not daemon.alive():
+            raise AssertionError(f"daemon died waiting for {what}:\n{daemon.log()[-5000:]}")
+        time.sleep(0.1)
+    tail = daemon.log()[-5000:] if daemon else ""
+    raise AssertionError(f"no {what} within {timeout}s\n{tail}")
 
 
 # -- a small filesystem ---------------------------------------------------------------------
@@ -47,6 +105,8 @@ def small_state_dir(tmp_path: Path) -> Iterator[Path]:
     """``tmp_path/state`` on a tmpfs of 8 MiB, unmounted afterwards; skips where not allowed."""
     folder = tmp_path / "state"
     folder.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("needs the mount command to make a small filesystem")
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)],
         capture_output=True,
@@ -178,7 +238,7 @@ class HubSession:
     documents, duplicates included.
     """
 
-    def __init__(self, port: int, topic: str, client_id: str) -> None:
+    def __init__(self, port: int, topics: list[str], client_id: str) -> None:
         self._lock = threading.Lock()
         self.received: list[tuple[str, bytes]] = []
         self._client = paho.Client(
@@ -187,8 +247,10 @@ class HubSession:
             protocol=paho.MQTTv5,
         )
         self._client.reconnect_delay_set(min_delay=1, max_delay=2)
+        self.subscribed = threading.Event()
         self._client.on_message = self._on_message
-        self._client.on_connect = lambda client, *_: client.subscribe(topic, qos=1)
+        self._client.on_connect = lambda client, *_: client.subscribe([(t, 1) for t in topics])
+        self._client.on_subscribe = lambda *_: self.subscribed.set()
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = 3600
         self._client.connect("127.0.0.1", port, clean_start=False, properties=properties)
@@ -202,6 +264,11 @@ class HubSession:
         with self._lock:
             payloads = [payload for topic, payload in self.received if topic.endswith("/results")]
         return [json.loads(payload) for payload in payloads]
+
+    def topics(self) -> list[str]:
+        """The topic of every message received, in order."""
+        with self._lock:
+            return [topic for topic, _payload in self.received]
 
     def raw_results(self) -> list[bytes]:
         with self._lock:
