@@ -13,6 +13,7 @@
 # What it makes:
 #   user and group "edge" (system account, no login, also in group video for the GPU)
 #   /opt/edge/venv                    the virtual environment running the daemon
+#   /usr/local/bin/edge               a link to its edge command (doctor, status)
 #   /opt/edge/engines                 engine bundles shipped in the source folder (engines/)
 #   /etc/edge/config.yaml             from the commented example, kept if it exists
 #   /etc/edge/credentials/            mqtt-password, mqtt-tls-key (root only; empty until set)
@@ -129,10 +130,19 @@ ensure_venv() {
     return
   fi
   target=$SOURCE
-  if [ -n "$EXTRAS" ]; then target="$SOURCE[$EXTRAS]"; fi
+  if [ -d "$SOURCE" ]; then
+    # Build from a clean copy: setuptools builds in the source folder and would
+    # both litter it (build/, *.egg-info) and ship stale modules left in build/.
+    BUILD_DIR=$(mktemp -d)
+    trap 'rm -rf "$BUILD_DIR"' EXIT
+    cp -r "$SOURCE/pyproject.toml" "$SOURCE/README.md" "$SOURCE/edge" "$BUILD_DIR/"
+    find "$BUILD_DIR" -name __pycache__ -prune -exec rm -rf {} +
+    target=$BUILD_DIR
+  fi
+  if [ -n "$EXTRAS" ]; then target="$target[$EXTRAS]"; fi
   local pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
   if [ -n "$WHEELHOUSE" ]; then pip+=(--no-index --find-links "$WHEELHOUSE"); fi
-  say "installing $(basename "$SOURCE")${EXTRAS:+ [$EXTRAS]} into $VENV"
+  say "installing edge from $SOURCE${EXTRAS:+ with [$EXTRAS]} into $VENV"
   "${pip[@]}" "$target"
   echo "$fingerprint" >"$stamp"
 }
@@ -186,16 +196,27 @@ install_unit() {
   fi
 }
 
+link_command() {
+  # `edge doctor` and `edge status` on the technician's PATH.
+  local link=$R/usr/local/bin/edge
+  if [ "$(readlink "$link" 2>/dev/null)" != /opt/edge/venv/bin/edge ]; then
+    install -d -m 0755 "$R/usr/local/bin"
+    ln -sfn /opt/edge/venv/bin/edge "$link"
+    say "linked $link to /opt/edge/venv/bin/edge"
+  fi
+}
+
 install_all() {
   ensure_user
   ensure_venv
+  link_command
   install_engines
   install_config
   make_dir 0750 "$STATE" service
   make_dir 0755 "$R/srv/edge"
   make_dir 0750 "$EXPORT" service
   install_unit
-  say "done. Next: edit $ETC/config.yaml, run '$VENV/bin/edge doctor --config $ETC/config.yaml',"
+  say "done. Next: edit $ETC/config.yaml, run 'edge doctor --config /etc/edge/config.yaml',"
   say "then 'systemctl start edge' (see the README, For the field technician)"
 }
 
@@ -211,6 +232,9 @@ uninstall_all() {
     rm -f "$UNIT"
     say "removed $UNIT"
     if systemd_booted; then systemctl daemon-reload; fi
+  fi
+  if [ "$(readlink "$R/usr/local/bin/edge" 2>/dev/null)" = /opt/edge/venv/bin/edge ]; then
+    rm -f "$R/usr/local/bin/edge"
   fi
   if [ -d "$OPT" ]; then
     rm -rf "$OPT"

@@ -63,6 +63,7 @@ def test_install_twice_then_uninstall(tmp_path: Path) -> None:
 
     edge = root / "opt/edge/venv/bin/edge"
     assert os.access(edge, os.X_OK)
+    assert os.readlink(root / "usr/local/bin/edge") == "/opt/edge/venv/bin/edge"
     config = root / "etc/edge/config.yaml"
     example = ROOT / "systemd/config.example.yaml"
     assert config.read_text() == example.read_text()
@@ -100,6 +101,7 @@ def test_install_twice_then_uninstall(tmp_path: Path) -> None:
     removed = install(root, "--uninstall")
     assert not unit.exists() and not (root / "opt/edge").exists()
     assert not (root / "etc/systemd/system/multi-user.target.wants/edge.service").exists()
+    assert not (root / "usr/local/bin/edge").is_symlink()
     assert "site: clinic-7" in config.read_text()  # the technician's configuration stays
     assert (root / "var/lib/edge").is_dir() and (credentials / "mqtt-password").exists()
     assert "kept the configuration" in removed
