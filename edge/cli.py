@@ -73,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=10.0, help="seconds to wait for the broker"
     )
     doctor.set_defaults(handler=_doctor)
+
+    status = commands.add_parser(
+        "status", help="engine, queue, outbox, last studies and errors, from the journal"
+    )
+    status.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="configuration file")
+    status.add_argument("--limit", type=int, default=10, help="studies and errors shown")
+    status.set_defaults(handler=_status)
     return parser
 
 
@@ -105,6 +112,19 @@ def _doctor(args: argparse.Namespace) -> int:
         broker_timeout_s=args.timeout,
     )
     return EXIT_OK if report(checks, lambda line: print(line, flush=True)) else EXIT_FAILURE
+
+
+def _status(args: argparse.Namespace) -> int:
+    from edge.errors import JournalError
+    from edge.status import show_status
+
+    config = _load(args.config)
+    try:
+        show_status(config, print, limit=args.limit)
+    except JournalError as exc:
+        print(f"status: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 def _config_check(args: argparse.Namespace) -> int:
