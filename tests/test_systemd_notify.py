@@ -7,9 +7,11 @@ The test binds the socket systemd would bind and hands its path to the daemon as
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,47 +27,69 @@ Message = dict[str, str]
 
 
 class NotifySocket:
-    """The datagram socket systemd listens on, bound by the test; keeps every message."""
+    """The datagram socket systemd listens on, bound by the test.
+
+    Like systemd with ``NotifyAccess=main``, it learns each sender's PID from the
+    kernel (``SO_PASSCRED``) and heeds only the service's main process: other
+    programs that inherit ``NOTIFY_SOCKET`` (mosquitto sends READY=1 too) are
+    not the service.
+    """
 
     def __init__(self, address: str) -> None:
         self.address = address
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         bind_to = "\0" + address[1:] if address.startswith("@") else address
         self._socket.bind(bind_to)
         self._socket.settimeout(0.2)
-        self.received: list[Message] = []
+        #: the main process whose messages count; set once it is started
+        self.main_pid: int | None = None
+        self._all: list[tuple[int, Message]] = []
         self._arrived = threading.Condition()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._receive, daemon=True)
         self._thread.start()
 
+    @property
+    def received(self) -> list[Message]:
+        """The main process's messages, in arrival order."""
+        with self._arrived:
+            return [fields for pid, fields in self._all if pid == self.main_pid]
+
     def _receive(self) -> None:
+        credentials = socket.CMSG_SPACE(struct.calcsize("3i"))
         while not self._closed.is_set():
             try:
-                data = self._socket.recv(4096)
+                data, ancillary, _flags, _address = self._socket.recvmsg(4096, credentials)
             except TimeoutError:
                 continue
             except OSError:
                 return
+            pid = next(
+                struct.unpack("3i", value)[0]
+                for level, kind, value in ancillary
+                if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS)
+            )
             fields = dict(line.split("=", 1) for line in data.decode().splitlines())
             with self._arrived:
-                self.received.append(fields)
+                self._all.append((pid, fields))
                 self._arrived.notify_all()
 
     def wait_for(
         self, predicate: Callable[[Message], bool], timeout: float, since: int = 0
     ) -> Message:
-        """The first message from index ``since`` on that matches ``predicate``."""
+        """The main process's first message from index ``since`` on that matches."""
         deadline = time.monotonic() + timeout
         with self._arrived:
             while True:
-                for message in self.received[since:]:
+                received = self.received
+                for message in received[since:]:
                     if predicate(message):
                         return message
-                since = len(self.received)
+                since = len(received)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError(f"no such notify message; got {self.received[-5:]}")
+                    raise TimeoutError(f"no such notify message; got {received[-5:]}")
                 self._arrived.wait(remaining)
 
     def close(self) -> None:
@@ -82,6 +106,11 @@ def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     monkeypatch.setenv("WATCHDOG_USEC", "1000000")
     yield sock
     sock.close()
+
+
+def main_pid(daemon: DaemonProcess) -> int:
+    assert daemon.process is not None
+    return daemon.process.pid
 
 
 def is_ready(message: Message) -> bool:
@@ -105,6 +134,7 @@ def test_ready_then_pings_while_files_flow_then_stopping(
 ) -> None:
     bundle = make_bundle(tmp_path / "engine")
     daemon = daemon_factory(engine={"bundle": str(bundle), "threads": 1})
+    notify_socket.main_pid = main_pid(daemon)
     ready = notify_socket.wait_for(is_ready, 60)
     assert "engine test-mean 1.0.0 on onnxruntime" in ready["STATUS"]
 
@@ -141,6 +171,7 @@ def test_pings_stop_while_inference_hangs(
 ) -> None:
     bundle = make_hanging_bundle(tmp_path / "engine")
     daemon = daemon_factory(engine={"bundle": str(bundle), "threads": 1}, health={"stuck_s": 2})
+    notify_socket.main_pid = main_pid(daemon)
     notify_socket.wait_for(is_ready, 60)
     notify_socket.wait_for(is_ping, 30)  # the warm-up passed: idle, and pinging
 
@@ -162,6 +193,7 @@ def test_pings_stop_while_inference_hangs(
 def test_abstract_namespace_socket_receives_notifications(tmp_path: Path) -> None:
     name = f"@edge-test-{time.monotonic_ns()}"
     sock = NotifySocket(name)
+    sock.main_pid = os.getpid()
     notifier = Notifier(name, watchdog_usec=30_000_000)
     try:
         assert notifier.watchdog_interval_s == 15
