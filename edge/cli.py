@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from edge import __version__
 from edge.config import Config, load_config
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser("check", help="validate a configuration file and exit")
     check.add_argument("file", type=Path)
     check.set_defaults(handler=_config_check)
+    _add_engine_commands(commands)
 
     doctor = commands.add_parser(
         "doctor", help="check configuration, folders, broker, engine and GPU; OK or FAIL each"
@@ -81,6 +83,38 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--limit", type=int, default=10, help="studies and errors shown")
     status.set_defaults(handler=_status)
     return parser
+
+
+def _add_engine_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    engines = commands.add_parser("engines", help="install, verify, activate, roll back engines")
+    actions = engines.add_subparsers(dest="engines_command", required=True, metavar="ACTION")
+
+    def action(name: str, help_text: str, handler: Callable[[argparse.Namespace], int]) -> Any:
+        sub = actions.add_parser(name, help=help_text)
+        sub.add_argument("--config", type=Path, required=True, help="configuration YAML file")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    action("list", "installed engines, the current one, the backend, cached plans", _engines_list)
+    install = action("install", "check, copy and self-test a bundle (folder or .tar.gz)", _install)
+    install.add_argument("bundle", type=Path)
+    install.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="accept a bundle without a signature (a signature present must still verify)",
+    )
+    install.add_argument("--activate", action="store_true", help="activate it once installed")
+    verify = action("verify", "check files, signature and self-test again", _verify)
+    verify.add_argument("version", nargs="?", help="one engine (default: all)")
+    activate = action("activate", "make an installed engine the serving one", _activate)
+    activate.add_argument("version", help="version, or name/version")
+    action("rollback", "make the previous engine current again", _rollback)
+    remove = action("remove", "delete an installed engine (never the current one)", _remove)
+    remove.add_argument("version", help="version, or name/version")
+    # Run by the plan cache in a child process; not a technician's command.
+    build = actions.add_parser("build-plan", help=argparse.SUPPRESS)
+    build.add_argument("--request", type=Path, required=True)
+    build.set_defaults(handler=_build_plan)
 
 
 def _load(path: Path) -> Config:
@@ -131,3 +165,54 @@ def _config_check(args: argparse.Namespace) -> int:
     config = _load(args.file)
     print(f"{args.file}: valid (site {config.site}, device {config.device})")
     return EXIT_OK
+
+
+def _engines_list(args: argparse.Namespace) -> int:
+    from edge.engines import commands
+
+    commands.list_engines(_load(args.config), print)
+    return EXIT_OK
+
+
+def _install(args: argparse.Namespace) -> int:
+    from edge.engines import commands
+
+    config = _load(args.config)
+    commands.install(
+        config, args.bundle, print, allow_unsigned=args.allow_unsigned, activate=args.activate
+    )
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from edge.engines import commands
+
+    commands.verify(_load(args.config), args.version, print)
+    return EXIT_OK
+
+
+def _activate(args: argparse.Namespace) -> int:
+    from edge.engines import commands
+
+    commands.activate(_load(args.config), args.version, print)
+    return EXIT_OK
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from edge.engines import commands
+
+    commands.rollback(_load(args.config), print)
+    return EXIT_OK
+
+
+def _remove(args: argparse.Namespace) -> int:
+    from edge.engines import commands
+
+    commands.remove(_load(args.config), args.version, print)
+    return EXIT_OK
+
+
+def _build_plan(args: argparse.Namespace) -> int:
+    from edge.runtimes.tensorrt import build_from_request
+
+    return EXIT_OK if build_from_request(args.request) else EXIT_FAILURE

@@ -65,6 +65,7 @@ class Broker:
             f"user {getpass.getuser()}\n"
             "max_queued_messages 10000\n" + self.tail
         )
+        # The child keeps its own copy of the descriptor; the parent's is closed at once.
         with (self.folder / "mosquitto.log").open("ab") as log:
             self.process = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
         wait_for_port(self.port)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
-from durability import fill, image_score, small_state_dir
+from durability import ENGINE, fill, image_score, small_state_dir
 
 __all__ = ["small_state_dir"]  # a fixture
 
@@ -174,6 +175,7 @@ def test_open_studies_are_rebuilt_from_scores_without_decoding(tmp_path: Path) -
     assert restored[0].engine == scores[0].engine
     assert restored[0].timings_ms == scores[0].timings_ms
     assembler = StudyAssembler(30.0, lambda _engine: 0.5)
+    assembler.serve(ENGINE)
     assert assembler.restore(restored) == []  # three views: stays open
     score_all(journal, scores[3:])
     assembler.arrived(scores[3].header)
@@ -186,9 +188,23 @@ def test_open_studies_are_rebuilt_from_scores_without_decoding(tmp_path: Path) -
 def test_a_complete_study_found_at_restart_closes_at_once(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path, device="box-1")
     score_all(journal, four_views(tmp_path, "1.8.1"))
-    (result,) = StudyAssembler(30.0, lambda _e: 0.5).restore(journal.open_study_scores())
+    assembler = StudyAssembler(30.0, lambda _e: 0.5)
+    assembler.serve(ENGINE)
+    (result,) = assembler.restore(journal.open_study_scores())
     assert result.closed_by == "complete"
     assert len(result.images) == 4
+
+
+def test_an_open_study_of_an_engine_no_longer_serving_closes_at_once(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path, device="box-1")
+    score_all(journal, four_views(tmp_path, "1.8.2")[:2])
+    assembler = StudyAssembler(30.0, lambda _e: 0.5)
+    assembler.serve(dataclasses.replace(ENGINE, version="2.0.0", sha256="cd" * 32))
+    (result,) = assembler.restore(journal.open_study_scores())
+    # Never scored by two engines: it goes out with the two views its engine scored.
+    assert (result.closed_by, result.missing_views) == ("quiet", ("RCC", "RMLO"))
+    assert result.engine == ENGINE
+    assert assembler.open_studies == 0
 
 
 def test_a_full_disk_fails_writes_loudly_and_keeps_what_was_written(
