@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edge.config import Config
 from edge.engines.bundle import read_manifest
+from edge.engines.store import EngineStore
 from edge.errors import EngineError
 from edge.journal import FILENAME, Backlog, EventRecord, Journal, ResultSummary
 from edge.pipeline.study import study_hash
@@ -93,12 +94,19 @@ def service_line() -> str:
 
 
 def engine_line(config: Config) -> str:
+    """The engine the daemon serves at its next start (the running one is in STATUS=)."""
+    store = EngineStore(config.engine_store_dir)
+    current = store.current()
+    if current is not None:
+        return f"{current.name} {current.version} (engine store, {store.root})"
     folder = config.engine.bundle
+    if folder is None:
+        return f"none: no current engine in {store.root} and no engine.bundle"
     try:
         manifest = read_manifest(folder)
     except EngineError as exc:
-        return f"cannot read the configured engine: {exc}"
-    return f"{manifest.name} {manifest.version} ({folder}; backend {config.engine.backend})"
+        return f"cannot read engine.bundle: {exc}"
+    return f"{manifest.name} {manifest.version} (engine.bundle {folder})"
 
 
 def open_studies(journal: Journal) -> set[str]:

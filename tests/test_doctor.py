@@ -113,8 +113,30 @@ def assert_corrupt_engine_reported(tmp_path: Path, broker: Broker, bundle: Path,
     assert code == 1
     assert status_of(checks, "engine") == "FAIL"
     assert f"{name} does not match its sha256" in text_of(checks, "engine")
-    assert "fix: copy the engine bundle again" in text_of(checks, "engine")
+    assert "fix: install the engine again" in text_of(checks, "engine")
     assert "selftest" not in checks  # a bundle that fails its checksum is never run
+
+
+def test_store_engine_is_the_one_checked(tmp_path: Path, broker: Broker, engine: Path) -> None:
+    config = healthy_config(tmp_path, broker.port, engine)
+    installed = subprocess.run(
+        [sys.executable, "-m", "edge", "engines", "install", str(engine), "--allow-unsigned"]
+        + ["--activate", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    code, checks = doctor(config)
+    assert code == 0, checks
+    assert "the engine store's current engine" in text_of(checks, "engine")
+
+    flip_byte(tmp_path / "state" / "engines" / "test-mean" / "1.0.0" / "model.onnx")
+    code, checks = doctor(config)
+    assert code == 1
+    assert status_of(checks, "engine") == "FAIL"
+    assert "model.onnx does not match its sha256" in text_of(checks, "engine")
 
 
 def test_engine_failing_its_selftest_fails(tmp_path: Path, broker: Broker, engine: Path) -> None:

@@ -46,10 +46,10 @@ def run_checks(
     # Outside the service there is no $CREDENTIALS_DIRECTORY: read the sources.
     os.environ.setdefault(CREDENTIALS_ENV, str(credentials))
     yield probe_broker(as_seen_outside(config, credentials), timeout_s=broker_timeout_s)
-    engine = check_engine(config)
+    engine, bundle = check_engine(config)
     yield engine
-    if engine.ok:
-        yield check_selftest(config)
+    if bundle is not None:
+        yield check_selftest(config, bundle)
     yield check_gpu(config.engine.backend)
 
 

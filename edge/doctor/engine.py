@@ -1,50 +1,52 @@
-"""The engine the daemon would load: present, verified, and passing its self-test."""
+"""The engine the daemon would serve: present, verified, and passing its self-test.
+
+The choice is the daemon's own (:func:`~edge.engines.serving.choose_serving`): the
+engine store's current engine, else ``engine.bundle``; its files are checked
+against their sha256 and, where keys are trusted, its signature.
+"""
 
 from __future__ import annotations
 
 from edge.config import Config
 from edge.doctor.check import Check
-from edge.engines.bundle import load_bundle
-from edge.engines.selftest import run_selftest
+from edge.engines.bundle import Bundle
+from edge.engines.commands import selftest_on_serving_backend, store_of
+from edge.engines.serving import choose_serving
 from edge.errors import EngineError
-from edge.runtimes import registry
+
+REINSTALL = (
+    "install the engine again (edge engines install BUNDLE --activate), or copy the "
+    "engine.bundle folder again from its release"
+)
 
 
-def check_engine(config: Config) -> Check:
-    """Every file of the bundle against the sha256 its manifest gives."""
-    folder = config.engine.bundle
+def check_engine(config: Config) -> tuple[Check, Bundle | None]:
+    """The check, and the verified bundle for the self-test when it passed."""
     try:
-        bundle = load_bundle(folder)
+        choice = choose_serving(config, store_of(config))
+    except EngineError as exc:
+        return Check("engine", False, str(exc), REINSTALL), None
+    manifest = choice.bundle.manifest
+    where = (
+        f"the engine store's current engine ({config.engine_store_dir})"
+        if choice.origin == "store"
+        else f"engine.bundle {choice.bundle.path}"
+    )
+    detail = f"{manifest.name} {manifest.version}, {where}: every file matches its sha256"
+    return Check("engine", True, detail), choice.bundle
+
+
+def check_selftest(config: Config, bundle: Bundle) -> Check:
+    """Run the bundle's self-test set on the backend the daemon would choose."""
+    try:
+        result = selftest_on_serving_backend(config)(bundle)
     except EngineError as exc:
         return Check(
-            "engine",
+            "selftest",
             False,
             str(exc),
-            "copy the engine bundle again from its release: its files must match manifest.yaml",
+            "install the engine again; if it fails again, send the line above to the vendor",
         )
-    manifest = bundle.manifest
-    return Check(
-        "engine",
-        True,
-        f"{manifest.name} {manifest.version} in {folder}: every file matches its sha256",
-    )
-
-
-def check_selftest(config: Config) -> Check:
-    """Run the bundle's self-test set on the backend the daemon would choose."""
-    fix = "reinstall the engine; if it fails again, report the line above to the vendor"
-    try:
-        bundle = load_bundle(config.engine.bundle)
-        name = registry.choose(config.engine.backend)
-        backend = registry.create(name, bundle, threads=config.engine.threads)
-    except EngineError as exc:
-        return Check("selftest", False, str(exc), fix)
-    try:
-        result = run_selftest(bundle, backend)
-    except EngineError as exc:
-        return Check("selftest", False, str(exc), fix)
-    finally:
-        backend.close()
     return Check(
         "selftest",
         True,
