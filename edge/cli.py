@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
     check.set_defaults(handler=_config_check)
     _add_engine_commands(commands)
+    _add_hub_parser(commands)
 
     doctor = commands.add_parser(
         "doctor", help="check configuration, folders, broker, engine and GPU; OK or FAIL each"
@@ -216,3 +217,45 @@ def _build_plan(args: argparse.Namespace) -> int:
     from edge.runtimes.tensorrt import build_from_request
 
     return EXIT_OK if build_from_request(args.request) else EXIT_FAILURE
+
+
+def _add_hub_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``edge hub``: the central collector and its queries (edge.hub, imported lazily)."""
+    source = argparse.ArgumentParser(add_help=False)
+    source.add_argument("--config", type=Path, help="hub configuration YAML file")
+    source.add_argument("--db", metavar="URL", help="database URL (instead of --config)")
+    # The same options after the action: their default must not undo the hub's own.
+    late = argparse.ArgumentParser(add_help=False)
+    late.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="as above")
+    late.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help="as above")
+    late.add_argument("--json", action="store_true", help="JSON instead of a table")
+    hub = commands.add_parser(
+        "hub",
+        parents=[source],
+        help="the central hub: collect results (needs edge[hub])",
+        description="Without an ACTION, run the collector (--config HUB.yaml) in the foreground.",
+    )
+    hub.set_defaults(handler=_hub, hub_command=None, json=False)
+    actions = hub.add_subparsers(dest="hub_command", metavar="ACTION")
+    actions.add_parser("devices", parents=[late], help="every device: status, engine, backlog")
+    results = actions.add_parser("results", parents=[late], help="results since a time")
+    results.add_argument("--since", default="24h", help="30m, 24h, 7d or an RFC 3339 time")
+    results.add_argument("--site", help="only this site")
+    results.add_argument("--suspicious", action="store_true", help="only suspicious studies")
+    results.add_argument("--limit", type=int, default=1000, help="at most this many rows")
+    actions.add_parser("gaps", parents=[late], help="seq numbers missing per device")
+    actions.add_parser("check", parents=[late], help="validate the configuration and exit")
+
+
+def _hub(args: argparse.Namespace) -> int:
+    try:
+        from edge.hub.commands import run_hub
+        from edge.hub.errors import HubError
+    except ImportError as exc:
+        print(f"edge hub needs the hub extra (pip install 'edge[hub]'): {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        return run_hub(args)
+    except HubError as exc:
+        print(f"hub error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE

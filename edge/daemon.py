@@ -41,7 +41,7 @@ from edge.errors import EngineError, IngestError, JournalError, Skip
 from edge.events import event, scrub
 from edge.gpu_telemetry import GpuTelemetry, open_gpu_telemetry
 from edge.health import HEALTH_SCHEMA, Metrics, alarms, disk_free, now_iso
-from edge.journal import EventRecord, Journal, OutboxEntry
+from edge.journal import Backlog, EventRecord, Journal, OutboxEntry
 from edge.liveness import Stage, Supervisor, WorkClock
 from edge.mqtt import LinkEvent, MqttLink
 from edge.notify import Notifier
@@ -89,6 +89,7 @@ class Daemon:
         self._unjournalled_lock = threading.Lock()
         self._journal_failing = False
         self._health_requested = threading.Event()
+        self._outbox_full = False
         #: start times of the files the ingest pool has in hand, for the watchdog
         self._ingest_clock = WorkClock()
 
@@ -180,8 +181,8 @@ class Daemon:
         # TimeoutStopSec however many files were waiting.
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.infer.stop(timeout=30)
-        # Studies still incomplete are not published half-done: their files stay in
-        # the watch folder and are taken again at the next start.
+        # Studies still incomplete are not published half-done: their scores stay in
+        # the journal and they reopen at the next start.
         self._retry_unjournalled()
         self.publish_health()
         self.publisher.stop(timeout=10)
@@ -490,7 +491,7 @@ class Daemon:
         self.metrics.count("journal_errors")
         if not self._journal_failing:
             self._journal_failing = True
-            self._report_error(where, str(exc))
+            self._report_error(where, str(exc), reason="journal_write_failed")
 
     def _on_delivered(self, entry: OutboxEntry) -> None:
         self.metrics.count("published")
@@ -500,11 +501,13 @@ class Daemon:
         if topic == self.config.topic("health/get"):
             self._health_requested.set()
 
-    def _report_error(self, where: str, message: str, path: Path | None = None) -> None:
+    def _report_error(
+        self, where: str, message: str, path: Path | None = None, reason: str = "internal_error"
+    ) -> None:
         """Count an internal error, keep it as health's last_error and send an event."""
         self.metrics.count("errors")
         self.metrics.error(where, message if path is None else scrub(message, path))
-        self._emit_event("error", "internal_error", message, path=path, where=where)
+        self._emit_event("error", reason, message, path=path, where=where)
 
     def _emit_event(
         self,
@@ -553,6 +556,7 @@ class Daemon:
         except JournalError as exc:
             self._journal_failed("health", exc)
             backlog = None
+        self._note_outbox_full(backlog)
         message: dict[str, Any] = {
             "schema": HEALTH_SCHEMA,
             "site": config.site,
@@ -612,6 +616,16 @@ class Daemon:
         if self.gpu is not None:
             message["gpu"] = {"source": self.gpu.source, "devices": self.gpu.snapshot()}
         return message
+
+    def _note_outbox_full(self, backlog: Backlog | None) -> None:
+        full = backlog is not None and backlog.waiting > 0
+        if full and not self._outbox_full:
+            log.warning(
+                "outbox full (mqtt.outbox_max %d): results wait in the journal (%d so far)",
+                self.config.mqtt.outbox_max,
+                backlog.waiting if backlog else 0,
+            )
+        self._outbox_full = full
 
     def _stages(self) -> list[Stage]:
         """The stages the systemd watchdog watches for progress."""

@@ -27,6 +27,12 @@ resumes where it stopped:
 
 Every public method is one transaction, serialised by one lock: the volume is a
 few writes per image, far below what one connection serves.
+
+What ``edge status`` and health read: :meth:`Journal.recent_results` (the last
+studies with score, seq and when delivered), :meth:`Journal.backlog` (what waits
+for the broker), :meth:`Journal.recent_events` (quarantines and errors, with
+reasons), :meth:`Journal.recent_problems` (files quarantined, skipped, duplicate
+or gone) and :meth:`Journal.file_counts` (files per state).
 """
 
 from __future__ import annotations

@@ -183,6 +183,8 @@ def test_broker_unreachable_for_a_whole_burst_then_all_delivered_in_order(
     journal.close()
     # The outbox holds mqtt.outbox_max results; the rest wait in the journal.
     assert (backlog.outbox, backlog.waiting, backlog.last_seq) == (5, 15, 20)
+    # The health built meanwhile (unpublished: no broker) raised outbox_full.
+    wait_for(lambda: "outbox full" in daemon.log(), 30, "the outbox_full warning", daemon)
 
     broker.start()
     hub.wait_results(len(studies), timeout=240)

@@ -194,16 +194,13 @@ class Publisher:
                 kind, value = self._events.get(timeout=0.2)
             except queue.Empty:
                 kind, value = "idle", None
-            if kind == "link":
-                self._on_link(value)
-            elif kind == "wake":
-                self._load()
-                self._send_pending()
-            elif kind == "now":
-                self._send_now(value)
-            elif kind == "stop":
+            if kind == "stop":
                 stop_request, deadline = value, time.monotonic() + 5.0
-            self._retry_unrecorded()
+            try:
+                self._handle(kind, value)
+                self._retry_unrecorded()
+            except Exception:  # a bug must not end all delivery: the journal keeps it all
+                log.exception("publisher failed on a %s event; going on", kind)
             self.backlog = len(self._outbox)
             if stop_request is not None and (
                 not self._outbox or not self._connected or time.monotonic() > deadline
@@ -213,6 +210,15 @@ class Publisher:
                 return
             if self._stopping.is_set():
                 return
+
+    def _handle(self, kind: str, value: Any) -> None:
+        if kind == "link":
+            self._on_link(value)
+        elif kind == "wake":
+            self._load()
+            self._send_pending()
+        elif kind == "now":
+            self._send_now(value)
 
     def _on_link(self, event: LinkEvent) -> None:
         if event.kind == "connected":
