@@ -119,9 +119,9 @@ def assert_corrupt_engine_reported(tmp_path: Path, broker: Broker, bundle: Path,
 
 def test_store_engine_is_the_one_checked(tmp_path: Path, broker: Broker, engine: Path) -> None:
     config = healthy_config(tmp_path, broker.port, engine)
+    install = ["engines", "install", str(engine), "--activate", "--allow-unsigned"]
     installed = subprocess.run(
-        [sys.executable, "-m", "edge", "engines", "install", str(engine), "--allow-unsigned"]
-        + ["--activate", "--config", str(config)],
+        [sys.executable, "-m", "edge", *install, f"--config={config}"],
         capture_output=True,
         text=True,
         timeout=180,
