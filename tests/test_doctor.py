@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import yaml
 from durability import Pki, make_certificates
 from support import DEMO_BUNDLE, ROOT, Broker, free_port, wait_for_port, write_config
 from systemd_engines import flip_byte, make_bundle
+
+from edge.doctor.gpu import describe_gpu
 
 
 def doctor(config: Path, *extra: str) -> tuple[int, dict[str, list[str]]]:
@@ -53,8 +56,11 @@ def engine(tmp_path: Path) -> Path:
     return make_bundle(tmp_path / "engine")
 
 
-def healthy_config(tmp_path: Path, port: int, engine: Path, **overrides: Any) -> Path:
-    config = write_config(tmp_path, port, engine={"bundle": str(engine), "threads": 1}, **overrides)
+def healthy_config(
+    tmp_path: Path, port: int, engine: Path, backend: str = "onnxruntime", **overrides: Any
+) -> Path:
+    engine_section = {"bundle": str(engine), "threads": 1, "backend": backend}
+    config = write_config(tmp_path, port, engine=engine_section, **overrides)
     (tmp_path / "state").mkdir(exist_ok=True)
     return config
 
@@ -277,3 +283,28 @@ def test_untrusted_broker_certificate_fails_at_the_handshake(
     assert status_of(checks, "broker") == "FAIL"
     assert "certificate is not trusted" in text_of(checks, "broker")
     assert "fix: set mqtt.tls.ca_file" in text_of(checks, "broker")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="trying another user's permissions needs root")
+def test_folders_are_tried_with_the_service_users_permissions(
+    tmp_path: Path, broker: Broker, engine: Path
+) -> None:
+    # Root may read anything; the service user may not: the test's folders are
+    # private to root, so "nobody" (standing in for edge) can use neither.
+    code, checks = doctor(healthy_config(tmp_path, broker.port, engine), "--user", "nobody")
+    assert code == 1
+    assert status_of(checks, "watch") == "FAIL"
+    assert "is not readable by nobody" in text_of(checks, "watch")
+    assert status_of(checks, "state") == "FAIL"
+    assert "is not writable by nobody" in text_of(checks, "state")
+    assert "fix: chown -R nobody:" in text_of(checks, "state")
+
+
+@pytest.mark.skipif(describe_gpu() is not None, reason="this machine has an NVIDIA GPU")
+def test_tensorrt_backend_without_a_gpu_fails(tmp_path: Path, broker: Broker, engine: Path) -> None:
+    config = healthy_config(tmp_path, broker.port, engine, backend="tensorrt")
+    code, checks = doctor(config)
+    assert code == 1
+    assert status_of(checks, "gpu") == "FAIL"
+    assert "no NVIDIA GPU seen, but engine.backend is tensorrt" in text_of(checks, "gpu")
+    assert "fix: install the NVIDIA driver, or set engine.backend: auto" in text_of(checks, "gpu")
