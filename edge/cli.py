@@ -132,8 +132,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    from edge.doctor.account import service_account
     from edge.doctor.checks import report, run_checks
-    from edge.doctor.folders import service_account
 
     try:
         account = service_account(args.user)

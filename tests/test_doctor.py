@@ -71,7 +71,7 @@ def test_a_ready_box_passes_every_check(tmp_path: Path, broker: Broker, engine: 
     assert list(checks) == ["config", "watch", "state", "broker", "engine", "selftest", "gpu"]
     assert all(status_of(checks, name) == "OK" for name in checks), checks
     assert "connected and logged in (no TLS)" in text_of(checks, "broker")
-    assert "every file matches its sha256" in text_of(checks, "engine")
+    assert "files match their sha256" in text_of(checks, "engine")
     assert "3 self-test inputs on onnxruntime" in text_of(checks, "selftest")
 
 
@@ -137,6 +137,7 @@ def test_store_engine_is_the_one_checked(tmp_path: Path, broker: Broker, engine:
     code, checks = doctor(config)
     assert code == 0, checks
     assert "the engine store's current engine" in text_of(checks, "engine")
+    assert "installed unsigned" in text_of(checks, "engine")
 
     flip_byte(tmp_path / "state" / "engines" / "test-mean" / "1.0.0" / "model.onnx")
     code, checks = doctor(config)
@@ -298,6 +299,8 @@ def test_folders_are_tried_with_the_service_users_permissions(
     assert status_of(checks, "state") == "FAIL"
     assert "is not writable by nobody" in text_of(checks, "state")
     assert "fix: chown -R nobody:" in text_of(checks, "state")
+    # The engine checks ran as nobody too, who cannot reach the engine either.
+    assert status_of(checks, "engine") == "FAIL"
 
 
 @pytest.mark.skipif(describe_gpu() is not None, reason="this machine has an NVIDIA GPU")

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from edge.config import Config, load_config
 from edge.credentials import CREDENTIALS_ENV
+from edge.doctor.account import Account, run_as
 from edge.doctor.broker import probe_broker
 from edge.doctor.check import Check
 from edge.doctor.engine import check_engine, check_selftest
-from edge.doctor.folders import Account, check_state_dir, check_watch_folder
+from edge.doctor.folders import check_state_dir, check_watch_folder
 from edge.doctor.gpu import check_gpu
 from edge.errors import ConfigError
 
@@ -46,11 +47,17 @@ def run_checks(
     # Outside the service there is no $CREDENTIALS_DIRECTORY: read the sources.
     os.environ.setdefault(CREDENTIALS_ENV, str(credentials))
     yield probe_broker(as_seen_outside(config, credentials), timeout_s=broker_timeout_s)
+    yield from run_as(account, lambda: engine_checks(config))
+
+
+def engine_checks(config: Config) -> list[Check]:
+    """The engine, its self-test and the GPU: what the service's own identity sees."""
     engine, bundle = check_engine(config)
-    yield engine
+    checks = [engine]
     if bundle is not None:
-        yield check_selftest(config, bundle)
-    yield check_gpu(config.engine.backend)
+        checks.append(check_selftest(config, bundle))
+    checks.append(check_gpu(config.engine.backend))
+    return checks
 
 
 def as_seen_outside(config: Config, credentials: Path) -> Config:

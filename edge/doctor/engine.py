@@ -12,6 +12,7 @@ from edge.doctor.check import Check
 from edge.engines.bundle import Bundle
 from edge.engines.commands import selftest_on_serving_backend, store_of
 from edge.engines.serving import choose_serving
+from edge.engines.store import EngineStore
 from edge.errors import EngineError
 
 REINSTALL = (
@@ -22,18 +23,37 @@ REINSTALL = (
 
 def check_engine(config: Config) -> tuple[Check, Bundle | None]:
     """The check, and the verified bundle for the self-test when it passed."""
+    store = store_of(config)
     try:
-        choice = choose_serving(config, store_of(config))
+        choice = choose_serving(config, store)
+        signature = _signature(store) if choice.origin == "store" else None
     except EngineError as exc:
         return Check("engine", False, str(exc), REINSTALL), None
+    except OSError as exc:
+        return Check(
+            "engine",
+            False,
+            f"cannot read the engine: {exc}",
+            f"let the service user read {config.engine_store_dir} and engine.bundle",
+        ), None
     manifest = choice.bundle.manifest
-    where = (
-        f"the engine store's current engine ({config.engine_store_dir})"
-        if choice.origin == "store"
-        else f"engine.bundle {choice.bundle.path}"
-    )
-    detail = f"{manifest.name} {manifest.version}, {where}: every file matches its sha256"
+    if signature is None:
+        where = f"engine.bundle {choice.bundle.path}"
+        signature = (
+            "signature verified"
+            if config.engine.trusted_keys
+            else "no signature check (no engine.trusted_keys)"
+        )
+    else:
+        where = f"the engine store's current engine ({store.root})"
+    detail = f"{manifest.name} {manifest.version}, {where}: files match their sha256; {signature}"
     return Check("engine", True, detail), choice.bundle
+
+
+def _signature(store: EngineStore) -> str:
+    current = store.current()
+    signer = store.describe(current).signed_by if current is not None else None
+    return f"signed by {signer}" if signer else "installed unsigned (--allow-unsigned)"
 
 
 def check_selftest(config: Config, bundle: Bundle) -> Check:

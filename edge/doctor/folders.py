@@ -1,86 +1,12 @@
-"""The watch folder and the state directory, tried with the service user's permissions.
-
-The technician runs ``edge doctor`` as root, who may read and write anything;
-the service runs as ``edge``. So when root runs it and the ``edge`` account
-exists, every permission is asked of the kernel under that account's identity.
-"""
+"""The watch folder and the state directory, tried with the service user's permissions."""
 
 from __future__ import annotations
 
-import os
-import pwd
 import shutil
-import subprocess
-from dataclasses import dataclass
-from pathlib import Path
 
 from edge.config import Config
+from edge.doctor.account import Account
 from edge.doctor.check import Check
-
-SERVICE_USER = "edge"
-_ACCESS = {"r": os.R_OK, "w": os.W_OK, "x": os.X_OK}
-
-
-@dataclass(frozen=True)
-class Account:
-    """The user the service runs as."""
-
-    name: str
-    uid: int
-    gid: int
-    groups: tuple[int, ...]
-
-    @classmethod
-    def current(cls) -> Account:
-        entry = pwd.getpwuid(os.geteuid())
-        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, tuple(os.getgroups()))
-
-    @classmethod
-    def named(cls, name: str) -> Account:
-        entry = pwd.getpwnam(name)
-        groups = tuple(os.getgrouplist(name, entry.pw_gid))
-        return cls(name, entry.pw_uid, entry.pw_gid, groups)
-
-    def can(self, path: Path, flags: str) -> bool:
-        """Whether this user may ``flags`` (any of ``r``, ``w``, ``x``) ``path``."""
-        if self.uid == os.geteuid():
-            return all(os.access(path, _ACCESS[flag]) for flag in flags)
-        # test(1) under the service user's identity gets the kernel's answer,
-        # ACLs included, instead of a guess from the mode bits.
-        return all(
-            subprocess.run(
-                ["test", f"-{flag}", str(path)],
-                user=self.uid,
-                group=self.gid,
-                extra_groups=list(self.groups),
-                check=False,
-            ).returncode
-            == 0
-            for flag in flags
-        )
-
-
-def service_account(name: str | None) -> Account:
-    """The account named; else ``edge`` when root runs the doctor and it exists; else the caller.
-
-    Raises
-    ------
-    KeyError
-        When ``name`` is given and no such user exists.
-    """
-    if name is not None:
-        return Account.named(name)
-    if os.geteuid() == 0 and _user_exists(SERVICE_USER):
-        return Account.named(SERVICE_USER)
-    return Account.current()
-
-
-def _user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
 
 
 def check_watch_folder(config: Config, account: Account) -> Check:
