@@ -16,6 +16,8 @@ from edge.logs import setup_logging
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+#: where scripts/install.sh puts the configuration
+DEFAULT_CONFIG = Path("/etc/edge/config.yaml")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -56,6 +58,31 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_config_check)
     _add_engine_commands(commands)
     _add_hub_parser(commands)
+
+    doctor = commands.add_parser(
+        "doctor", help="check configuration, folders, broker, engine and GPU; OK or FAIL each"
+    )
+    doctor.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="configuration file")
+    doctor.add_argument(
+        "--user", help="check folder permissions as this user (default: edge, when run as root)"
+    )
+    doctor.add_argument(
+        "--credentials",
+        type=Path,
+        default=Path("/etc/edge/credentials"),
+        help="folder of the files systemd loads as the service's credentials",
+    )
+    doctor.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the broker"
+    )
+    doctor.set_defaults(handler=_doctor)
+
+    status = commands.add_parser(
+        "status", help="engine, queue, outbox, last studies and errors, from the journal"
+    )
+    status.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="configuration file")
+    status.add_argument("--limit", type=int, default=10, help="studies and errors shown")
+    status.set_defaults(handler=_status)
     return parser
 
 
@@ -101,6 +128,37 @@ def _run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     setup_logging(config.log.level)
     Daemon(config).run()
+    return EXIT_OK
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from edge.doctor.account import service_account
+    from edge.doctor.checks import report, run_checks
+
+    try:
+        account = service_account(args.user)
+    except KeyError:
+        print(f"no user named {args.user!r} on this system", file=sys.stderr)
+        return EXIT_CONFIG
+    checks = run_checks(
+        args.config,
+        account=account,
+        credentials=args.credentials,
+        broker_timeout_s=args.timeout,
+    )
+    return EXIT_OK if report(checks, lambda line: print(line, flush=True)) else EXIT_FAILURE
+
+
+def _status(args: argparse.Namespace) -> int:
+    from edge.errors import JournalError
+    from edge.status import show_status
+
+    config = _load(args.config)
+    try:
+        show_status(config, print, limit=args.limit)
+    except JournalError as exc:
+        print(f"status: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 

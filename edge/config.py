@@ -172,6 +172,12 @@ class HealthConfig(_Model):
         1024,
         description="Health raises state_disk_low when state_dir has less free space (MiB).",
     )
+    stuck_s: Annotated[float, Field(gt=0, le=86400)] = Field(
+        120.0,
+        title="Stuck-stage limit",
+        description="A stage holding one file or batch longer than this counts as stuck: "
+        "the systemd watchdog pings stop and systemd restarts the service.",
+    )
 
 
 class LogConfig(_Model):

@@ -42,7 +42,9 @@ from edge.events import event, scrub
 from edge.gpu_telemetry import GpuTelemetry, open_gpu_telemetry
 from edge.health import HEALTH_SCHEMA, Metrics, alarms, disk_free, now_iso
 from edge.journal import Backlog, EventRecord, Journal, OutboxEntry
+from edge.liveness import Stage, Supervisor, WorkClock
 from edge.mqtt import LinkEvent, MqttLink
+from edge.notify import Notifier
 from edge.pipeline.infer import Engine, InferenceWorker
 from edge.pipeline.ingest import read_header
 from edge.pipeline.pool import make_pool
@@ -87,6 +89,8 @@ class Daemon:
         self._journal_failing = False
         self._health_requested = threading.Event()
         self._outbox_full = False
+        #: start times of the files the ingest pool has in hand, for the watchdog
+        self._ingest_clock = WorkClock()
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -141,6 +145,13 @@ class Daemon:
         self.publisher.start()
         self.watcher.start()
         log.info("edge %s serving %s/%s", __version__, config.site, config.device)
+        self.supervisor = Supervisor(
+            Notifier.from_environment(),
+            self._stages(),
+            stuck_s=config.health.stuck_s,
+            status=self._status_line,
+        )
+        self.supervisor.ready()
 
     def main_loop(self) -> None:
         next_health = next_pointer_check = next_retry = time.monotonic()
@@ -159,11 +170,16 @@ class Daemon:
                 self._health_requested.clear()
                 self.publish_health()
                 next_health = time.monotonic() + self.config.health.interval_s
+            self.supervisor.tick()
 
     def shutdown(self) -> None:
         log.info("stopping: draining the pipeline")
+        self.supervisor.stopping("stopping: finishing the files in hand, flushing the outbox")
         self.watcher.stop()
-        self.pool.shutdown(wait=True, cancel_futures=False)
+        # Files queued but not begun stay in the watch folder, unfinished in the
+        # journal, and are taken at the next start: the stop stays within
+        # TimeoutStopSec however many files were waiting.
+        self.pool.shutdown(wait=True, cancel_futures=True)
         self.decoder.close()
         self.infer.stop(timeout=30)
         # Studies still incomplete are not published half-done: their scores stay in
@@ -307,6 +323,7 @@ class Daemon:
         self.pool.submit(self._process_file, incoming)
 
     def _process_file(self, incoming: IncomingFile) -> None:
+        token = self._ingest_clock.begin()
         try:
             self._ingest(incoming)
         except Exception as exc:  # a bug must not stop the daemon
@@ -314,6 +331,7 @@ class Daemon:
             self._report_error("ingest", f"{type(exc).__name__}: {exc}", incoming.path)
             self._reject(incoming, IngestError("internal_error", f"{type(exc).__name__}: {exc}"))
         finally:
+            self._ingest_clock.end(token)
             with self._pool_lock:
                 self._in_pool -= 1
 
@@ -611,6 +629,29 @@ class Daemon:
                 backlog.waiting if backlog else 0,
             )
         self._outbox_full = full
+
+    def _stages(self) -> list[Stage]:
+        """The stages the systemd watchdog watches for progress."""
+        return [
+            Stage("watch", self.watcher.is_alive, lambda: None),
+            Stage("ingest", lambda: True, self._ingest_clock.oldest),
+            Stage("infer", self.infer.is_alive, lambda: self.infer.busy_since),
+            Stage("publish", self.publisher.is_alive, lambda: None),
+        ]
+
+    def _status_line(self) -> str:
+        """``systemctl status``'s one line: engine, queues, outbox, broker."""
+        engine = self.engine
+        link = self.publisher.link
+        return (
+            f"engine {engine.info.name} {engine.info.version} on {engine.info.backend}"
+            if engine is not None
+            else "no engine"
+        ) + (
+            f"; queue {self.watcher.pending + self._in_pool} files, {self.infer.depth} to score, "
+            f"{self.assembler.open_studies} open studies; outbox {self.publisher.backlog}; "
+            f"broker {link.where} {'connected' if link.connected else 'not connected'}"
+        )
 
     def publish_health(self) -> None:
         payload = json.dumps(self.health(), separators=(",", ":")).encode()

@@ -211,14 +211,16 @@ class Backlog:
 class Journal:
     """The journal database of one ``state_dir``; thread-safe."""
 
-    def __init__(self, path: Path, *, device: str, outbox_max: int) -> None:
+    def __init__(
+        self, path: Path, *, device: str, outbox_max: int, read_only: bool = False
+    ) -> None:
         self.path = path
         self.device = device
         self.outbox_max = outbox_max
         self._lock = threading.RLock()
         #: why the last write failed, until one succeeds again
         self.write_error: str | None = None
-        self._db = _connect(path)
+        self._db = _connect_read_only(path) if read_only else _connect(path)
 
     @classmethod
     def open(cls, state_dir: Path, *, device: str, outbox_max: int = 1000) -> Journal:
@@ -233,6 +235,23 @@ class Journal:
             return cls(state_dir / FILENAME, device=device, outbox_max=outbox_max)
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {state_dir / FILENAME}: {exc}") from exc
+
+    @classmethod
+    def open_read_only(cls, state_dir: Path, *, device: str) -> Journal:
+        """Open an existing journal only to read it, beside a daemon that writes it.
+
+        Raises
+        ------
+        JournalError
+            When there is no journal yet, or it cannot be read.
+        """
+        path = state_dir / FILENAME
+        if not path.is_file():
+            raise JournalError(f"no journal at {path}: the service has not run with this state_dir")
+        try:
+            return cls(path, device=device, outbox_max=0, read_only=True)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read the journal {path}: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:
@@ -541,6 +560,19 @@ def _connect(path: Path) -> sqlite3.Connection:
         raise sqlite3.DatabaseError(f"journal schema {version} is newer than {SCHEMA_VERSION}")
     db.executescript(_SCHEMA)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return db
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    # mode=ro: a reader (edge status) never writes, so it never creates the schema,
+    # never changes user_version and never holds a write lock the daemon waits on.
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
+    db.row_factory = sqlite3.Row
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version != SCHEMA_VERSION:
+        db.close()
+        raise sqlite3.DatabaseError(f"journal schema {version}, expected {SCHEMA_VERSION}")
     return db
 
 

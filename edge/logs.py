@@ -1,8 +1,11 @@
 """Logging set-up: one line per event on standard output, journald-friendly.
 
-Under systemd (``JOURNAL_STREAM`` set) the journal stamps each line itself, so
-no timestamp is written and the level is given as a syslog priority prefix
-(``<3>`` for errors) that journald understands.
+Under systemd, with standard output connected to the journal, the journal stamps
+each line itself, so no timestamp is written and the level is given as a syslog
+priority prefix (``<3>`` for errors) that journald understands. systemd names
+the stream it connected in ``JOURNAL_STREAM`` (``device:inode``); a process whose
+output was redirected elsewhere (``edge run > file`` from a unit's shell) keeps
+the variable but not the stream, so both are compared (``systemd.exec(5)``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 import os
 import sys
 import warnings
+from typing import TextIO
 
 _PRIORITY = {
     logging.DEBUG: 7,
@@ -24,12 +28,27 @@ _PRIORITY = {
 class _JournalFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         priority = _PRIORITY.get(record.levelno, 6)
-        return f"<{priority}>{record.name}: {super().format(record)}"
+        text = f"{record.name}: {super().format(record)}"
+        # journald makes one entry per line: a traceback's lines keep the level too.
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+
+
+def writes_to_journal(stream: TextIO) -> bool:
+    """Whether ``stream`` is the journal stream systemd named in ``JOURNAL_STREAM``."""
+    named = os.environ.get("JOURNAL_STREAM", "")
+    device, _, inode = named.partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError):
+        return False
+    return (info.st_dev, info.st_ino) == (int(device), int(inode))
 
 
 def setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
-    if os.environ.get("JOURNAL_STREAM"):
+    if writes_to_journal(sys.stdout):
         handler.setFormatter(_JournalFormatter("%(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
