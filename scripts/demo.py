@@ -57,7 +57,12 @@ def print_result(message: dict[str, object]) -> None:
     assert isinstance(study, dict)
     print(f"\n  result {message['id']} from {message['site']}/{message['device']}")
     print(f"    study     accession {message['accession']}, closed by {message['closed_by']}")
-    print(f"    model     {message['model']}")
+    model = message["model"]
+    assert isinstance(model, dict)
+    print(
+        f"    model     {model['name']} {model['version']} on {model['backend']}"
+        f" (sha256 {model['sha256'][:12]}…), seq {message.get('seq')}"
+    )
     verdict = "SUSPICIOUS" if study["suspicious"] else "not suspicious"
     print(f"    score     {study['score']:.3f} (threshold {study['threshold']}) -> {verdict}")
     for image in message["images"]:  # type: ignore[attr-defined]
@@ -81,7 +86,11 @@ def main() -> int:
         "state_dir": str(work / "state"),
         "watch": {"dir": str(export)},
         "study": {"quiet_s": 10},
-        "engine": {"bundle": str(ROOT / "engines" / "demo"), "backend": "auto"},
+        "engine": {
+            "bundle": str(ROOT / "engines" / "demo"),
+            "backend": "auto",
+            "trusted_keys": [str(ROOT / "engines" / "demo-signing.pub")],
+        },
         "mqtt": {"host": "127.0.0.1", "port": port, "topic_prefix": "edge"},
         "health": {"interval_s": 5},
     }
