@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -222,6 +222,23 @@ def load_config(path: Path) -> Config:
     ConfigError
         With one line per problem: the key path, the YAML line, what was expected.
     """
+    config = validate_yaml(path, Config)
+    return _resolve_paths(config, path.parent.resolve())
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def validate_yaml(path: Path, model: type[ModelT]) -> ModelT:
+    """Read a YAML file and validate it as ``model``; errors name key path and line.
+
+    An empty file is validated as an empty mapping, so its missing keys are named.
+
+    Raises
+    ------
+    ConfigError
+        Unreadable, not YAML, not a mapping, or one line per invalid key.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -231,14 +248,14 @@ def load_config(path: Path) -> Config:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
-    lines = _key_lines(node)
     try:
-        config = Config.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(path, exc, lines)) from None
-    return _resolve_paths(config, path.parent.resolve())
+        raise ConfigError(_describe(path, exc, _key_lines(node))) from None
 
 
 def _describe(path: Path, exc: ValidationError, lines: dict[tuple[str, ...], int]) -> str:

@@ -12,13 +12,12 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 # The appliance's validation helpers: the same key-path messages for both programs.
-from edge.config import TlsConfig, _describe, _key_lines, _topic_segment
+from edge.config import TlsConfig, _topic_segment, validate_yaml
 from edge.errors import ConfigError
 
 #: database back-ends the hub's SQL is written for
@@ -133,23 +132,7 @@ def load_hub_config(path: Path) -> HubConfig:
     ConfigError
         With one line per problem: the key path, the YAML line, what was expected.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
-    try:
-        config = HubConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe(path, exc, _key_lines(node))) from None
+    config = validate_yaml(path, HubConfig)
     config = _resolve_paths(config, path.parent.resolve())
     _check_secrets(path, config)
     return config
