@@ -56,6 +56,8 @@ class Daemon:
         self._seen_sops: set[str] = set()
         self._seen_lock = threading.Lock()
         self.engine: Engine | None = None
+        #: result id -> monotonic time it was handed to the publisher (the publish timing)
+        self._submitted_at: dict[str, float] = {}
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -170,6 +172,8 @@ class Daemon:
         except IngestError as error:
             self._reject(incoming, error)
             return
+        if incoming.trigger != "scan":  # a file found at start-up waited for the daemon
+            header.timings_ms["detect"] = detect_ms(incoming)
         if not self._first_sighting(header):
             log.info("duplicate image in study %s: already scored", study_hash(header.study_uid))
             self.metrics.count("duplicates")
@@ -226,12 +230,16 @@ class Daemon:
         config = self.config
         message = result_message(result, site=config.site, device=config.device)
         self.metrics.observe({"assemble": result.timings_ms["assemble"]})
+        self._submitted_at[result.id] = time.monotonic()
         self.publisher.submit(
             OutgoingMessage(key=result.id, topic=config.topic("results"), payload=encode(message))
         )
 
     def _on_delivered(self, message: OutgoingMessage) -> None:
         self.metrics.count("published")
+        submitted = self._submitted_at.pop(message.key, None)
+        if submitted is not None:
+            self.metrics.observe({"publish": (time.monotonic() - submitted) * 1000})
 
     def _first_sighting(self, header: ImageHeader) -> bool:
         with self._seen_lock:
@@ -308,3 +316,14 @@ def _recently_written(path: Path, settle_s: float) -> bool:
         return time.time() - path.stat().st_mtime < settle_s
     except OSError:
         return False
+
+
+def detect_ms(incoming: IncomingFile) -> float:
+    """Milliseconds from the file's last write (its mtime) to the watcher taking it.
+
+    The mtime is wall-clock time and the watcher's stamp monotonic, so the stamp is
+    carried over to wall-clock time first. File systems set mtime from a coarse
+    clock: the figure is good to a few milliseconds.
+    """
+    taken = time.time() - (time.monotonic() - incoming.detected_at)
+    return max(0.0, (taken - incoming.mtime_ns / 1e9) * 1000)
