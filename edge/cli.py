@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from edge import __version__
 from edge.config import Config, load_config
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser("check", help="validate a configuration file and exit")
     check.add_argument("file", type=Path)
     check.set_defaults(handler=_config_check)
+    _add_bench(commands)
     return parser
 
 
@@ -69,4 +71,37 @@ def _run(args: argparse.Namespace) -> int:
 def _config_check(args: argparse.Namespace) -> int:
     config = _load(args.file)
     print(f"{args.file}: valid (site {config.site}, device {config.device})")
+    return EXIT_OK
+
+
+def _add_bench(commands: Any) -> None:
+    bench = commands.add_parser(
+        "bench", help="measure latency, throughput and footprint against a naive pipeline"
+    )
+    bench.add_argument("--config", type=Path, help="a box's configuration (default: demo engine)")
+    bench.add_argument("--json", type=Path, dest="json_path", help="write the figures here")
+    bench.add_argument("--chart", type=Path, dest="chart_path", help="write the PNG chart here")
+    bench.add_argument("--quick", action="store_true", help="a short run (under two minutes)")
+    bench.add_argument("--encodings", default="rle,explicit_vr,jpeg2000", help="comma-separated")
+    bench.add_argument(
+        "--soak-encodings", default="rle,explicit_vr", help="encodings fed in the soak"
+    )
+    bench.add_argument("--repeats", type=int, help="studies per encoding and arrival pattern")
+    bench.add_argument("--burst-studies", type=int, help="studies dropped at once (default 50)")
+    bench.add_argument("--soak-images", type=int, help="images fed in the soak (default 2000)")
+    bench.add_argument("--idle-s", type=float, help="seconds of idle CPU measurement (default 30)")
+    bench.add_argument("--cache-dir", type=Path, help="where re-encoded templates are kept")
+    bench.add_argument("--keep", action="store_true", help="keep the bench's working folder")
+    bench.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from edge.bench import BenchError
+    from edge.bench.runner import options_from_args, run_bench
+
+    try:
+        run_bench(options_from_args(args))
+    except BenchError as exc:
+        print(f"bench error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK

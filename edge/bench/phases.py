@@ -1,0 +1,202 @@
+"""What the bench does to a running pipeline: arrivals, bursts, idling and a soak.
+
+The bench writes the files itself, so it knows when it closed each one; the
+listener knows when the study's result reached the hub. Both times come from the
+system-wide monotonic clock, the same one the daemon stamps its stages with.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge.bench import BenchError
+from edge.bench.corpus import Case, StagedStudy, stage_study
+from edge.bench.harness import Listener
+
+if TYPE_CHECKING:
+    import psutil
+
+#: bytes per write() when the bench writes a file as a receiver would
+WRITE_CHUNK = 1 << 20
+#: pause after a study's result, so the next study starts on an idle pipeline
+SETTLE_S = 0.2
+
+
+@dataclass
+class Rig:
+    """Where studies are staged and dropped, and who hears the results."""
+
+    export: Path
+    staging: Path
+    listener: Listener
+    templates: dict[str, list[Case]]
+    timeout_s: float
+    numbers: Iterator[int]
+
+    def stage(self, encoding: str, index: int) -> StagedStudy:
+        cases = self.templates[encoding]
+        case = cases[index % len(cases)]
+        return stage_study(case, encoding, self.staging, number=next(self.numbers))
+
+    def discard(self, study: StagedStudy) -> None:
+        """Delete a study's files from the watch folder and the staging folder."""
+        for path in study.files:
+            (self.export / path.name).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class StudySample:
+    """One study's end-to-end time and the stage timings its result carried."""
+
+    encoding: str
+    e2e_ms: float
+    timings_ms: dict[str, float]
+
+
+def arrivals(rig: Rig, encodings: tuple[str, ...], repeats: int, gap_s: float) -> list[StudySample]:
+    """``repeats`` studies per encoding, each view written ``gap_s`` after the last.
+
+    Encodings take turns, so that a change of load on the box spreads over all of them.
+    """
+    samples = []
+    for index, encoding in itertools.product(range(repeats), encodings):
+        study = rig.stage(encoding, index)
+        try:
+            samples.append(_one_study(rig, study, gap_s))
+        finally:
+            rig.discard(study)
+        time.sleep(SETTLE_S)
+    return samples
+
+
+def _one_study(rig: Rig, study: StagedStudy, gap_s: float) -> StudySample:
+    contents = [(path.name, path.read_bytes()) for path in study.files]
+    started = time.monotonic()
+    closed = 0.0
+    for number, (name, data) in enumerate(contents):
+        _sleep_until(started + number * gap_s)
+        closed = write_file(rig.export / name, data)
+    received = rig.listener.wait_result(study.study_uid, rig.timeout_s)
+    _check_complete(received.message)
+    timings = received.message.get("timings_ms", {})
+    return StudySample(study.encoding, (received.at - closed) * 1000, dict(timings))
+
+
+def write_file(path: Path, data: bytes) -> float:
+    """Write ``data`` in chunks, as a DICOM receiver does while PDUs arrive; return the
+    monotonic time of the close.
+    """
+    with path.open("wb") as stream:
+        for start in range(0, len(data), WRITE_CHUNK):
+            stream.write(data[start : start + WRITE_CHUNK])
+    return time.monotonic()
+
+
+@dataclass(frozen=True)
+class BurstRun:
+    studies: int
+    images: int
+    seconds: float
+    encodings: tuple[str, ...]
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds
+
+
+def burst(rig: Rig, encodings: tuple[str, ...], studies: int) -> BurstRun:
+    """Drop ``studies`` studies (encodings in turn) at once; time until the last result.
+
+    The files are staged first, then renamed into the watch folder one after the
+    other, which takes milliseconds: a PACS pushing a backlog, as fast as it can.
+    """
+    staged = [rig.stage(encodings[n % len(encodings)], n) for n in range(studies)]
+    try:
+        started = time.monotonic()
+        for study in staged:
+            for path in study.files:
+                path.rename(rig.export / path.name)
+        last = max(rig.listener.wait_result(s.study_uid, rig.timeout_s).at for s in staged)
+    finally:
+        for study in staged:
+            rig.discard(study)
+    used = tuple(dict.fromkeys(s.encoding for s in staged))
+    return BurstRun(studies, 4 * studies, last - started, used)
+
+
+def idle_cpu_percent(pid: int, seconds: float) -> float:
+    """CPU time the process used over ``seconds`` of wall time, in % of one core."""
+    process = _process(pid)
+    before = process.cpu_times()
+    started = time.monotonic()
+    time.sleep(seconds)
+    after = process.cpu_times()
+    wall = time.monotonic() - started
+    used = (after.user - before.user) + (after.system - before.system)
+    return 100.0 * used / wall
+
+
+def rss_mb(pid: int) -> float:
+    return float(_process(pid).memory_info().rss) / (1 << 20)
+
+
+def soak(
+    rig: Rig,
+    encodings: tuple[str, ...],
+    images: int,
+    window: int,
+    each: Callable[[], None] | None = None,
+) -> int:
+    """Feed ``images`` images (whole studies, encodings in turn), ``window`` studies in
+    flight at most, deleting each study once its result is in; return images fed.
+
+    ``each`` is called after every result (to sample the daemon's memory).
+    """
+    in_flight: deque[StagedStudy] = deque()
+    fed = 0
+    number = 0
+    while fed < images or in_flight:
+        if fed < images and len(in_flight) < window:
+            study = rig.stage(encodings[number % len(encodings)], number)
+            for path in study.files:
+                path.rename(rig.export / path.name)
+            in_flight.append(study)
+            fed += len(study.files)
+            number += 1
+            continue
+        oldest = in_flight.popleft()
+        rig.listener.wait_result(oldest.study_uid, rig.timeout_s)
+        rig.discard(oldest)
+        if each is not None:
+            each()
+    return fed
+
+
+def _check_complete(message: dict[str, Any]) -> None:
+    missing = message.get("missing_views") or []
+    if missing:
+        raise BenchError(
+            f"a study's result lacks {', '.join(missing)}: a file was not scored "
+            "(see the daemon log in the bench folder, kept with --keep)"
+        )
+
+
+def _sleep_until(moment: float) -> None:
+    delay = moment - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _process(pid: int) -> psutil.Process:
+    try:
+        import psutil
+    except ImportError as exc:
+        raise BenchError("the footprint figures need psutil: pip install 'edge[bench]'") from exc
+    return psutil.Process(pid)
