@@ -51,8 +51,42 @@ def _parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser("check", help="validate a configuration file and exit")
     check.add_argument("file", type=Path)
     check.set_defaults(handler=_config_check)
+    _add_engine_commands(commands)
+    _add_hub_parser(commands)
     _add_bench(commands)
     return parser
+
+
+def _add_engine_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    engines = commands.add_parser("engines", help="install, verify, activate, roll back engines")
+    actions = engines.add_subparsers(dest="engines_command", required=True, metavar="ACTION")
+
+    def action(name: str, help_text: str, handler: Callable[[argparse.Namespace], int]) -> Any:
+        sub = actions.add_parser(name, help=help_text)
+        sub.add_argument("--config", type=Path, required=True, help="configuration YAML file")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    action("list", "installed engines, the current one, the backend, cached plans", _engines_list)
+    install = action("install", "check, copy and self-test a bundle (folder or .tar.gz)", _install)
+    install.add_argument("bundle", type=Path)
+    install.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="accept a bundle without a signature (a signature present must still verify)",
+    )
+    install.add_argument("--activate", action="store_true", help="activate it once installed")
+    verify = action("verify", "check files, signature and self-test again", _verify)
+    verify.add_argument("version", nargs="?", help="one engine (default: all)")
+    activate = action("activate", "make an installed engine the serving one", _activate)
+    activate.add_argument("version", help="version, or name/version")
+    action("rollback", "make the previous engine current again", _rollback)
+    remove = action("remove", "delete an installed engine (never the current one)", _remove)
+    remove.add_argument("version", help="version, or name/version")
+    # Run by the plan cache in a child process; not a technician's command.
+    build = actions.add_parser("build-plan", help=argparse.SUPPRESS)
+    build.add_argument("--request", type=Path, required=True)
+    build.set_defaults(handler=_build_plan)
 
 
 def _load(path: Path) -> Config:
@@ -74,7 +108,100 @@ def _config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_bench(commands: Any) -> None:
+def _engines_list(args: argparse.Namespace) -> int:
+    from edge.engines import commands
+
+    commands.list_engines(_load(args.config), print)
+    return EXIT_OK
+
+
+def _install(args: argparse.Namespace) -> int:
+    from edge.engines import commands
+
+    config = _load(args.config)
+    commands.install(
+        config, args.bundle, print, allow_unsigned=args.allow_unsigned, activate=args.activate
+    )
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from edge.engines import commands
+
+    commands.verify(_load(args.config), args.version, print)
+    return EXIT_OK
+
+
+def _activate(args: argparse.Namespace) -> int:
+    from edge.engines import commands
+
+    commands.activate(_load(args.config), args.version, print)
+    return EXIT_OK
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from edge.engines import commands
+
+    commands.rollback(_load(args.config), print)
+    return EXIT_OK
+
+
+def _remove(args: argparse.Namespace) -> int:
+    from edge.engines import commands
+
+    commands.remove(_load(args.config), args.version, print)
+    return EXIT_OK
+
+
+def _build_plan(args: argparse.Namespace) -> int:
+    from edge.runtimes.tensorrt import build_from_request
+
+    return EXIT_OK if build_from_request(args.request) else EXIT_FAILURE
+
+
+def _add_hub_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``edge hub``: the central collector and its queries (edge.hub, imported lazily)."""
+    source = argparse.ArgumentParser(add_help=False)
+    source.add_argument("--config", type=Path, help="hub configuration YAML file")
+    source.add_argument("--db", metavar="URL", help="database URL (instead of --config)")
+    # The same options after the action: their default must not undo the hub's own.
+    late = argparse.ArgumentParser(add_help=False)
+    late.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="as above")
+    late.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help="as above")
+    late.add_argument("--json", action="store_true", help="JSON instead of a table")
+    hub = commands.add_parser(
+        "hub",
+        parents=[source],
+        help="the central hub: collect results (needs edge[hub])",
+        description="Without an ACTION, run the collector (--config HUB.yaml) in the foreground.",
+    )
+    hub.set_defaults(handler=_hub, hub_command=None, json=False)
+    actions = hub.add_subparsers(dest="hub_command", metavar="ACTION")
+    actions.add_parser("devices", parents=[late], help="every device: status, engine, backlog")
+    results = actions.add_parser("results", parents=[late], help="results since a time")
+    results.add_argument("--since", default="24h", help="30m, 24h, 7d or an RFC 3339 time")
+    results.add_argument("--site", help="only this site")
+    results.add_argument("--suspicious", action="store_true", help="only suspicious studies")
+    results.add_argument("--limit", type=int, default=1000, help="at most this many rows")
+    actions.add_parser("gaps", parents=[late], help="seq numbers missing per device")
+    actions.add_parser("check", parents=[late], help="validate the configuration and exit")
+
+
+def _hub(args: argparse.Namespace) -> int:
+    try:
+        from edge.hub.commands import run_hub
+        from edge.hub.errors import HubError
+    except ImportError as exc:
+        print(f"edge hub needs the hub extra (pip install 'edge[hub]'): {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        return run_hub(args)
+    except HubError as exc:
+        print(f"hub error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = commands.add_parser(
         "bench", help="measure latency, throughput and footprint against a naive pipeline"
     )

@@ -56,7 +56,17 @@ class StudyConfig(_Model):
 
 
 class EngineConfig(_Model):
-    bundle: Path = Field(title="Engine bundle", description="Folder holding manifest.yaml.")
+    bundle: Path | None = Field(
+        None,
+        title="Engine bundle",
+        description="Folder holding manifest.yaml; served only while the engine store "
+        "(state_dir/engines) has no current engine.",
+    )
+    trusted_keys: tuple[Path, ...] = Field(
+        (),
+        title="Trusted signing keys",
+        description="Ed25519 public keys (PEM) whose bundle signatures are accepted.",
+    )
     backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(
         "auto", description="auto picks TensorRT where it and a GPU are present."
     )
@@ -119,6 +129,10 @@ class Config(_Model):
     @property
     def quarantine_dir(self) -> Path:
         return self.state_dir / "quarantine"
+
+    @property
+    def engine_store_dir(self) -> Path:
+        return self.state_dir / "engines"
 
     def topic(self, leaf: str) -> str:
         """``{topic_prefix}/{site}/{device}/{leaf}``."""
@@ -206,7 +220,12 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     updates: dict[str, Any] = {
         "state_dir": resolve(config.state_dir),
         "watch": config.watch.model_copy(update={"dir": resolve(config.watch.dir)}),
-        "engine": config.engine.model_copy(update={"bundle": resolve(config.engine.bundle)}),
+        "engine": config.engine.model_copy(
+            update={
+                "bundle": None if config.engine.bundle is None else resolve(config.engine.bundle),
+                "trusted_keys": tuple(resolve(key) for key in config.engine.trusted_keys),
+            }
+        ),
     }
     if config.mqtt.tls is not None:
         tls = config.mqtt.tls

@@ -11,6 +11,7 @@ for the stop signal. Every per-file failure is handled here with a named reason
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -25,8 +26,9 @@ from typing import Any
 
 from edge import __version__
 from edge.config import Config
-from edge.engines.bundle import load_bundle
-from edge.errors import IngestError, Skip
+from edge.engines.serving import choose_serving, load_engine, same_model
+from edge.engines.store import EngineStore
+from edge.errors import EngineError, IngestError, Skip
 from edge.health import HEALTH_SCHEMA, Metrics, disk_free, now_iso
 from edge.mqtt import MqttLink
 from edge.pipeline.decode import decode
@@ -37,14 +39,18 @@ from edge.pipeline.publish import OutgoingMessage, Publisher, encode, result_mes
 from edge.pipeline.study import StudyAssembler, study_hash
 from edge.pipeline.watch import FolderWatcher
 from edge.quarantine import file_tag, quarantine
-from edge.types import ImageHeader, ImageScore, IncomingFile, ModelInput, StudyResult
+from edge.types import EngineInfo, ImageHeader, ImageScore, IncomingFile, ModelInput, StudyResult
 
 log = logging.getLogger(__name__)
 
 #: failures that a file still being written also shows; retried once it settles
 RETRYABLE = frozenset({"empty", "truncated", "not_dicom", "malformed"})
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: what ``systemctl reload`` sends: load the store's current engine beside the serving one
+RELOAD_SIGNAL = signal.SIGHUP
 TICK_S = 0.05
+#: how often the store's ``current`` pointer is read for a change
+POINTER_CHECK_S = 1.0
 
 
 class Daemon:
@@ -56,6 +62,13 @@ class Daemon:
         self._seen_sops: set[str] = set()
         self._seen_lock = threading.Lock()
         self.engine: Engine | None = None
+        self.store = EngineStore(config.engine_store_dir)
+        self._thresholds: dict[EngineInfo, float] = {}
+        self._reload_requested = threading.Event()
+        self._reloader: threading.Thread | None = None
+        self._pointer_seen: str | None = None
+        self._engine_origin = ""
+        self._activation: dict[str, Any] | None = None
         #: result id -> monotonic time it was handed to the publisher (the publish timing)
         self._submitted_at: dict[str, float] = {}
 
@@ -74,14 +87,16 @@ class Daemon:
         config = self.config
         for folder in (config.state_dir, config.quarantine_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        self.engine = Engine.load(
-            load_bundle(config.engine.bundle),
-            backend=config.engine.backend,
-            threads=config.engine.threads,
+        self._pointer_seen = self.store.pointer_text()
+        choice = choose_serving(config, self.store)
+        self.engine = engine = load_engine(config, self.store, choice.bundle)
+        self._engine_origin = choice.origin
+        self._thresholds[engine.info] = engine.threshold
+        self.assembler = StudyAssembler(config.study.quiet_s, self._threshold_of)
+        self.assembler.serve(engine.info)
+        self.infer = InferenceWorker(
+            engine, self._on_score, self._on_infer_failure, self.assembler.engines_in_use
         )
-        engine = self.engine
-        self.assembler = StudyAssembler(config.study.quiet_s, lambda _info: engine.threshold)
-        self.infer = InferenceWorker(engine, self._on_score, self._on_infer_failure)
         self.publisher = Publisher(
             self._make_link,
             status_topic=config.topic("status"),
@@ -104,10 +119,15 @@ class Daemon:
         log.info("edge %s serving %s/%s", __version__, config.site, config.device)
 
     def main_loop(self) -> None:
-        next_health = time.monotonic()
+        next_health = next_pointer_check = time.monotonic()
         while not self.should_exit.wait(TICK_S):
             for result in self.assembler.due():
                 self._publish_result(result)
+            if time.monotonic() >= next_pointer_check:
+                self._check_pointer()
+                next_pointer_check = time.monotonic() + POINTER_CHECK_S
+            if self._reload_requested.is_set():
+                self._start_reload()
             if time.monotonic() >= next_health:
                 self.publish_health()
                 next_health = time.monotonic() + self.config.health.interval_s
@@ -121,14 +141,97 @@ class Daemon:
         # the watch folder and are taken again at the next start.
         self.publish_health()
         self.publisher.stop(timeout=10)
-        if self.engine is not None:
-            self.engine.close()
+        if self._reloader is not None:
+            self._reloader.join(timeout=60)
+        self.infer.close_engines()
         log.info("stopped")
 
     def request_exit(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
         if self.should_exit.is_set():
             log.warning("second signal: exiting without waiting")
         self.should_exit.set()
+
+    def request_reload(self, signum: int = RELOAD_SIGNAL, frame: FrameType | None = None) -> None:
+        self._reload_requested.set()
+
+    # -- hot swap ---------------------------------------------------------------------------
+
+    def _check_pointer(self) -> None:
+        text = self.store.pointer_text()
+        if text != self._pointer_seen:
+            self._pointer_seen = text
+            log.info("engine store: current pointer changed to %s", (text or "none").strip())
+            self._reload_requested.set()
+
+    def _start_reload(self) -> None:
+        # One load at a time; a request arriving meanwhile stays set and runs after it.
+        if self._reloader is not None and self._reloader.is_alive():
+            return
+        self._reload_requested.clear()
+        self._reloader = threading.Thread(target=self._reload, name="engine-load", daemon=True)
+        self._reloader.start()
+
+    def _reload(self) -> None:
+        """Load the engine that should serve beside the serving one, then switch to it.
+
+        The serving engine keeps scoring while the new one loads, warms up and runs
+        its self-test; any failure leaves it serving and is reported.
+        """
+        serving = self.infer.engine
+        try:
+            choice = choose_serving(self.config, self.store)
+            if same_model(choice.bundle, serving.info):
+                log.info("engine %s already serving; nothing to switch", serving.info.version)
+                return
+            manifest = choice.bundle.manifest
+            log.info(
+                "loading engine %s %s beside %s",
+                manifest.name,
+                manifest.version,
+                serving.info.version,
+            )
+            engine = load_engine(self.config, self.store, choice.bundle)
+        except EngineError as exc:
+            self._activation_failed(serving, str(exc))
+            return
+        except Exception as exc:  # a failed activation must never stop the serving engine
+            log.exception("engine activation failed unexpectedly")
+            self._activation_failed(serving, f"{type(exc).__name__}: {exc}")
+            return
+        if self.should_exit.is_set():
+            engine.close()
+            return
+        self._switch_to(engine, choice.origin)
+
+    def _switch_to(self, engine: Engine, origin: str) -> None:
+        self._thresholds[engine.info] = engine.threshold
+        kept = self.infer.add(engine)
+        # Bind new studies first, then make it current: from here on no new study is
+        # bound to the old engine, which closes once its open studies are published.
+        self.assembler.serve(kept.info)
+        self.infer.make_current(kept.info)
+        previous, self.engine, self._engine_origin = self.engine, kept, origin
+        log.info(
+            "engine %s %s now scores new studies; %s finishes the studies it started",
+            kept.info.name,
+            kept.info.version,
+            previous.info.version if previous else "none",
+        )
+        self._activation = {"at": now_iso(), "version": kept.info.version, "ok": True}
+
+    def _activation_failed(self, serving: Engine, reason: str) -> None:
+        log.error(
+            "engine activation failed: %s; still serving %s %s",
+            reason,
+            serving.info.name,
+            serving.info.version,
+        )
+        self.metrics.count("errors")
+        self.metrics.error("engine", reason)
+        self._activation = {"at": now_iso(), "ok": False, "error": reason}
+
+    def _threshold_of(self, info: EngineInfo) -> float:
+        return self._thresholds[info]
 
     # -- the stages' hand-offs ------------------------------------------------------------
 
@@ -178,9 +281,9 @@ class Daemon:
             log.info("duplicate image in study %s: already scored", study_hash(header.study_uid))
             self.metrics.count("duplicates")
             return
-        self.assembler.arrived(header)
+        engine = self.infer.engine_for(self.assembler.arrived(header))
         try:
-            model_input = self._decode_and_prepare(header)
+            model_input = self._decode_and_prepare(header, engine)
         except IngestError as error:
             self._forget_sighting(header)
             self.assembler.dropped(header)
@@ -188,12 +291,11 @@ class Daemon:
             return
         self.infer.submit(model_input)
 
-    def _decode_and_prepare(self, header: ImageHeader) -> ModelInput:
-        assert self.engine is not None
+    def _decode_and_prepare(self, header: ImageHeader, engine: Engine) -> ModelInput:
         decoded = decode(header)
-        prepared = prepare(header, decoded.dataset, decoded.pixels, self.engine.preprocessing)
+        prepared = prepare(header, decoded.dataset, decoded.pixels, engine.preprocessing)
         prepared.timings_ms["decode"] = decoded.decode_ms
-        return prepared
+        return dataclasses.replace(prepared, engine=engine.info)
 
     def _reject(self, incoming: IncomingFile, error: IngestError) -> None:
         settle_s = self.config.watch.settle_s
@@ -271,6 +373,11 @@ class Daemon:
                 "version": engine.info.version,
                 "sha256": engine.info.sha256,
                 "backend": engine.info.backend,
+                "backend_requested": config.engine.backend,
+                "backend_reason": engine.backend_reason,
+                "source": self._engine_origin,
+                "finishing": [info.version for info in self.infer.retiring()],
+                "last_activation": self._activation,
             },
             "broker": {
                 "connected": self.publisher.link.connected,
@@ -304,6 +411,7 @@ class Daemon:
             yield
             return
         previous = {sig: signal.signal(sig, self.request_exit) for sig in HANDLED_SIGNALS}
+        previous[RELOAD_SIGNAL] = signal.signal(RELOAD_SIGNAL, self.request_reload)
         try:
             yield
         finally:

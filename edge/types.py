@@ -57,6 +57,8 @@ class ModelInput:
     header: ImageHeader
     tensor: npt.NDArray[np.float32]
     timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
+    #: the engine it was prepared for and must be scored by (its study's engine)
+    engine: EngineInfo | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,9 @@ class Broker:
             f"persistence_location {self.folder}/\n"
             "max_queued_messages 10000\n"
         )
-        log = (self.folder / "mosquitto.log").open("ab")
-        self.process = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
+        # The child keeps its own copy of the descriptor; the parent's is closed at once.
+        with (self.folder / "mosquitto.log").open("ab") as log:
+            self.process = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
         wait_for_port(self.port)
 
     def stop(self) -> None:
@@ -139,14 +140,14 @@ class DaemonProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = self.log_path.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "edge", "run", "--config", str(self.config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "edge", "run", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
 
     def wait_log(self, text: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

@@ -1,8 +1,14 @@
 """Inference: the loaded engine, and the worker that feeds it batches.
 
-One worker thread owns the backend. It takes whatever images are waiting, up to
+One worker thread owns the backends. It takes whatever images are waiting, up to
 the backend's batch limit, so a burst of views is scored in one call while a
 single image is never held back waiting for company.
+
+During a hot swap the worker holds two engines: each image is scored by the
+engine its study was bound to at the study's first image (``ModelInput.engine``),
+so a study is never scored half by one model and half by another, and no study
+waits for the switch. An engine that is no longer current is closed as soon as
+no open study is bound to it.
 """
 
 from __future__ import annotations
@@ -12,16 +18,21 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from edge.engines.bundle import Bundle
+from edge.engines.selftest import run_selftest
 from edge.errors import EngineError
 from edge.runtimes import registry
 from edge.runtimes.base import Backend
 from edge.types import EngineInfo, ImageScore, ModelInput
 
 log = logging.getLogger(__name__)
+
+#: how often an idle worker checks whether a retired engine can be closed
+RETIRE_CHECK_S = 0.5
 
 
 class Engine:
@@ -39,17 +50,44 @@ class Engine:
         )
         self.threshold = manifest.threshold
         self.preprocessing = manifest.preprocessing
+        #: why this backend serves (``auto``'s choice, said in the log and in health)
+        self.backend_reason = ""
 
     @classmethod
-    def load(cls, bundle: Bundle, *, backend: str, threads: int) -> Engine:
+    def load(
+        cls, bundle: Bundle, *, backend: str, threads: int, plan_cache: Path | None = None
+    ) -> Engine:
+        """Load ``bundle`` on ``backend``, warm it up and run its self-test there.
+
+        Raises
+        ------
+        EngineError
+            When no backend can load it, or the self-test's outputs differ from the
+            expected ones by more than the manifest's tolerance.
+        """
         name = registry.choose(backend)
-        engine = cls(bundle, registry.create(name, bundle, threads=threads))
-        engine.warm_up()
+        engine = cls(bundle, registry.create(name, bundle, threads=threads, plan_cache=plan_cache))
+        engine.backend_reason = registry.availability(name)[1]
+        try:
+            engine.warm_up()
+            if bundle.manifest.selftest is not None:
+                result = run_selftest(bundle, engine.backend)
+                log.info(
+                    "engine %s self-test passed: max |difference| %.3g <= %g",
+                    engine.info.version,
+                    result.max_abs_diff,
+                    result.tolerance,
+                )
+        except BaseException:
+            engine.close()
+            raise
         log.info(
-            "engine %s %s loaded on %s (model sha256 %s…)",
+            "engine %s %s loaded on %s (backend %s: %s; model sha256 %s…)",
             engine.info.name,
             engine.info.version,
             engine.info.backend,
+            backend,
+            engine.backend_reason,
             engine.info.sha256[:12],
         )
         return engine
@@ -78,15 +116,19 @@ FailureCallback = Callable[[ModelInput, Exception], None]
 
 
 class InferenceWorker:
-    """The thread that owns the engine and scores images in arrival order."""
+    """The thread that owns the engines and scores images in arrival order."""
 
     def __init__(
         self,
         engine: Engine,
         on_score: ScoreCallback,
         on_failure: FailureCallback,
+        in_use: Callable[[], set[EngineInfo]] = set,
     ) -> None:
-        self.engine = engine
+        self._engines: dict[EngineInfo, Engine] = {engine.info: engine}
+        self._current = engine.info
+        self._engines_lock = threading.Lock()
+        self._in_use = in_use
         self._on_score = on_score
         self._on_failure = on_failure
         self._queue: queue.Queue[ModelInput | None] = queue.Queue()
@@ -94,6 +136,53 @@ class InferenceWorker:
         #: monotonic start of the call in progress, for the stuck-stage check
         self.busy_since: float | None = None
         self.completed = 0
+
+    # -- the engines ------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        """The current engine: the one new studies are bound to."""
+        with self._engines_lock:
+            return self._engines[self._current]
+
+    def engine_for(self, info: EngineInfo | None) -> Engine:
+        """The engine an image bound to ``info`` is prepared for and scored by."""
+        with self._engines_lock:
+            current = self._engines[self._current]
+            return current if info is None else self._engines.get(info, current)
+
+    def retiring(self) -> list[EngineInfo]:
+        """Engines no longer current that still finish the studies bound to them."""
+        with self._engines_lock:
+            return [info for info in self._engines if info != self._current]
+
+    def add(self, engine: Engine) -> Engine:
+        """Make ``engine`` available for scoring; return the one kept for its identity.
+
+        When an engine with the same identity is still loaded (a rollback while it
+        finishes its studies), that one is kept and ``engine`` is closed.
+        """
+        with self._engines_lock:
+            kept = self._engines.setdefault(engine.info, engine)
+        if kept is not engine:
+            engine.close()
+        return kept
+
+    def make_current(self, info: EngineInfo) -> None:
+        """Score new studies with ``info``; the previous engine closes once its studies end."""
+        with self._engines_lock:
+            if info not in self._engines:
+                raise EngineError(f"engine {info.version} is not loaded")
+            self._current = info
+
+    def close_engines(self) -> None:
+        """Close every engine (after :meth:`stop`)."""
+        with self._engines_lock:
+            engines, self._engines = list(self._engines.values()), {}
+        for engine in engines:
+            engine.close()
+
+    # -- the thread ---------------------------------------------------------------------
 
     def start(self) -> None:
         self._thread.start()
@@ -115,11 +204,17 @@ class InferenceWorker:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=RETIRE_CHECK_S)
+            except queue.Empty:
+                self._close_retired()
+                continue
             if first is None:
                 return
             batch, stop = self._gather(first)
-            self._score(batch)
+            for engine, items in self._by_engine(batch):
+                self._score(engine, items)
+            self._close_retired()
             if stop:
                 return
 
@@ -135,8 +230,26 @@ class InferenceWorker:
             batch.append(item)
         return batch, False
 
-    def _score(self, batch: list[ModelInput]) -> None:
-        engine = self.engine
+    def _by_engine(self, batch: list[ModelInput]) -> list[tuple[Engine, list[ModelInput]]]:
+        groups: dict[EngineInfo, tuple[Engine, list[ModelInput]]] = {}
+        for item in batch:
+            engine = self.engine_for(item.engine)
+            groups.setdefault(engine.info, (engine, []))[1].append(item)
+        return list(groups.values())
+
+    def _close_retired(self) -> None:
+        # Runs on the worker thread only, so no batch is ever scored by a closing engine.
+        in_use = self._in_use()
+        with self._engines_lock:
+            done = [i for i in self._engines if i != self._current and i not in in_use]
+            closing = [self._engines.pop(info) for info in done]
+        for engine in closing:
+            engine.close()
+            log.info(
+                "engine %s %s closed: its last study is done", engine.info.name, engine.info.version
+            )
+
+    def _score(self, engine: Engine, batch: list[ModelInput]) -> None:
         started = time.perf_counter()
         self.busy_since = time.monotonic()
         try:

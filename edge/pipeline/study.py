@@ -49,6 +49,8 @@ class _OpenStudy:
     last_arrival: float
     in_flight: int = 0
     scores: list[ImageScore] = field(default_factory=list)
+    #: the engine bound at the study's first arrival: every image of it is scored by it
+    engine: EngineInfo | None = None
 
     def views(self) -> set[tuple[str, str]]:
         return {(s.header.laterality, s.header.view) for s in self.scores if s.header.screening}
@@ -65,21 +67,38 @@ class StudyAssembler:
         self._threshold = threshold
         self._lock = threading.Lock()
         self._open: dict[str, _OpenStudy] = {}
+        self._serving: EngineInfo | None = None
 
     @property
     def open_studies(self) -> int:
         with self._lock:
             return len(self._open)
 
-    def arrived(self, header: ImageHeader) -> None:
-        """An image of a study was accepted and is on its way to be scored."""
+    def serve(self, engine: EngineInfo) -> None:
+        """Bind studies that start from now on to ``engine`` (open ones keep theirs)."""
+        with self._lock:
+            self._serving = engine
+
+    def engines_in_use(self) -> set[EngineInfo]:
+        """The engines bound to open studies: none of them may be closed yet."""
+        with self._lock:
+            return {s.engine for s in self._open.values() if s.engine is not None}
+
+    def arrived(self, header: ImageHeader) -> EngineInfo | None:
+        """An image of a study was accepted and is on its way to be scored.
+
+        Returns the engine that must score it: the one its study was bound to at the
+        study's first arrival, so that one study is never scored by two engines.
+        """
         with self._lock:
             study = self._open.get(header.study_uid)
             if study is None:
                 study = _OpenStudy(header.study_uid, header.accession, header.source.detected_at)
+                study.engine = self._serving
                 self._open[header.study_uid] = study
             study.in_flight += 1
             study.last_arrival = max(study.last_arrival, header.source.detected_at)
+            return study.engine
 
     def dropped(self, header: ImageHeader) -> None:
         """An accepted image could not be scored (quarantined after its header passed)."""
@@ -95,6 +114,7 @@ class StudyAssembler:
             if study is None:  # scored without arrival: a late image of a closed study
                 study = _OpenStudy(score.header.study_uid, score.header.accession, time.monotonic())
                 study.in_flight = 1
+                study.engine = score.engine
                 self._open[study.study_uid] = study
             study.in_flight -= 1
             study.scores.append(score)

@@ -8,6 +8,7 @@ their side effects.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -36,4 +37,6 @@ class Backend(Protocol):
 
 
 class BackendFactory(Protocol):
-    def __call__(self, bundle: Bundle, *, threads: int) -> Backend: ...
+    def __call__(self, bundle: Bundle, *, threads: int, plan_cache: Path | None) -> Backend:
+        """Load ``bundle``; ``plan_cache`` is where compiled plans live (TensorRT only)."""
+        ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +24,8 @@ def is_available() -> tuple[bool, str]:
 class OnnxRuntimeBackend:
     name = NAME
 
-    def __init__(self, bundle: Bundle, *, threads: int = 0) -> None:
+    def __init__(self, bundle: Bundle, *, threads: int = 0, plan_cache: Path | None = None) -> None:
+        # plan_cache is not used: ONNX Runtime compiles nothing that outlives the session.
         import onnxruntime as ort
 
         options = ort.SessionOptions()

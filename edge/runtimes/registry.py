@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import cast
 
 from edge.engines.bundle import Bundle
 from edge.errors import EngineError
-from edge.runtimes.base import Backend
+from edge.runtimes.base import Backend, BackendFactory
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def choose(requested: str) -> str:
     raise EngineError("no inference backend is available: " + "; ".join(reasons))
 
 
-def create(name: str, bundle: Bundle, *, threads: int) -> Backend:
+def create(name: str, bundle: Bundle, *, threads: int, plan_cache: Path | None = None) -> Backend:
     module_name, class_name = BACKENDS[name]
-    factory = getattr(importlib.import_module(module_name), class_name)
-    return cast(Backend, factory(bundle, threads=threads))
+    factory = cast(BackendFactory, getattr(importlib.import_module(module_name), class_name))
+    return factory(bundle, threads=threads, plan_cache=plan_cache)

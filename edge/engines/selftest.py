@@ -1,0 +1,87 @@
+"""The self-test: a bundle's own inputs through the backend that will serve them.
+
+A bundle carries a few inputs and the outputs its trainer expected
+(``selftest.npz`` with arrays ``inputs`` (N, C, H, W) and ``outputs`` (N, ...)).
+Running them through the very backend that is about to score patients catches a
+plan built for another GPU, a wrong FP16 conversion or a broken runtime before
+the first study, not after.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.engines.bundle import Bundle
+from edge.errors import EngineError
+from edge.runtimes.base import Backend
+
+
+@dataclass(frozen=True)
+class SelfTestResult:
+    count: int
+    max_abs_diff: float
+    tolerance: float
+    backend: str
+
+
+def load_selftest(bundle: Bundle) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """The bundle's self-test ``inputs`` and expected ``outputs``."""
+    spec = bundle.manifest.selftest
+    if spec is None:
+        raise EngineError(f"{bundle.path}: the manifest names no self-test set (selftest.file)")
+    path = bundle.path / spec.file
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            inputs = np.asarray(data["inputs"], dtype=np.float32)
+            outputs = np.asarray(data["outputs"], dtype=np.float32)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise EngineError(f"{path}: cannot read the self-test set: {exc}") from exc
+    if inputs.ndim != 4 or len(inputs) == 0 or len(inputs) != len(outputs):
+        raise EngineError(
+            f"{path}: expected inputs (N, C, H, W) and outputs (N, ...) with N > 0, got "
+            f"{inputs.shape} and {outputs.shape}"
+        )
+    return inputs, outputs
+
+
+def run_selftest(bundle: Bundle, backend: Backend) -> SelfTestResult:
+    """Run the self-test set through ``backend`` and compare within the manifest's tolerance.
+
+    Raises
+    ------
+    EngineError
+        With the largest absolute difference when any output is off by more than
+        the tolerance, or the output's shape differs from the expected one.
+    """
+    inputs, expected = load_selftest(bundle)
+    spec = bundle.manifest.selftest
+    assert spec is not None  # load_selftest refuses a bundle without one
+    tolerance = spec.tolerance
+    actual = _infer_all(backend, inputs)
+    if actual.reshape(len(actual), -1).shape != expected.reshape(len(expected), -1).shape:
+        raise EngineError(
+            f"self-test on {backend.name}: output shape {actual.shape} differs from the "
+            f"expected {expected.shape}"
+        )
+    diff = np.abs(actual.reshape(len(actual), -1) - expected.reshape(len(expected), -1))
+    max_diff = float(np.max(diff)) if np.all(np.isfinite(diff)) else float("inf")
+    if not max_diff <= tolerance:
+        worst = int(np.argmax(np.max(np.nan_to_num(diff, nan=np.inf), axis=1)))
+        raise EngineError(
+            f"self-test on {backend.name} failed: max |difference| {max_diff:.6g} exceeds the "
+            f"tolerance {tolerance:g} (worst on self-test input {worst} of {len(inputs)})"
+        )
+    return SelfTestResult(len(inputs), max_diff, tolerance, backend.name)
+
+
+def _infer_all(backend: Backend, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    step = max(1, backend.max_batch)
+    parts = [
+        backend.infer(np.ascontiguousarray(inputs[start : start + step]))
+        for start in range(0, len(inputs), step)
+    ]
+    return np.concatenate(parts, axis=0)

@@ -1,0 +1,238 @@
+"""The collector process: MQTT in, database out, an acknowledgement only after the commit.
+
+    paho network thread (edge.hub.link): on_message -> inbox (SimpleQueue)
+    main thread: take a batch -> decode -> one transaction -> commit -> PUBACK each
+
+A message is acknowledged only once its row is committed: whatever is published
+while the collector is down, crashes or is killed, is sent again by the broker
+(the session is persistent), and a re-delivery of a stored result is only
+counted. While the database is unavailable the batch waits, unacknowledged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from types import FrameType
+
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from edge.hub.config import HubConfig
+from edge.hub.errors import HubError
+from edge.hub.link import Delivery, SessionLink
+from edge.hub.messages import Record, Rejected, decode
+from edge.hub.queries import find_gaps
+from edge.hub.store import Store, WriteReport
+
+log = logging.getLogger(__name__)
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+TICK_S = 0.2
+#: seconds between retries while the database refuses to commit
+RETRY_MAX_S = 30.0
+SUMMARY_EVERY_S = 60.0
+
+
+class Collector:
+    def __init__(self, config: HubConfig, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.should_exit = threading.Event()
+        self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+        self._totals = WriteReport()
+        self.link = SessionLink(config.mqtt, self._inbox.put)
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT, then commit what was received and return.
+
+        Raises
+        ------
+        HubError
+            When the broker refuses a subscription, or the database refuses a reject.
+        """
+        with self._signals_captured():
+            self.start()
+            try:
+                self.main_loop()
+            finally:
+                self.shutdown()
+
+    def start(self) -> None:
+        mqtt = self.config.mqtt
+        self.link.start()
+        log.info("collector %s starting: broker %s:%d", mqtt.client_id, mqtt.host, mqtt.port)
+
+    def main_loop(self) -> None:
+        next_summary = time.monotonic() + SUMMARY_EVERY_S
+        while not self.should_exit.is_set():
+            batch = self._take_batch(block=True)
+            if batch:
+                self._commit(batch)
+            if self.link.fatal is not None:
+                raise HubError(self.link.fatal)
+            if time.monotonic() >= next_summary:
+                self._log_summary()
+                next_summary = time.monotonic() + SUMMARY_EVERY_S
+
+    def shutdown(self) -> None:
+        """Commit and acknowledge what already arrived, then leave the session to the broker."""
+        while batch := self._take_batch(block=False):
+            if not self._commit(batch):
+                break
+        self.link.stop()
+        self._log_summary()
+        log.info("collector stopped")
+
+    def request_exit(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
+        self.should_exit.set()
+
+    # -- the main thread's work ---------------------------------------------------------------
+
+    def _take_batch(self, *, block: bool) -> list[Delivery]:
+        """Up to ``database.batch`` deliveries; waits a tick for the first if ``block``."""
+        batch: list[Delivery] = []
+        if block:
+            try:
+                batch.append(self._inbox.get(timeout=TICK_S))
+            except queue.Empty:
+                return batch
+        while len(batch) < self.config.database.batch:
+            try:
+                batch.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _commit(self, batch: list[Delivery]) -> bool:
+        """Store ``batch`` and acknowledge it; False if the database never took it."""
+        pairs = [(delivery, self._decode(delivery)) for delivery in batch]
+        report = self._store_with_retries(pairs)
+        if report is None:
+            return False
+        for delivery in batch:
+            self.link.ack(delivery)
+        for delivery, record in pairs:
+            if isinstance(record, Rejected):
+                # Not the detail: it may quote the message's values, which stay in the database.
+                log.warning("rejected a message on %s (%s); kept in the rejects table",
+                            delivery.topic, record.reason)  # fmt: skip
+        self._account(report)
+        return True
+
+    def _decode(self, delivery: Delivery) -> Record:
+        try:
+            return decode(delivery.topic, delivery.payload, self.config.mqtt.topic_prefix)
+        except Exception as exc:  # a decoder bug must reject one message, not stop the hub
+            log.exception("cannot decode a message on %s", delivery.topic)
+            return Rejected(delivery.topic, delivery.payload, "internal_error", repr(exc))
+
+    def _store_with_retries(self, pairs: list[tuple[Delivery, Record]]) -> WriteReport | None:
+        """Commit ``pairs``, waiting out an unavailable database; None if told to stop first.
+
+        A batch the database refuses for its content (a constraint, a value out of
+        range) is written again one message at a time, and the one message it
+        still refuses is stored as a ``storage_error`` reject instead.
+        """
+        delay = 1.0
+        while True:
+            try:
+                return self.store.write([record for _, record in pairs], _utc_now())
+            except OperationalError as exc:
+                # Unreachable, locked or restarting: the batch waits, unacknowledged.
+                log.error("database unavailable, retrying in %.0fs: %s", delay, _one_line(exc.orig))
+            except SQLAlchemyError as exc:
+                return self._store_apart(pairs, exc)
+            if self.should_exit.wait(delay):
+                log.warning("stopping with %d messages uncommitted: the broker keeps them",
+                            len(pairs))  # fmt: skip
+                return None
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    def _store_apart(
+        self, pairs: list[tuple[Delivery, Record]], error: SQLAlchemyError
+    ) -> WriteReport | None:
+        if len(pairs) == 1:
+            delivery, record = pairs[0]
+            if isinstance(record, Rejected):
+                raise HubError(f"the database refuses even a reject: {error}") from error
+            log.error("database refused a message on %s: %s", delivery.topic, error)
+            detail = str(error).splitlines()[0][:500]
+            reject = Rejected(delivery.topic, delivery.payload, "storage_error", detail)
+            return self._store_with_retries([(delivery, reject)])
+        log.warning("database refused a batch, storing it one message at a time: %s", error)
+        total = WriteReport()
+        for pair in pairs:
+            single = self._store_with_retries([pair])
+            if single is None:
+                return None
+            _add(total, single)
+            total.notices.extend(single.notices)
+            total.late |= single.late
+        return total
+
+    def _account(self, report: WriteReport) -> None:
+        _add(self._totals, report)
+        log.debug("committed: %d results stored, %d re-deliveries, %d updates, %d rejected",
+                  report.stored, report.duplicates, report.updates, report.rejected)  # fmt: skip
+        for level, message in report.notices:
+            log.log(level, "%s", message)
+        for site, device in sorted(report.late):
+            self._log_open_gaps(site, device)
+
+    def _log_open_gaps(self, site: str, device: str) -> None:
+        """After a late result: say whether the device still misses any."""
+        try:
+            with self.store.engine.connect() as connection:
+                open_gaps = find_gaps(connection, site=site, device=device)
+        except SQLAlchemyError as exc:  # only a log line depends on it: the data is committed
+            log.warning("%s/%s: cannot recount its gaps now: %s", site, device, exc)
+            return
+        missing = sum(gap.count for gap in open_gaps)
+        if missing:
+            log.warning("%s/%s: %d seq still missing", site, device, missing)
+        else:
+            log.info("%s/%s: gap closed, no seq missing", site, device)
+
+    def _log_summary(self) -> None:
+        totals = self._totals
+        log.info(
+            "so far: %d results stored, %d re-deliveries, %d updates, %d rejected",
+            totals.stored, totals.duplicates, totals.updates, totals.rejected,
+        )  # fmt: skip
+
+    @contextlib.contextmanager
+    def _signals_captured(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.request_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _add(total: WriteReport, part: WriteReport) -> None:
+    """Add ``part``'s counts to ``total`` (not its notices)."""
+    total.stored += part.stored
+    total.duplicates += part.duplicates
+    total.rejected += part.rejected
+    total.updates += part.updates
+
+
+def _one_line(error: BaseException | None) -> str:
+    """A driver's error message on one log line (psycopg's span several)."""
+    return " ".join(str(error).split())
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)

@@ -1,0 +1,121 @@
+"""``edge hub``: run the collector, or answer the operator's questions.
+
+    edge hub --config hub.yaml                  the collector, in the foreground
+    edge hub devices [--json]                   every device: online?, engine, backlog, GPU
+    edge hub results --since 24h [--site S] [--suspicious] [--json]
+    edge hub gaps [--json]                      seq numbers missing, per device
+    edge hub check --config hub.yaml            validate the configuration and exit
+
+The queries read the database named by ``--db URL`` or by the configuration's
+``database`` section. The argument parser lives in :mod:`edge.cli`, which
+imports this module only when ``edge hub`` runs (the appliance never does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
+
+from edge.errors import ConfigError
+from edge.hub.collector import Collector
+from edge.hub.config import HubConfig, load_hub_config
+from edge.hub.database import open_database
+from edge.hub.errors import HubError
+from edge.hub.queries import find_gaps, list_devices, list_results
+from edge.hub.report import as_json, devices_table, gaps_table, results_table
+from edge.hub.store import Store
+from edge.logs import setup_logging
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def run_hub(args: argparse.Namespace) -> int:
+    """Dispatch ``edge hub [ACTION]``; returns the exit status."""
+    action = args.hub_command or "collect"
+    if action == "collect":
+        return _collect(_config(args))
+    if action == "check":
+        config = _config(args)
+        database = config.database_url().render_as_string(hide_password=True)
+        print(f"{args.config}: valid (broker {config.mqtt.host}:{config.mqtt.port}, {database})")
+        return 0
+    engine = open_database(_database_url(args), writer=False)
+    try:
+        with engine.connect() as connection:
+            if action == "devices":
+                rows = list_devices(connection)
+                print(as_json(rows) if args.json else devices_table(rows))
+            elif action == "results":
+                since = parse_since(args.since, datetime.now(timezone.utc))
+                found = list_results(
+                    connection,
+                    since=since,
+                    site=args.site,
+                    suspicious=args.suspicious,
+                    limit=args.limit,
+                )
+                print(as_json(found) if args.json else results_table(found))
+            else:
+                gaps = find_gaps(connection)
+                print(as_json(gaps) if args.json else gaps_table(gaps))
+    except SQLAlchemyError as exc:
+        raise HubError(f"cannot read the hub database: {exc}") from exc
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _collect(config: HubConfig) -> int:
+    setup_logging(config.log.level)
+    engine = open_database(config.database_url(), writer=True)
+    try:
+        Collector(config, Store(engine)).run()
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _config(args: argparse.Namespace) -> HubConfig:
+    if args.config is None:
+        raise ConfigError("edge hub: give the configuration with --config HUB.yaml")
+    return load_hub_config(args.config)
+
+
+def _database_url(args: argparse.Namespace) -> URL | str:
+    if args.db is not None:
+        return str(args.db)
+    if args.config is None:
+        raise ConfigError("edge hub: name the database with --db URL or --config HUB.yaml")
+    return load_hub_config(args.config).database_url()
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """``--since``: ``30m``, ``24h``, ``7d`` before ``now``, or an RFC 3339 date or time.
+
+    A date or time without an offset is taken as UTC. Returns naive UTC, as stored.
+
+    Raises
+    ------
+    HubError
+        For anything else.
+    """
+    relative = _RELATIVE.match(text.strip())
+    if relative:
+        amount, unit = float(relative.group(1)), relative.group(2)
+        moment = now - timedelta(**{_UNITS[unit]: amount})
+    else:
+        try:
+            moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise HubError(
+                f"--since {text!r}: expected 30m, 24h, 7d, a date (2025-01-31) or a time "
+                "(2025-01-31T08:00:00Z)"
+            ) from None
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)

@@ -1,0 +1,199 @@
+"""The hub's configuration: one YAML file, validated like the appliance's.
+
+Every model forbids unknown keys and every error names its key path and YAML
+line (``mqtt.port (line 4): Input should be less than or equal to 65535``).
+Secrets never sit in the YAML: the broker and database passwords are read from
+files (a systemd credential, a file only the hub's user can read).
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+# The appliance's validation helpers: the same key-path messages for both programs.
+from edge.config import TlsConfig, _describe, _key_lines, _topic_segment
+from edge.errors import ConfigError
+
+#: database back-ends the hub's SQL is written for
+DIALECTS = ("sqlite", "postgresql")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HubMqttConfig(_Model):
+    host: str = Field("127.0.0.1", description="Broker host name or address.")
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    topic_prefix: str = Field("edge", description="First topic segment, as on the appliances.")
+    group: str = Field(
+        "edge-hub",
+        description="Shared-subscription group: collectors with the same group split "
+        "the results between them ($share/<group>/...).",
+    )
+    client_id: str = Field(
+        default_factory=lambda: f"edge-hub-{socket.gethostname()}"[:64],
+        description="Unique per collector process and stable across its restarts: the "
+        "broker keeps this client's session (and what it missed) under this id.",
+    )
+    session_expiry_s: Annotated[int, Field(ge=60, le=4_294_967_295)] = Field(
+        7 * 86400,
+        description="How long the broker keeps the session and queues messages while "
+        "the collector is away.",
+    )
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    receive_maximum: Annotated[int, Field(ge=1, le=65535)] = Field(
+        100, description="Unacknowledged messages the broker may send at once (MQTT 5)."
+    )
+    username: str | None = Field(None, description="Broker user name.")
+    password_file: Path | None = Field(
+        None, description="File holding the broker password (never the password itself)."
+    )
+    tls: TlsConfig | None = None
+
+    _check_segments = field_validator("topic_prefix", "group")(_topic_segment)
+
+
+class DatabaseConfig(_Model):
+    url: str = Field(
+        "sqlite:///hub.db",
+        description="SQLAlchemy URL: sqlite:///PATH (relative to this file's folder) or "
+        "postgresql+psycopg://USER@HOST:PORT/DB.",
+    )
+    password_file: Path | None = Field(
+        None, description="File holding the database password (PostgreSQL)."
+    )
+    batch: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        200, description="Messages committed together in one transaction at most."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        url = _parse_url(value)
+        if url.get_backend_name() not in DIALECTS:
+            raise ValueError(f"the hub supports {' and '.join(DIALECTS)} databases")
+        if url.password is not None:
+            raise ValueError("no password in the URL: put it in database.password_file")
+        return value
+
+
+class LogConfig(_Model):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class HubConfig(_Model):
+    mqtt: HubMqttConfig = HubMqttConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    log: LogConfig = LogConfig()
+
+    def database_url(self) -> URL:
+        """The database URL with its password read from ``database.password_file``."""
+        url = make_url(self.database.url)
+        if self.database.password_file is not None:
+            url = url.set(password=read_secret(self.database.password_file))
+        return url
+
+
+def _parse_url(value: str) -> URL:
+    try:
+        return make_url(value)
+    except ArgumentError as exc:
+        raise ValueError(f"not a database URL: {exc}") from None
+
+
+def read_secret(path: Path) -> str:
+    """The first line of a secret file, without its line end."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read secret: {exc.strerror}") from exc
+    secret = text.splitlines()[0] if text else ""
+    if not secret:
+        raise ConfigError(f"{path}: secret file is empty")
+    return secret
+
+
+def load_hub_config(path: Path) -> HubConfig:
+    """Read and validate the hub's configuration file.
+
+    Relative paths (secret files, certificates, a SQLite database file) are
+    resolved against the file's folder, and every secret file named is read once
+    here, so a missing one fails at start with its key path.
+
+    Raises
+    ------
+    ConfigError
+        With one line per problem: the key path, the YAML line, what was expected.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    try:
+        config = HubConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, exc, _key_lines(node))) from None
+    config = _resolve_paths(config, path.parent.resolve())
+    _check_secrets(path, config)
+    return config
+
+
+def _resolve_paths(config: HubConfig, base: Path) -> HubConfig:
+    def resolve(value: Path | None) -> Path | None:
+        return value if value is None or value.is_absolute() else base / value
+
+    mqtt_updates: dict[str, Any] = {"password_file": resolve(config.mqtt.password_file)}
+    if config.mqtt.tls is not None:
+        tls = config.mqtt.tls
+        mqtt_updates["tls"] = tls.model_copy(
+            update={name: resolve(getattr(tls, name)) for name in TlsConfig.model_fields}
+        )
+    database_updates: dict[str, Any] = {
+        "password_file": resolve(config.database.password_file),
+        "url": _resolve_sqlite_path(config.database.url, base),
+    }
+    return config.model_copy(
+        update={
+            "mqtt": config.mqtt.model_copy(update=mqtt_updates),
+            "database": config.database.model_copy(update=database_updates),
+        }
+    )
+
+
+def _resolve_sqlite_path(value: str, base: Path) -> str:
+    url = make_url(value)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return value
+    if Path(url.database).is_absolute():
+        return value
+    return url.set(database=str(base / url.database)).render_as_string(hide_password=False)
+
+
+def _check_secrets(path: Path, config: HubConfig) -> None:
+    for key, secret in (
+        ("mqtt.password_file", config.mqtt.password_file),
+        ("database.password_file", config.database.password_file),
+    ):
+        if secret is None:
+            continue
+        try:
+            read_secret(secret)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: invalid configuration:\n  {key}: {exc}") from None

@@ -1,0 +1,115 @@
+"""The hub's database tables (SQLAlchemy Core), the same on SQLite and PostgreSQL.
+
+Times are stored as UTC without a zone (the two databases agree on that form).
+
+- ``results``: one row per result ``id``, however often it was delivered.
+- ``devices``: one row per appliance: its latest status and health, and where its
+  ``seq`` numbering stands (``epoch`` counts the times it started again from 1).
+- ``events``: quarantined files, errors and the like, one row per distinct message.
+- ``seq_resets``: each time a device's ``seq`` went backwards (its journal was wiped).
+- ``rejects``: every message the hub could not take, with the reason.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+results = Table(
+    "results",
+    metadata,
+    Column("id", String(32), primary_key=True, comment="edge.result/1 id"),
+    Column("site", String(64), nullable=False),
+    Column("device", String(64), nullable=False),
+    Column("epoch", Integer, nullable=False, comment="the device's seq numbering it belongs to"),
+    Column("seq", BigInteger, nullable=False),
+    Column("study_uid", String(64), nullable=False),
+    Column("accession", String(16), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("suspicious", Boolean, nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("closed_by", String(16), nullable=False),
+    Column("model_name", Text, nullable=False),
+    Column("model_version", Text, nullable=False),
+    Column("model_sha256", String(64), nullable=False),
+    Column("model_backend", String(32), nullable=False),
+    Column("timings_ms", JSON, nullable=False),
+    Column("document", JSON, nullable=False, comment="the whole message as received"),
+    Column("created_at", DateTime, nullable=False, comment="assembled on the device"),
+    Column("received_at", DateTime, nullable=False, comment="first stored by the hub"),
+    Column("deliveries", Integer, nullable=False, comment="times the broker delivered it"),
+    Column("last_delivery_at", DateTime, nullable=False),
+    Index("results_device_seq", "site", "device", "epoch", "seq"),
+    Index("results_created", "created_at"),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("site", String(64), primary_key=True),
+    Column("device", String(64), primary_key=True),
+    Column("first_seen", DateTime, nullable=False),
+    Column("status", String(16), comment="online or offline, as last published"),
+    Column("status_since", DateTime, comment="when the hub saw the status change to this"),
+    Column("health", JSON, comment="the latest edge.health/1 document"),
+    Column("health_at", DateTime, comment="the device's time stamp of that health"),
+    Column("health_received_at", DateTime),
+    Column("epoch", Integer, nullable=False),
+    Column("max_seq", BigInteger, nullable=False, comment="highest seq in the current epoch"),
+    Column("last_result_at", DateTime, comment="created_at of the newest result"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("digest", String(64), primary_key=True, comment="sha256 of topic and payload"),
+    Column("site", String(64), nullable=False),
+    Column("device", String(64), nullable=False),
+    Column("kind", Text),
+    Column("at", DateTime, comment="the device's time stamp"),
+    Column("document", JSON, nullable=False),
+    Column("received_at", DateTime, nullable=False),
+    Column("deliveries", Integer, nullable=False),
+    Index("events_device", "site", "device", "received_at"),
+)
+
+seq_resets = Table(
+    "seq_resets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("site", String(64), nullable=False),
+    Column("device", String(64), nullable=False),
+    Column("epoch", Integer, nullable=False, comment="the epoch that began"),
+    Column("previous_max_seq", BigInteger, nullable=False),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("result_id", String(32), nullable=False),
+    Column("detected_at", DateTime, nullable=False),
+)
+
+rejects = Table(
+    "rejects",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("topic", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False, comment="exactly the bytes received"),
+    Column("text", Text, comment="the payload as UTF-8, where it is"),
+    Column("reason", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("received_at", DateTime, nullable=False),
+    Index("rejects_received", "received_at"),
+)

@@ -1,0 +1,128 @@
+"""Real engine bundles for the tests: a small ONNX model made with the onnx helper API.
+
+The model scores an image as sigmoid(scale * mean(image + pad) + bias). ``pad`` is a
+real (zero) constant of the image's size, so the model file is as large as the
+test needs (the interrupted-install tests copy a file bigger than a size limit).
+The self-test outputs are what ONNX Runtime computes for the self-test inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import yaml
+from onnx import TensorProto, helper, numpy_helper
+
+from edge.engines.signing import generate_key, sign_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_model(path: Path, *, size: int, scale: float, bias: float) -> None:
+    pad = numpy_helper.from_array(np.zeros((1, 1, size, size), dtype=np.float32), "pad")
+    weights = [
+        numpy_helper.from_array(np.array([[scale]], dtype=np.float32), "scale"),
+        numpy_helper.from_array(np.array([[bias]], dtype=np.float32), "bias"),
+    ]
+    nodes = [
+        helper.make_node("Add", ["image", "pad"], ["padded"]),
+        helper.make_node("GlobalAveragePool", ["padded"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("Mul", ["flat", "scale"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "bias"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["score"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "edge-test-model",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, size, size])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[pad, *weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_bundle(
+    folder: Path,
+    *,
+    version: str,
+    name: str = "test-engine",
+    threshold: float = 0.5,
+    size: int = 64,
+    scale: float = 4.0,
+    bias: float = -1.0,
+    selftest_offset: float = 0.0,
+) -> Path:
+    """Write a complete bundle; ``selftest_offset`` shifts the expected outputs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    make_model(folder / "model.onnx", size=size, scale=scale, bias=bias)
+    inputs = np.random.default_rng(7).random((3, 1, size, size), dtype=np.float32)
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    (outputs,) = session.run(["score"], {"image": inputs})
+    np.savez(folder / "selftest.npz", inputs=inputs, outputs=outputs + selftest_offset)
+    write_manifest(folder, name=name, version=version, threshold=threshold, size=size)
+    return folder
+
+
+def write_manifest(folder: Path, *, name: str, version: str, threshold: float, size: int) -> None:
+    manifest: dict[str, Any] = {
+        "schema": "edge.engine/1",
+        "name": name,
+        "version": version,
+        "description": "test model made by tests/engine_bundles.py",
+        "model": "model.onnx",
+        "inputs": [{"name": "image", "shape": ["batch", 1, size, size], "dtype": "float32"}],
+        "outputs": [{"name": "score", "shape": ["batch", 1], "dtype": "float32"}],
+        "preprocessing": {"height": size, "width": size},
+        "threshold": threshold,
+        "selftest": {"file": "selftest.npz", "tolerance": 1e-4},
+        "files": {n: sha256(folder / n) for n in ("model.onnx", "selftest.npz")},
+    }
+    (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+
+
+def make_key(folder: Path, stem: str = "signing") -> tuple[Path, Path]:
+    private, public = folder / f"{stem}.key", folder / f"{stem}.pub"
+    folder.mkdir(parents=True, exist_ok=True)
+    generate_key(private, public)
+    return private, public
+
+
+def make_signed_bundle(folder: Path, key: Path, **options: Any) -> Path:
+    make_bundle(folder, **options)
+    sign_bundle(folder, key)
+    return folder
+
+
+def flip_byte(path: Path, offset: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    where = len(data) // 2 if offset is None else offset
+    data[where] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def edge_cli(*args: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """``python -m edge ARGS`` in a child process, as a technician runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+        check=False,
+        **kwargs,
+    )
