@@ -184,11 +184,11 @@ def daemon_child(config: Path) -> Child:
 def daemon_config(
     base: Config, folder: Path, *, port: int, health_interval_s: float | None = None
 ) -> Path:
-    """A configuration for a bench daemon: ``base``'s engine, decode, watch and study
-    settings, with its own folders and the private broker.
+    """A configuration for a bench daemon: ``base`` with ``folder/export`` watched and
+    the private broker. The bench's daemons run one after the other and share
+    ``base``'s state folder, so that an engine's TensorRT plan is built once.
     """
     data = base.model_dump(mode="json")
-    data["state_dir"] = str(folder / "state")
     data["watch"]["dir"] = str(folder / "export")
     data["mqtt"] = {"host": "127.0.0.1", "port": port, "topic_prefix": base.mqtt.topic_prefix}
     if health_interval_s is not None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from edge.config import Config
 from edge.engines.bundle import load_bundle
+from edge.engines.store import PLANS
 from edge.pipeline.decode import decode
 from edge.pipeline.infer import Engine
 from edge.pipeline.ingest import read_header
@@ -99,11 +100,13 @@ def measure_corpus(
 
 
 def load_engine(config: Config) -> Engine:
-    """The engine as the daemon loads it (same bundle, backend and threads), warmed up."""
+    """``engine.bundle`` as the daemon loads it (backend, threads, plan cache), warmed up."""
+    assert config.engine.bundle is not None, "the bench pins the serving bundle"
     return Engine.load(
         load_bundle(config.engine.bundle),
         backend=config.engine.backend,
         threads=config.engine.threads,
+        plan_cache=config.engine_store_dir / PLANS,
     )
 
 

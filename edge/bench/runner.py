@@ -26,6 +26,8 @@ from edge.bench import BenchError, chart, isolated, report, table
 from edge.bench.corpus import ENCODINGS, default_cache_dir, templates
 from edge.bench.session import BenchSession
 from edge.config import Config, load_config
+from edge.engines.serving import choose_serving
+from edge.engines.store import EngineStore
 from edge.runtimes import registry
 from edge.samples import VIEW_ORDER
 
@@ -196,8 +198,23 @@ def _measure(options: BenchOptions, config: Config, work: Path) -> tuple[report.
 
 
 def _base_config(path: Path | None, work: Path) -> Config:
-    if path is not None:
-        return load_config(path)
+    """The configuration the bench's daemons start from, in the bench's own folders.
+
+    The engine the box serves now (the store's current one, else ``engine.bundle``)
+    is pinned as ``engine.bundle``: the bench's daemons have a store of their own.
+    """
+    if path is None:
+        config = _demo_config(work)
+    else:
+        config = load_config(path)
+        choice = choose_serving(config, EngineStore(config.engine_store_dir))
+        engine = config.engine.model_copy(update={"bundle": choice.bundle.path})
+        config = config.model_copy(update={"engine": engine})
+    watch = config.watch.model_copy(update={"dir": work / "export"})
+    return config.model_copy(update={"state_dir": work / "state", "watch": watch})
+
+
+def _demo_config(work: Path) -> Config:
     bundle = Path(edge.__file__).resolve().parents[1] / "engines" / "demo"
     if not (bundle / "manifest.yaml").exists():
         raise BenchError(f"no --config given and the demo engine bundle is missing at {bundle}")
