@@ -105,42 +105,47 @@ class BurstRun:
     images: int
     seconds: float
     encodings: tuple[str, ...]
+    #: the daemon's CPU time over the burst's wall time: cores it kept busy on average
+    daemon_cores_busy: float
 
     @property
     def images_per_s(self) -> float:
         return self.images / self.seconds
 
 
-def burst(rig: Rig, encodings: tuple[str, ...], studies: int) -> BurstRun:
+def burst(rig: Rig, encodings: tuple[str, ...], studies: int, pid: int) -> BurstRun:
     """Drop ``studies`` studies (encodings in turn) at once; time until the last result.
 
     The files are staged first, then renamed into the watch folder one after the
     other, which takes milliseconds: a PACS pushing a backlog, as fast as it can.
+    The daemon's (process ``pid``) CPU time over the burst says how many cores it
+    kept busy.
     """
     staged = [rig.stage(encodings[n % len(encodings)], n) for n in range(studies)]
+    process = _process(pid)
     try:
+        cpu_before = _cpu_seconds(process)
         started = time.monotonic()
         for study in staged:
             for path in study.files:
                 path.rename(rig.export / path.name)
         last = max(rig.listener.wait_result(s.study_uid, rig.timeout_s).at for s in staged)
+        cpu = _cpu_seconds(process) - cpu_before
     finally:
         for study in staged:
             rig.discard(study)
     used = tuple(dict.fromkeys(s.encoding for s in staged))
-    return BurstRun(studies, 4 * studies, last - started, used)
+    return BurstRun(studies, 4 * studies, last - started, used, cpu / (last - started))
 
 
 def idle_cpu_percent(pid: int, seconds: float) -> float:
     """CPU time the process used over ``seconds`` of wall time, in % of one core."""
     process = _process(pid)
-    before = process.cpu_times()
+    before = _cpu_seconds(process)
     started = time.monotonic()
     time.sleep(seconds)
-    after = process.cpu_times()
-    wall = time.monotonic() - started
-    used = (after.user - before.user) + (after.system - before.system)
-    return 100.0 * used / wall
+    used = _cpu_seconds(process) - before
+    return 100.0 * used / (time.monotonic() - started)
 
 
 def rss_mb(pid: int) -> float:
@@ -192,6 +197,11 @@ def _sleep_until(moment: float) -> None:
     delay = moment - time.monotonic()
     if delay > 0:
         time.sleep(delay)
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def _process(pid: int) -> psutil.Process:

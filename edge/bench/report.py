@@ -131,6 +131,7 @@ def _burst(m: Measured) -> dict[str, Any]:
         "images_per_s": round(run.images_per_s, 2),
         "ideal_images_per_s": round(ideal, 2),
         "efficiency": round(run.images_per_s / ideal, 2),
+        "daemon_cores_busy": round(run.daemon_cores_busy, 2),
         "ideal": {
             "cores": m.cores,
             "header_decode_preprocess_ms": round(per_image_ms, 1),

@@ -84,7 +84,7 @@ class BenchSession:
     def latency(
         self, encodings: tuple[str, ...], repeats: int, burst_studies: int
     ) -> LatencyFigures:
-        with self._daemon("daemon-latency", health_interval_s=1.0) as (_, rig):
+        with self._daemon("daemon-latency", health_interval_s=1.0) as (daemon, rig):
             with _phase(f"e2e: views {MODALITY_GAP_S:g} s apart, {repeats} per encoding"):
                 e2e = phases.arrivals(rig, encodings, repeats, gap_s=MODALITY_GAP_S)
             with _phase(f"e2e_burst: four views at once, {repeats} per encoding"):
@@ -94,7 +94,7 @@ class BenchSession:
             if not publish_ms:
                 raise BenchError("the daemon's health has no publish latency (an older daemon?)")
             with _phase(f"burst: {burst_studies} studies dropped at once"):
-                burst = phases.burst(rig, encodings, burst_studies)
+                burst = phases.burst(rig, encodings, burst_studies, daemon.pid)
         return LatencyFigures(e2e, e2e_burst, publish_ms, burst)
 
     def footprint(

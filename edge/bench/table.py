@@ -109,7 +109,8 @@ def _rest(doc: dict[str, Any]) -> str:
             f"           ideal {burst['ideal_images_per_s']:.2f} images/s = min("
             f"{ideal['cores']} cores / {ideal['header_decode_preprocess_ms']:.0f} ms, "
             f"infer {ideal['infer_images_per_s']:.0f} images/s): "
-            f"efficiency {burst['efficiency']:.2f}",
+            f"efficiency {burst['efficiency']:.2f}; the daemon kept "
+            f"{burst['daemon_cores_busy']:.2f} of {ideal['cores']} cores busy",
             f"footprint  idle CPU {doc['idle_cpu_percent']:.2f} % of one core over "
             f"{doc['idle_s']:g} s; RSS {rss['warm']:.0f} MB warm, {rss['after_soak']:.0f} MB "
             f"after {rss['soak_images']} images ({rss['growth_percent']:+.1f} %), "
