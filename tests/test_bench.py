@@ -11,6 +11,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,10 @@ def test_overhead_ratio_and_burst_ideal_follow_their_definitions() -> None:
     assert document["targets"]["overhead_ratio"]["met"] is True
     assert document["targets"]["burst_efficiency"]["met"] is False
     assert document["targets"]["jpeg2000_speedup"]["met"] is None  # not measured
+
+    # with the isolated compute measured right after each study, that one divides
+    alone = (220.0, 250.0, 200.0)
+    paired = [replace(s, isolated_ms=ms) for s, ms in zip(samples, alone, strict=True)]
+    document = build(replace(measured, e2e=paired), {"machine": {}})
+    assert document["overhead_ratio"] == 1.0  # median of 1.0, 0.8, 1.3
+    assert document["by_encoding"]["rle"]["overhead_ratio"] == 1.0  # 220 / 220

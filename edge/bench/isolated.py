@@ -58,45 +58,46 @@ class IsolatedFigures:
 
 
 def measure_corpus(
-    config: Config,
+    engine: Engine,
     cases: dict[str, list[dict[str, Path]]],
     *,
+    max_pixels: int,
     views: tuple[str, ...],
     last_view: str,
     repeats: int,
 ) -> IsolatedFigures:
     """Every case's ``views`` (which include ``last_view``) in every encoding of ``cases``."""
-    engine = load_engine(config)
-    try:
-        max_pixels = config.decode.max_pixels
-        first = next(iter(cases.values()))[0][last_view]
-        run_once(engine, first, max_pixels)  # lazy imports, decoders' first-call set-up
-        costs: dict[str, list[FileCost]] = {}
-        last: dict[str, list[FileCost]] = {}
-        for encoding, encoded in cases.items():
-            per_case = [
-                {
-                    v: measure_file(engine, case[v], max_pixels=max_pixels, repeats=repeats)
-                    for v in views
-                }
-                for case in encoded
-            ]
-            costs[encoding] = [cost for measured in per_case for cost in measured.values()]
-            last[encoding] = [measured[last_view] for measured in per_case]
-        info = engine.info
-        return IsolatedFigures(
-            costs,
-            last,
-            infer_images_per_s(engine),
+    first = next(iter(cases.values()))[0][last_view]
+    run_once(engine, first, max_pixels)  # lazy imports, decoders' first-call set-up
+    costs: dict[str, list[FileCost]] = {}
+    last: dict[str, list[FileCost]] = {}
+    for encoding, encoded in cases.items():
+        per_case = [
             {
-                "name": info.name,
-                "version": info.version,
-                "sha256": info.sha256,
-                "backend": info.backend,
-            },
-        )
-    finally:
-        engine.close()
+                v: measure_file(engine, case[v], max_pixels=max_pixels, repeats=repeats)
+                for v in views
+            }
+            for case in encoded
+        ]
+        costs[encoding] = [cost for measured in per_case for cost in measured.values()]
+        last[encoding] = [measured[last_view] for measured in per_case]
+    info = engine.info
+    return IsolatedFigures(
+        costs,
+        last,
+        infer_images_per_s(engine),
+        {
+            "name": info.name,
+            "version": info.version,
+            "sha256": info.sha256,
+            "backend": info.backend,
+        },
+    )
+
+
+def compute_ms(engine: Engine, path: Path, *, max_pixels: int) -> float:
+    """Decode, preprocess and infer of ``path`` once, in milliseconds (paired isolation)."""
+    return measure_file(engine, path, max_pixels=max_pixels, repeats=1).compute
 
 
 def load_engine(config: Config) -> Engine:

@@ -11,7 +11,7 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,18 +58,33 @@ class StudySample:
     encoding: str
     e2e_ms: float
     timings_ms: dict[str, float]
+    #: decode + preprocess + infer of the last view, in-process, right after the study
+    isolated_ms: float | None = None
 
 
-def arrivals(rig: Rig, encodings: tuple[str, ...], repeats: int, gap_s: float) -> list[StudySample]:
+def arrivals(
+    rig: Rig,
+    encodings: tuple[str, ...],
+    repeats: int,
+    gap_s: float,
+    alone: Callable[[Path], float] | None = None,
+) -> list[StudySample]:
     """``repeats`` studies per encoding, each view written ``gap_s`` after the last.
 
     Encodings take turns, so that a change of load on the box spreads over all of them.
+    ``alone`` (a file -> milliseconds of its compute in isolation) is run on each
+    study's last view once its result is in: a measure of the unavoidable work taken
+    under the same load as the study itself.
     """
     samples = []
     for index, encoding in itertools.product(range(repeats), encodings):
         study = rig.stage(encoding, index)
         try:
-            samples.append(_one_study(rig, study, gap_s))
+            sample = _one_study(rig, study, gap_s)
+            if alone is not None:
+                time.sleep(SETTLE_S)
+                sample = replace(sample, isolated_ms=alone(study.files[-1]))
+            samples.append(sample)
         finally:
             rig.discard(study)
         time.sleep(SETTLE_S)

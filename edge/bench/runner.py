@@ -162,22 +162,35 @@ def _measure(options: BenchOptions, config: Config, work: Path) -> tuple[report.
     wanted = tuple(dict.fromkeys(options.encodings + options.soak_encodings))
     cases = templates(options.cache_dir, wanted, cases=plan.cases, workers=cores)
     print("bench: isolated compute, in-process, one image at a time", flush=True)
-    alone = isolated.measure_corpus(
-        config,
-        {encoding: cases[encoding] for encoding in options.encodings},
-        views=VIEW_ORDER if plan.isolated_all_views else (LAST_VIEW,),
-        last_view=LAST_VIEW,
-        repeats=plan.isolated_repeats,
-    )
-    with BenchSession(config, work, cases) as session:
-        latency = session.latency(options.encodings, plan.repeats, plan.burst_studies)
-        footprint = session.footprint(
-            options.soak_encodings,
-            idle_s=plan.idle_s,
-            warm_up=plan.warm_up_images,
-            soak=plan.soak_images,
+    engine = isolated.load_engine(config)
+    max_pixels = config.decode.max_pixels
+    try:
+        alone = isolated.measure_corpus(
+            engine,
+            {encoding: cases[encoding] for encoding in options.encodings},
+            max_pixels=max_pixels,
+            views=VIEW_ORDER if plan.isolated_all_views else (LAST_VIEW,),
+            last_view=LAST_VIEW,
+            repeats=plan.isolated_repeats,
         )
-        baseline = session.baseline(options.encodings, plan.baseline_repeats, plan.baseline_poll_s)
+        with BenchSession(config, work, cases) as session:
+            latency = session.latency(
+                options.encodings,
+                plan.repeats,
+                plan.burst_studies,
+                lambda path: isolated.compute_ms(engine, path, max_pixels=max_pixels),
+            )
+            footprint = session.footprint(
+                options.soak_encodings,
+                idle_s=plan.idle_s,
+                warm_up=plan.warm_up_images,
+                soak=plan.soak_images,
+            )
+            baseline = session.baseline(
+                options.encodings, plan.baseline_repeats, plan.baseline_poll_s
+            )
+    finally:
+        engine.close()
     measured = report.Measured(
         isolated=alone.costs,
         isolated_last=alone.last_view,

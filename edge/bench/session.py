@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,11 +82,16 @@ class BenchSession:
         return self._listener
 
     def latency(
-        self, encodings: tuple[str, ...], repeats: int, burst_studies: int
+        self,
+        encodings: tuple[str, ...],
+        repeats: int,
+        burst_studies: int,
+        alone: Callable[[Path], float],
     ) -> LatencyFigures:
+        """``alone`` measures a study's last view in isolation after each ``e2e`` study."""
         with self._daemon("daemon-latency", health_interval_s=1.0) as (daemon, rig):
             with _phase(f"e2e: views {MODALITY_GAP_S:g} s apart, {repeats} per encoding"):
-                e2e = phases.arrivals(rig, encodings, repeats, gap_s=MODALITY_GAP_S)
+                e2e = phases.arrivals(rig, encodings, repeats, MODALITY_GAP_S, alone)
             with _phase(f"e2e_burst: four views at once, {repeats} per encoding"):
                 e2e_burst = phases.arrivals(rig, encodings, repeats, gap_s=0.0)
             health = self.listener.wait_health(after=time.monotonic(), timeout=30)
