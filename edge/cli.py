@@ -10,7 +10,7 @@ from typing import Any
 
 from edge import __version__
 from edge.config import Config, load_config
-from edge.errors import ConfigError, EngineError
+from edge.errors import ConfigError, EngineError, JournalError
 from edge.logs import setup_logging
 
 EXIT_OK = 0
@@ -29,6 +29,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = EXIT_CONFIG
     except EngineError as exc:
         print(f"engine error: {exc}", file=sys.stderr)
+        code = EXIT_FAILURE
+    except JournalError as exc:
+        print(f"journal error: {exc}", file=sys.stderr)
         code = EXIT_FAILURE
     except KeyboardInterrupt:
         code = 130

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edge.errors import ConfigError
 
@@ -100,12 +107,61 @@ class MqttConfig(_Model):
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
     tls: TlsConfig | None = None
+    username: str | None = Field(None, description="User name for the broker, if it asks for one.")
+    password_file: Path | None = Field(
+        None, description="File holding the broker password (its first line); never the YAML."
+    )
+    password_credential: str | None = Field(
+        None,
+        description="Name of a systemd credential (LoadCredential=) holding the password, "
+        "read from $CREDENTIALS_DIRECTORY.",
+    )
+    password: None = Field(
+        None,
+        description="Refused: a password is never written in the YAML; use "
+        "mqtt.password_file or mqtt.password_credential.",
+    )
+    outbox_max: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        1000,
+        description="Results sent and awaiting the broker's acknowledgement at most; "
+        "more wait in the journal (and health raises outbox_full).",
+    )
+    reconnect_min_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        1.0, description="First reconnect delay; doubles per failed attempt, with jitter."
+    )
+    reconnect_max_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        60.0, description="Cap of the reconnect delay."
+    )
 
     _check_prefix = field_validator("topic_prefix")(_topic_segment)
+
+    @field_validator("password", mode="before")
+    @classmethod
+    def _no_plain_password(cls, value: object) -> None:
+        if value is not None:
+            raise ValueError(
+                "a password is never read from the YAML: put it in a file "
+                "(mqtt.password_file) or a systemd credential (mqtt.password_credential)"
+            )
+        return None
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MqttConfig:
+        if self.password_file is not None and self.password_credential is not None:
+            raise ValueError("set mqtt.password_file or mqtt.password_credential, not both")
+        if self.username is None and (self.password_file or self.password_credential):
+            raise ValueError("a password needs mqtt.username")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("mqtt.reconnect_max_s must not be below mqtt.reconnect_min_s")
+        return self
 
 
 class HealthConfig(_Model):
     interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    min_free_mb: Annotated[int, Field(ge=0)] = Field(
+        1024,
+        description="Health raises state_disk_low when state_dir has less free space (MiB).",
+    )
 
 
 class LogConfig(_Model):
@@ -227,9 +283,13 @@ def _resolve_paths(config: Config, base: Path) -> Config:
             }
         ),
     }
+    if config.mqtt.password_file is not None:
+        updates["mqtt"] = config.mqtt.model_copy(
+            update={"password_file": resolve(config.mqtt.password_file)}
+        )
     if config.mqtt.tls is not None:
         tls = config.mqtt.tls
-        updates["mqtt"] = config.mqtt.model_copy(
+        updates["mqtt"] = updates.get("mqtt", config.mqtt).model_copy(
             update={
                 "tls": tls.model_copy(
                     update={

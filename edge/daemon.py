@@ -1,11 +1,18 @@
 """The daemon: builds the stages, owns the threads and the stop event, drains on exit.
 
     watch -> ingest (pool) -> decode -> preprocess -> infer (one thread)
-          -> study assembly -> publish (outbox thread) -> MQTT
+          -> study assembly -> journal -> publish (outbox thread) -> MQTT
 
 The main thread ticks: it closes quiet studies, publishes health, and watches
 for the stop signal. Every per-file failure is handled here with a named reason
 (quarantine, skip, duplicate); nothing that one file does stops the daemon.
+
+Every step is journalled before it is acted on (:mod:`edge.journal`): a file
+taken, its SOP Instance UID claimed, its score, its study's result with its
+``seq``. A restarted daemon rebuilds its open studies from the journal, takes
+again only the files it had not scored, and replays the results the broker had
+not acknowledged. When the journal cannot be written (``state_dir`` full), new
+work waits, in the watch folder or in memory, until it can.
 """
 
 from __future__ import annotations
@@ -18,24 +25,29 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from edge import __version__
 from edge.config import Config
+from edge.credentials import broker_password
 from edge.engines.serving import choose_serving, load_engine, same_model
 from edge.engines.store import EngineStore
-from edge.errors import EngineError, IngestError, Skip
-from edge.health import HEALTH_SCHEMA, Metrics, disk_free, now_iso
-from edge.mqtt import MqttLink
+from edge.errors import EngineError, IngestError, JournalError, Skip
+from edge.events import event, scrub
+from edge.gpu_telemetry import GpuTelemetry, open_gpu_telemetry
+from edge.health import HEALTH_SCHEMA, Metrics, alarms, disk_free, now_iso
+from edge.journal import Backlog, EventRecord, Journal, OutboxEntry
+from edge.mqtt import LinkEvent, MqttLink
 from edge.pipeline.decode import decode
 from edge.pipeline.infer import Engine, InferenceWorker
 from edge.pipeline.ingest import read_header
 from edge.pipeline.preprocess import prepare
-from edge.pipeline.publish import OutgoingMessage, Publisher, encode, result_message
+from edge.pipeline.publish import Publisher, encode, result_message
 from edge.pipeline.study import StudyAssembler, study_hash
 from edge.pipeline.watch import FolderWatcher
 from edge.quarantine import file_tag, quarantine
@@ -51,6 +63,8 @@ RELOAD_SIGNAL = signal.SIGHUP
 TICK_S = 0.05
 #: how often the store's ``current`` pointer is read for a change
 POINTER_CHECK_S = 1.0
+#: how often results that could not be journalled are tried again
+JOURNAL_RETRY_S = 1.0
 
 
 class Daemon:
@@ -59,8 +73,6 @@ class Daemon:
         self.metrics = Metrics()
         self.should_exit = threading.Event()
         self._started_at = time.time()
-        self._seen_sops: set[str] = set()
-        self._seen_lock = threading.Lock()
         self.engine: Engine | None = None
         self.store = EngineStore(config.engine_store_dir)
         self._thresholds: dict[EngineInfo, float] = {}
@@ -69,7 +81,14 @@ class Daemon:
         self._pointer_seen: str | None = None
         self._engine_origin = ""
         self._activation: dict[str, Any] | None = None
-        #: result id -> monotonic time it was handed to the publisher (the publish timing)
+        self.gpu: GpuTelemetry | None = None
+        #: results assembled but not yet journalled (journal unwritable): retried
+        self._unjournalled: list[StudyResult] = []
+        self._unjournalled_lock = threading.Lock()
+        self._journal_failing = False
+        self._health_requested = threading.Event()
+        self._outbox_full = False
+        #: result id -> monotonic time it was assembled, until its PUBACK (the publish timing)
         self._submitted_at: dict[str, float] = {}
 
     # -- life cycle ---------------------------------------------------------------------
@@ -87,6 +106,9 @@ class Daemon:
         config = self.config
         for folder in (config.state_dir, config.quarantine_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal.open(
+            config.state_dir, device=config.device, outbox_max=config.mqtt.outbox_max
+        )
         self._pointer_seen = self.store.pointer_text()
         choice = choose_serving(config, self.store)
         self.engine = engine = load_engine(config, self.store, choice.bundle)
@@ -99,9 +121,13 @@ class Daemon:
         )
         self.publisher = Publisher(
             self._make_link,
+            self.journal,
             status_topic=config.topic("status"),
             on_delivered=self._on_delivered,
+            on_request=self._on_request,
         )
+        self._resume_from_journal()
+        self.gpu = open_gpu_telemetry()
         workers = config.decode.workers or (os.cpu_count() or 1)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
         self._in_pool = 0
@@ -119,16 +145,20 @@ class Daemon:
         log.info("edge %s serving %s/%s", __version__, config.site, config.device)
 
     def main_loop(self) -> None:
-        next_health = next_pointer_check = time.monotonic()
+        next_health = next_pointer_check = next_retry = time.monotonic()
         while not self.should_exit.wait(TICK_S):
             for result in self.assembler.due():
                 self._publish_result(result)
+            if time.monotonic() >= next_retry:
+                self._retry_unjournalled()
+                next_retry = time.monotonic() + JOURNAL_RETRY_S
             if time.monotonic() >= next_pointer_check:
                 self._check_pointer()
                 next_pointer_check = time.monotonic() + POINTER_CHECK_S
             if self._reload_requested.is_set():
                 self._start_reload()
-            if time.monotonic() >= next_health:
+            if time.monotonic() >= next_health or self._health_requested.is_set():
+                self._health_requested.clear()
                 self.publish_health()
                 next_health = time.monotonic() + self.config.health.interval_s
 
@@ -137,13 +167,17 @@ class Daemon:
         self.watcher.stop()
         self.pool.shutdown(wait=True, cancel_futures=False)
         self.infer.stop(timeout=30)
-        # Studies still incomplete are not published half-done: their files stay in
-        # the watch folder and are taken again at the next start.
+        # Studies still incomplete are not published half-done: their scores stay in
+        # the journal and they reopen at the next start.
+        self._retry_unjournalled()
         self.publish_health()
         self.publisher.stop(timeout=10)
         if self._reloader is not None:
             self._reloader.join(timeout=60)
         self.infer.close_engines()
+        if self.gpu is not None:
+            self.gpu.close()
+        self.journal.close()
         log.info("stopped")
 
     def request_exit(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
@@ -235,7 +269,7 @@ class Daemon:
 
     # -- the stages' hand-offs ------------------------------------------------------------
 
-    def _make_link(self, on_event: Any) -> MqttLink:
+    def _make_link(self, on_event: Callable[[LinkEvent], None]) -> MqttLink:
         config = self.config
         return MqttLink(
             config.mqtt,
@@ -243,7 +277,29 @@ class Daemon:
             will_topic=config.topic("status"),
             will_payload=b"offline",
             on_event=on_event,
+            subscriptions=[config.topic("health/get")],
+            password=broker_password(config.mqtt),
         )
+
+    def _resume_from_journal(self) -> None:
+        """Rebuild open studies from journalled scores; forget files that vanished.
+
+        Files taken but not scored are not resubmitted here: they are still in
+        the watch folder, and the watcher's start-up scan hands them on again.
+        """
+        unfinished = self.journal.unfinished_files()
+        for record in unfinished:
+            if not Path(record.path).exists():
+                self._note_file_state(Path(record.path), "gone", "missing_at_start")
+        scores = self.journal.open_study_scores()
+        for result in self.assembler.restore(scores):
+            self._publish_result(result)
+        if unfinished or scores:
+            log.info(
+                "resuming: %d scored images of open studies, %d files not yet scored",
+                len(scores),
+                len(unfinished),
+            )
 
     def _on_file(self, incoming: IncomingFile) -> None:
         self.metrics.count("received")
@@ -256,8 +312,7 @@ class Daemon:
             self._ingest(incoming)
         except Exception as exc:  # a bug must not stop the daemon
             log.exception("unexpected failure on file %s", file_tag(incoming.path))
-            self.metrics.count("errors")
-            self.metrics.error("ingest", f"{type(exc).__name__}: {exc}")
+            self._report_error("ingest", f"{type(exc).__name__}: {exc}", incoming.path)
             self._reject(incoming, IngestError("internal_error", f"{type(exc).__name__}: {exc}"))
         finally:
             with self._pool_lock:
@@ -266,30 +321,66 @@ class Daemon:
     def _ingest(self, incoming: IncomingFile) -> None:
         config = self.config
         assert self.engine is not None
+        if not self._journal_file(incoming):
+            return
         try:
             header = read_header(incoming, max_pixels=config.decode.max_pixels)
         except Skip as skip:
             log.info("skipped file %s: %s", file_tag(incoming.path), skip.detail)
             self.metrics.skipped(skip.reason)
+            self._note_file_state(incoming.path, "skipped", skip.reason)
             return
         except IngestError as error:
             self._reject(incoming, error)
             return
         if incoming.trigger != "scan":  # a file found at start-up waited for the daemon
             header.timings_ms["detect"] = detect_ms(incoming)
-        if not self._first_sighting(header):
-            log.info("duplicate image in study %s: already scored", study_hash(header.study_uid))
-            self.metrics.count("duplicates")
+        if not self._claim(header):
             return
         engine = self.infer.engine_for(self.assembler.arrived(header))
         try:
             model_input = self._decode_and_prepare(header, engine)
         except IngestError as error:
-            self._forget_sighting(header)
             self.assembler.dropped(header)
-            self._reject(incoming, error)
+            self._reject(incoming, error, header.study_uid)
             return
+        self._note_file_state(incoming.path, "decoded")
         self.infer.submit(model_input)
+
+    def _journal_file(self, incoming: IncomingFile) -> bool:
+        """Record the file as taken; False when it needs no work or must wait."""
+        try:
+            done = self.journal.finished(incoming)
+            if done is not None:
+                log.debug("file %s already %s", file_tag(incoming.path), done.state)
+                self.metrics.count("already_processed")
+                return False
+            self.journal.file_seen(incoming)
+        except JournalError as exc:
+            self._journal_failed("ingest", exc)
+            self.watcher.recheck(incoming.path)  # taken again after settle_s
+            return False
+        return True
+
+    def _claim(self, header: ImageHeader) -> bool:
+        """Claim the image's SOP Instance UID; False for a duplicate or when it must wait."""
+        try:
+            first = self.journal.claim_sop(header.source.path, header.sop_uid, header.study_uid)
+        except JournalError as exc:
+            self._journal_failed("ingest", exc)
+            self.watcher.recheck(header.source.path)
+            return False
+        if not first:
+            log.info("duplicate image in study %s: already scored", study_hash(header.study_uid))
+            self.metrics.count("duplicates")
+        return first
+
+    def _note_file_state(self, path: Path, state: str, reason: str | None = None) -> None:
+        """Journal a state whose loss costs only repeated work after a restart."""
+        try:
+            self.journal.set_file_state(path, state, reason)
+        except JournalError as exc:
+            self._journal_failed("ingest", exc)
 
     def _decode_and_prepare(self, header: ImageHeader, engine: Engine) -> ModelInput:
         decoded = decode(header)
@@ -297,7 +388,9 @@ class Daemon:
         prepared.timings_ms["decode"] = decoded.decode_ms
         return dataclasses.replace(prepared, engine=engine.info)
 
-    def _reject(self, incoming: IncomingFile, error: IngestError) -> None:
+    def _reject(
+        self, incoming: IncomingFile, error: IngestError, study_uid: str | None = None
+    ) -> None:
         settle_s = self.config.watch.settle_s
         if error.reason in RETRYABLE and _recently_written(incoming.path, settle_s):
             log.debug("file %s incomplete (%s); waiting", file_tag(incoming.path), error.reason)
@@ -306,6 +399,7 @@ class Daemon:
         moved = quarantine(incoming.path, error, self.config.quarantine_dir)
         self.watcher.forget(incoming.path)
         self.metrics.quarantined(error.reason)
+        self._note_file_state(incoming.path, "quarantined", error.reason)
         log.warning(
             "quarantined file %s (%s): %s%s",
             file_tag(incoming.path),
@@ -313,8 +407,24 @@ class Daemon:
             error.detail,
             f" -> {moved.name}" if moved else "",
         )
+        self._emit_event(
+            "quarantined",
+            error.reason,
+            error.detail,
+            path=incoming.path,
+            where="ingest",
+            study=None if study_uid is None else study_hash(study_uid),
+        )
 
     def _on_score(self, score: ImageScore) -> None:
+        try:
+            self.journal.image_scored(score)
+        except JournalError as exc:
+            # Not journalled, so not kept: the file is scored again once it can be.
+            self._journal_failed("infer", exc)
+            self.assembler.dropped(score.header)
+            self.watcher.recheck(score.header.source.path)
+            return
         self.metrics.count("processed")
         self.metrics.observe(score.timings_ms)
         result = self.assembler.scored(score)
@@ -322,44 +432,122 @@ class Daemon:
             self._publish_result(result)
 
     def _on_infer_failure(self, item: ModelInput, error: Exception) -> None:
-        self.metrics.count("errors")
-        self.metrics.error("infer", f"{type(error).__name__}: {error}")
-        self._forget_sighting(item.header)
+        self._report_error("infer", f"{type(error).__name__}: {error}", item.header.source.path)
         self.assembler.dropped(item.header)
-        self._reject(item.header.source, IngestError("infer_failed", str(error)))
-
-    def _publish_result(self, result: StudyResult) -> None:
-        config = self.config
-        message = result_message(result, site=config.site, device=config.device)
-        self.metrics.observe({"assemble": result.timings_ms["assemble"]})
-        self._submitted_at[result.id] = time.monotonic()
-        self.publisher.submit(
-            OutgoingMessage(key=result.id, topic=config.topic("results"), payload=encode(message))
+        self._reject(
+            item.header.source, IngestError("infer_failed", str(error)), item.header.study_uid
         )
 
-    def _on_delivered(self, message: OutgoingMessage) -> None:
+    def _publish_result(self, result: StudyResult) -> None:
+        self.metrics.observe({"assemble": result.timings_ms["assemble"]})
+        self._submitted_at[result.id] = time.monotonic()
+        self._journal_result(result)
+
+    def _journal_result(self, result: StudyResult) -> bool:
+        """Give the result its seq in the journal and wake the publisher; False: retry later."""
+        config = self.config
+
+        def payload(seq: int) -> bytes:
+            return encode(result_message(result, site=config.site, device=config.device, seq=seq))
+
+        try:
+            seq = self.journal.record_result(result, config.topic("results"), payload)
+        except JournalError as exc:
+            self._journal_failed("publish", exc)
+            with self._unjournalled_lock:
+                self._unjournalled.append(result)
+            return False
+        log.info("study %s: result seq %d journalled", study_hash(result.study_uid), seq)
+        self.publisher.wake()
+        return True
+
+    def _retry_unjournalled(self) -> None:
+        with self._unjournalled_lock:
+            waiting, self._unjournalled = self._unjournalled, []
+        for index, result in enumerate(waiting):
+            if not self._journal_result(result):
+                # Still failing: keep the rest in order behind it.
+                with self._unjournalled_lock:
+                    self._unjournalled.extend(waiting[index + 1 :])
+                break
+        if self._journal_failing and self.journal.write_error is None:
+            self._journal_failing = False
+            self._emit_event("journal", "journal_writable", "the journal is writable again")
+
+    def _journal_failed(self, where: str, exc: JournalError) -> None:
+        self.metrics.count("journal_errors")
+        if not self._journal_failing:
+            self._journal_failing = True
+            self._report_error(where, str(exc), reason="journal_write_failed")
+
+    def _on_delivered(self, entry: OutboxEntry) -> None:
         self.metrics.count("published")
-        submitted = self._submitted_at.pop(message.key, None)
+        submitted = self._submitted_at.pop(entry.result_id, None)
         if submitted is not None:
             self.metrics.observe({"publish": (time.monotonic() - submitted) * 1000})
+        log.info("result seq %d delivered", entry.seq)
 
-    def _first_sighting(self, header: ImageHeader) -> bool:
-        with self._seen_lock:
-            if header.sop_uid in self._seen_sops:
-                return False
-            self._seen_sops.add(header.sop_uid)
-            return True
+    def _on_request(self, topic: str, payload: bytes) -> None:
+        if topic == self.config.topic("health/get"):
+            self._health_requested.set()
 
-    def _forget_sighting(self, header: ImageHeader) -> None:
-        with self._seen_lock:
-            self._seen_sops.discard(header.sop_uid)
+    def _report_error(
+        self, where: str, message: str, path: Path | None = None, reason: str = "internal_error"
+    ) -> None:
+        """Count an internal error, keep it as health's last_error and send an event."""
+        self.metrics.count("errors")
+        self.metrics.error(where, message if path is None else scrub(message, path))
+        self._emit_event("error", reason, message, path=path, where=where)
+
+    def _emit_event(
+        self,
+        kind: str,
+        reason: str,
+        message: str,
+        *,
+        path: Path | None = None,
+        where: str = "",
+        study: str | None = None,
+    ) -> None:
+        config = self.config
+        document = event(
+            kind,
+            site=config.site,
+            device=config.device,
+            reason=reason,
+            message=message,
+            path=path,
+            study=study,
+            where=where or None,
+        )
+        self.publisher.publish_now(
+            config.topic("events"), json.dumps(document).encode(), retain=False, keep=True
+        )
+        try:
+            self.journal.record_event(
+                EventRecord(
+                    **{k: document[k] for k in ("at", "kind", "reason", "file", "study")},
+                    stage=document["where"],
+                    message=document["message"],
+                )
+            )
+        except JournalError:
+            # Sent all the same; the failing journal is reported by the write that found it.
+            self.metrics.count("journal_errors")
 
     # -- health ---------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
         config = self.config
         engine = self.engine
-        return {
+        state_disk = disk_free(config.state_dir)
+        try:
+            backlog = self.journal.backlog()
+        except JournalError as exc:
+            self._journal_failed("health", exc)
+            backlog = None
+        self._note_outbox_full(backlog)
+        message: dict[str, Any] = {
             "schema": HEALTH_SCHEMA,
             "site": config.site,
             "device": config.device,
@@ -385,18 +573,49 @@ class Daemon:
             },
             "disk": {
                 "watch": disk_free(config.watch.dir),
-                "state": disk_free(config.state_dir),
+                "state": state_disk,
             },
             "queues": {
                 "files_pending": self.watcher.pending + self._in_pool,
                 "infer": self.infer.depth,
                 "open_studies": self.assembler.open_studies,
-                "outbox": self.publisher.backlog,
+                "outbox": None if backlog is None else backlog.outbox,
+                "journal_backlog": None if backlog is None else backlog.waiting,
+                "unjournalled": len(self._unjournalled),
             },
-            "counters": self.metrics.counters(),
+            "journal": {
+                "last_seq": None if backlog is None else backlog.last_seq,
+                "oldest_undelivered_at": None
+                if backlog is None or backlog.oldest_created_at is None
+                else _iso(backlog.oldest_created_at),
+                "write_error": self.journal.write_error,
+            },
+            "counters": {
+                **self.metrics.counters(),
+                "events_dropped": self.publisher.dropped_events,
+            },
             "latency_ms": self.metrics.latency(),
             "last_error": self.metrics.last_error,
+            "alarms": alarms(
+                results_waiting=0 if backlog is None else backlog.waiting,
+                journal_error=self.journal.write_error,
+                state_disk=state_disk,
+                min_free_mb=config.health.min_free_mb,
+            ),
         }
+        if self.gpu is not None:
+            message["gpu"] = {"source": self.gpu.source, "devices": self.gpu.snapshot()}
+        return message
+
+    def _note_outbox_full(self, backlog: Backlog | None) -> None:
+        full = backlog is not None and backlog.waiting > 0
+        if full and not self._outbox_full:
+            log.warning(
+                "outbox full (mqtt.outbox_max %d): results wait in the journal (%d so far)",
+                self.config.mqtt.outbox_max,
+                backlog.waiting if backlog else 0,
+            )
+        self._outbox_full = full
 
     def publish_health(self) -> None:
         payload = json.dumps(self.health(), separators=(",", ":")).encode()
@@ -417,6 +636,10 @@ class Daemon:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat(timespec="seconds")
 
 
 def _recently_written(path: Path, settle_s: float) -> bool:

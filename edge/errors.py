@@ -41,3 +41,12 @@ class Skip(EdgeError):
 
 class EngineError(EdgeError):
     """An engine bundle that cannot be loaded, verified or run."""
+
+
+class JournalError(EdgeError):
+    """The journal in ``state_dir`` could not be written (disk full, I/O error).
+
+    The work it would have recorded is not lost: the file stays in the watch folder
+    and is taken again, a result stays in memory and is journalled again, once
+    the journal can be written.
+    """

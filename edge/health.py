@@ -74,7 +74,41 @@ class Metrics:
         return {stage: percentiles(values) for stage, values in sorted(windows.items())}
 
 
-COUNTERS = ("received", "processed", "published", "quarantined", "skipped", "duplicates", "errors")
+COUNTERS = (
+    "received",
+    "already_processed",
+    "processed",
+    "published",
+    "quarantined",
+    "skipped",
+    "duplicates",
+    "errors",
+    "journal_errors",
+)
+
+
+def alarms(
+    *,
+    results_waiting: int,
+    journal_error: str | None,
+    state_disk: dict[str, Any],
+    min_free_mb: int,
+) -> list[str]:
+    """The conditions a hub operator must act on, by name (documented in docs/messages.md).
+
+    ``outbox_full``: results wait in the journal behind a full outbox.
+    ``journal_write_failed``: the last journal write failed; new files wait.
+    ``state_disk_low``: less than ``health.min_free_mb`` free in ``state_dir``.
+    """
+    raised = []
+    if results_waiting > 0:
+        raised.append("outbox_full")
+    if journal_error is not None:
+        raised.append("journal_write_failed")
+    free_mb = state_disk.get("free_mb")
+    if not isinstance(free_mb, int) or free_mb < min_free_mb:
+        raised.append("state_disk_low")
+    return raised
 
 
 def percentiles(values: list[float]) -> dict[str, float]:

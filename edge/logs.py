@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 _PRIORITY = {
     logging.DEBUG: 7,
@@ -35,3 +36,11 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # pydicom logs and warns about malformed input with the file's path, which some
+    # exporters build from the patient's name. Ingest turns every such problem into
+    # a named reason of its own (logged with a path hash), so pydicom's copies go.
+    # pydicom sets its logger's level when it is first imported: import it first.
+    import pydicom.config  # noqa: F401
+
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")

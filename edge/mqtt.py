@@ -1,17 +1,25 @@
-"""The MQTT connection: paho-mqtt 2 with a last will, reconnects and acknowledgements.
+"""The MQTT connection: paho-mqtt 2, TLS, credentials, a last will, reconnects, acks.
 
-This module only talks to the broker. Connection changes and acknowledgements are
-handed to a callback as :class:`LinkEvent` values, so that the publisher's
-outbox state is only ever touched by the publisher's own thread (paho calls its
-callbacks from its network thread while holding its own locks).
+This module only talks to the broker. Connection changes, acknowledgements and
+incoming requests are handed to a callback as :class:`LinkEvent` values, so that
+the publisher's outbox is only ever touched by the publisher's own thread.
+
+The network loop is our own thread rather than paho's ``loop_start``: paho
+retries with a fixed doubling delay and no jitter, so after a hub broker restart
+every box of every clinic would reconnect in lock-step. Here each retry waits a
+capped exponential delay with jitter (:class:`Backoff`), and every failure gets
+one log line that says what to check: a refused CONNACK, an untrusted broker
+certificate, a TLS handshake the broker rejected, an unreachable host.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import ssl
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,16 +31,49 @@ from edge.config import MqttConfig
 
 log = logging.getLogger(__name__)
 
+#: QoS 1 messages in flight before paho queues the rest: mosquitto's default
+#: receive maximum, which paho does not read from the CONNACK itself
+MAX_IN_FLIGHT = 20
+#: CONNACK reason codes (MQTT 5 numbering, 3.1.1 codes 4 and 5 map onto them)
+_BAD_CREDENTIALS = frozenset({134, 135})
+#: how long a stop waits for the DISCONNECT to go out
+STOP_GRACE_S = 2.0
+
 
 @dataclass(frozen=True)
 class LinkEvent:
-    #: ``connected``, ``disconnected`` or ``acked``
+    #: ``connected``, ``disconnected``, ``acked`` or ``message``
     kind: str
     mid: int = 0
     detail: str = ""
+    topic: str = ""
+    payload: bytes = b""
 
 
 EventCallback = Callable[[LinkEvent], None]
+
+
+class Backoff:
+    """Capped exponential back-off with "equal jitter".
+
+    The n-th delay is drawn from ``[d/2, d]`` with ``d = min(cap, first * 2**n)``:
+    never less than half the nominal delay, so a box does not hammer a broker
+    that refuses it, yet spread enough that many boxes do not retry in step.
+    """
+
+    def __init__(self, first_s: float, cap_s: float, rng: random.Random | None = None) -> None:
+        self.first_s = first_s
+        self.cap_s = cap_s
+        self._rng = rng or random.Random()
+        self._attempt = 0
+
+    def next_delay(self) -> float:
+        nominal = min(self.cap_s, self.first_s * 2.0 ** min(self._attempt, 32))
+        self._attempt += 1
+        return nominal / 2 + self._rng.uniform(0, nominal / 2)
+
+    def reset(self) -> None:
+        self._attempt = 0
 
 
 class MqttLink:
@@ -46,38 +87,39 @@ class MqttLink:
         will_topic: str,
         will_payload: bytes,
         on_event: EventCallback,
+        subscriptions: Sequence[str] = (),
+        password: str | None = None,
     ) -> None:
         self._config = config
         self._on_event = on_event
+        self._subscriptions = tuple(subscriptions)
         self._connected = threading.Event()
+        self._stopping = threading.Event()
+        self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
+        #: what went wrong last, for health; empty once connected
         self.last_error = ""
-        protocol = (
-            MQTTProtocolVersion.MQTTv5 if config.protocol == "5" else MQTTProtocolVersion.MQTTv311
-        )
-        self._client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=protocol,
-        )
+        self._socket_error = ""
+        self._reported = False
+        self._accepted = False
+        self._client = self._make_client(client_id, password)
         self._client.will_set(will_topic, will_payload, qos=1, retain=True)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
-        # The publisher keeps its own outbox; paho's queue only holds what is in flight.
-        self._client.max_inflight_messages_set(100)
-        if config.tls is not None:
-            self._configure_tls()
-        self._client.on_connect = self._handle_connect
-        self._client.on_disconnect = self._handle_disconnect
-        self._client.on_publish = self._handle_publish
+        self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def where(self) -> str:
+        return f"{self._config.host}:{self._config.port}"
+
     def start(self) -> None:
-        self._client.connect_async(
-            self._config.host, self._config.port, keepalive=self._config.keepalive_s
-        )
-        self._client.loop_start()
+        config = self._config
+        # The box keeps no session on the broker: its outbox is the journal, and
+        # it sends everything unacknowledged again after every connect.
+        options: dict[str, Any] = {"clean_start": True} if config.protocol == "5" else {}
+        self._client.connect_async(config.host, config.port, config.keepalive_s, **options)
+        self._thread.start()
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -90,47 +132,171 @@ class MqttLink:
         return int(info.mid)
 
     def stop(self) -> None:
+        """Disconnect cleanly (the broker then sends no last will) and end the thread."""
+        self._stopping.set()
         self._client.disconnect()
-        self._client.loop_stop()
+        self._thread.join(timeout=STOP_GRACE_S + 3)
 
-    def _configure_tls(self) -> None:
-        tls = self._config.tls
-        assert tls is not None
-        self._client.tls_set(
-            ca_certs=str(tls.ca_file) if tls.ca_file else None,
-            certfile=str(tls.cert_file) if tls.cert_file else None,
-            keyfile=str(tls.key_file) if tls.key_file else None,
-            cert_reqs=ssl.CERT_REQUIRED,
+    # -- the network thread ----------------------------------------------------------------
+
+    def _make_client(self, client_id: str, password: str | None) -> paho.Client:
+        config = self._config
+        protocol = (
+            MQTTProtocolVersion.MQTTv5 if config.protocol == "5" else MQTTProtocolVersion.MQTTv311
         )
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=protocol,
+            reconnect_on_failure=False,
+        )
+        if config.username is not None:
+            client.username_pw_set(config.username, password)
+        if config.tls is not None:
+            client.tls_set(
+                ca_certs=str(config.tls.ca_file) if config.tls.ca_file else None,
+                certfile=str(config.tls.cert_file) if config.tls.cert_file else None,
+                keyfile=str(config.tls.key_file) if config.tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        client.max_inflight_messages_set(MAX_IN_FLIGHT)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_publish = self._handle_publish
+        client.on_message = self._handle_message
+        client.on_log = self._handle_log
+        # Packets are written by this link's thread only: without this, paho
+        # writes to the socket from whichever thread calls publish(), while
+        # our thread may be writing too.
+        client.on_socket_register_write = _ignore_socket
+        return client
 
-    # paho callbacks, on paho's network thread --------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                if self._attempt():
+                    self._serve()
+            except Exception as exc:  # a bug in a callback must not end all delivery
+                log.exception("mqtt %s: connection failed unexpectedly", self.where)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            if self._stopping.is_set():
+                break
+            delay = self._backoff.next_delay()
+            log.debug("reconnecting to mqtt %s in %.1f s", self.where, delay)
+            self._stopping.wait(delay)
+
+    def _attempt(self) -> bool:
+        """Open the socket (and TLS) and send CONNECT; False with a log line on failure."""
+        self._socket_error = ""
+        self._reported = False
+        self._accepted = False
+        try:
+            self._client.reconnect()
+        except ssl.SSLCertVerificationError as exc:
+            self._failed(
+                f"TLS: the broker's certificate is not trusted ({exc.verify_message}); "
+                "is mqtt.tls.ca_file the CA that signed it, and does it name this host?"
+            )
+        except ssl.SSLError as exc:
+            self._failed(f"TLS handshake with the broker failed: {exc.reason or exc}")
+        except OSError as exc:
+            self._failed(f"cannot reach the broker: {exc.strerror or exc}")
+        else:
+            return True
+        return False
+
+    def _serve(self) -> None:
+        """Run paho's network loop until the connection ends."""
+        stop_deadline: float | None = None
+        while True:
+            rc = self._client.loop(timeout=0.5)
+            if rc != paho.MQTT_ERR_SUCCESS:
+                break
+            if self._stopping.is_set():
+                stop_deadline = stop_deadline or time.monotonic() + STOP_GRACE_S
+                if time.monotonic() > stop_deadline:
+                    break
+        if not (self._stopping.is_set() or self._accepted or self._reported):
+            # Closed before any CONNACK: a TLS broker that wants a client
+            # certificate rejects the handshake only when it first reads.
+            hint = (
+                "; it wants a client certificate: set mqtt.tls.cert_file and key_file"
+                if "CERTIFICATE_REQUIRED" in self._socket_error
+                else ""
+            )
+            self._failed(
+                "the broker closed the connection before accepting it"
+                f"{_because(self._socket_error)}{hint}"
+            )
+
+    def _failed(self, message: str) -> None:
+        # One ERROR line per distinct failure: a broker down for a night is one
+        # line (and health's broker.last_error), not one per retry.
+        level = logging.DEBUG if message == self.last_error else logging.ERROR
+        self._reported = True
+        self.last_error = message
+        log.log(level, "mqtt %s: %s", self.where, message)
+
+    # paho callbacks, on this link's thread ---------------------------------------------------
 
     def _handle_connect(
         self, client: Any, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
     ) -> None:
         if reason.is_failure:
-            # A refused CONNACK is not a connection: say so and let paho retry.
-            self.last_error = f"broker refused the connection: {reason}"
-            log.error("%s", self.last_error)
+            hint = (
+                " (check mqtt.username and the password file or credential)"
+                if reason.value in _BAD_CREDENTIALS
+                else ""
+            )
+            self._failed(f"the broker refused the connection: {reason}{hint}")
             return
-        log.info("connected to mqtt %s:%d", self._config.host, self._config.port)
+        # Our outbox resends everything unacknowledged, in order, after this
+        # event; paho's own copies would go out first and twice.
+        client.drop_out_messages()
+        for topic in self._subscriptions:
+            client.subscribe(topic, qos=0)
+        self._backoff.reset()
+        self._accepted = True
+        self.last_error = ""
+        log.info("connected to mqtt %s", self.where)
         self._connected.set()
         self._on_event(LinkEvent("connected"))
 
     def _handle_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
     ) -> None:
-        was_connected = self._connected.is_set()
+        if not self._connected.is_set():
+            return
         self._connected.clear()
-        if was_connected:
-            self.last_error = f"disconnected from broker: {reason}"
-            log.warning("%s", self.last_error)
+        if not self._stopping.is_set():
+            if getattr(flags, "is_disconnect_packet_from_server", False):
+                self.last_error = f"the broker disconnected us: {reason}"
+            else:
+                self.last_error = f"connection lost{_because(self._socket_error)}"
+            log.warning("mqtt %s: %s", self.where, self.last_error)
         self._on_event(LinkEvent("disconnected", detail=str(reason)))
 
     def _handle_publish(
         self, client: Any, userdata: Any, mid: int, reason: ReasonCode, properties: Any
     ) -> None:
         if reason.is_failure:
-            log.error("broker did not accept message %d: %s", mid, reason)
+            # Not acknowledged: it stays in the outbox and goes again after reconnect.
+            log.error("mqtt %s did not accept message %d: %s", self.where, mid, reason)
             return
         self._on_event(LinkEvent("acked", mid=mid))
+
+    def _handle_message(self, client: Any, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._on_event(LinkEvent("message", topic=message.topic, payload=bytes(message.payload)))
+
+    def _handle_log(self, client: Any, userdata: Any, level: int, text: str) -> None:
+        if level == paho.MQTT_LOG_ERR:
+            self._socket_error = text
+            log.debug("paho: %s", text)
+
+
+def _because(socket_error: str) -> str:
+    return f" ({socket_error})" if socket_error else ""
+
+
+def _ignore_socket(client: Any, userdata: Any, sock: Any) -> None:
+    """paho's write-registration hook, unused: our loop selects for writing itself."""

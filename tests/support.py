@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import queue
@@ -46,16 +47,23 @@ class Broker:
     folder: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    #: more mosquitto.conf lines: ``head`` before the first listener (global options
+    #: such as per_listener_settings), ``tail`` after it (more listeners, TLS, auth)
+    head: str = ""
+    tail: str = ""
 
     def start(self) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         conf = self.folder / "mosquitto.conf"
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            self.head + f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.folder}/\n"
-            "max_queued_messages 10000\n"
+            # Started as root, mosquitto drops to the user "mosquitto", which may
+            # not write here; then no session survives a restart.
+            f"user {getpass.getuser()}\n"
+            "max_queued_messages 10000\n" + self.tail
         )
         # The child keeps its own copy of the descriptor; the parent's is closed at once.
         with (self.folder / "mosquitto.log").open("ab") as log:
@@ -134,13 +142,14 @@ def write_config(folder: Path, port: int, **overrides: Any) -> Path:
 class DaemonProcess:
     """``edge run`` in a real child process, its log kept for the test's failure report."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.log_path = config.parent / "daemon.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.env = env or {}
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "edge", "run", "--config", str(self.config)],

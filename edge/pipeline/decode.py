@@ -47,7 +47,7 @@ def decode(header: ImageHeader) -> Decoded:
     started = time.perf_counter()
     dataset = _read_full(header.source.path)
     if "PixelData" not in dataset and "FloatPixelData" not in dataset:
-        raise IngestError("missing_tag", "the file has no Pixel Data")
+        raise _missing_pixels(header.source.path)
     plugin = choose_plugin(header.transfer_syntax)
     try:
         pixels = pixel_array(dataset, index=0, decoding_plugin=plugin)
@@ -68,6 +68,26 @@ def choose_plugin(transfer_syntax: str) -> str:
         return ""
     available = get_decoder(UID(transfer_syntax)).available_plugins
     return next((name for name in preferred if name in available), "")
+
+
+#: the Pixel Data tag (7FE0,0010) as it is written in little endian
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+
+
+def _missing_pixels(path: Path) -> IngestError:
+    """Tell a file cut inside its Pixel Data from one that never had any.
+
+    pydicom drops an encapsulated Pixel Data element whose end is missing (with a
+    logged warning) rather than raising, so the element's tag in the raw bytes
+    is what shows the file was cut short: still being written, or truncated.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return IngestError("unreadable", f"cannot read the file again: {exc.strerror}")
+    if _PIXEL_DATA_TAG in raw:
+        return IngestError("truncated", "the file ends inside its Pixel Data")
+    return IngestError("missing_tag", "the file has no Pixel Data")
 
 
 def _read_full(path: Path) -> Dataset:

@@ -123,6 +123,46 @@ class StudyAssembler:
             del self._open[study.study_uid]
         return self._result(study, "complete")
 
+    def restore(self, scores: list[ImageScore]) -> list[StudyResult]:
+        """Reopen studies from journalled scores after a restart; return those to close now.
+
+        A restored study's quiet period starts again now (the scores' arrival
+        time) and it stays bound to the engine that scored it. Closed at once:
+        a study whose four views were all scored (the daemon stopped between its
+        last score and journalling its result), and a study whose engine no
+        longer serves (a study is never scored by two engines): it goes out with
+        the views it has, and views arriving later make a result of their own.
+        Call after :meth:`serve`, before any arrival.
+        """
+        with self._lock:
+            for score in scores:
+                header = score.header
+                study = self._open.get(header.study_uid)
+                if study is None:
+                    arrived = header.source.detected_at
+                    study = _OpenStudy(header.study_uid, header.accession, arrived)
+                    study.engine = score.engine
+                    self._open[header.study_uid] = study
+                study.scores.append(score)
+            complete = [study for study in self._open.values() if study.complete()]
+            orphaned = [
+                study
+                for study in self._open.values()
+                if not study.complete() and study.engine != self._serving
+            ]
+            for study in (*complete, *orphaned):
+                del self._open[study.study_uid]
+        for study in orphaned:
+            log.warning(
+                "study %s was scored by engine %s, no longer serving: closed with its %d images",
+                study_hash(study.study_uid),
+                study.engine.version if study.engine else "?",
+                len(study.scores),
+            )
+        return [self._result(study, "complete") for study in complete] + [
+            self._result(study, "quiet") for study in orphaned
+        ]
+
     def due(self, now: float | None = None) -> list[StudyResult]:
         """Close the studies that have been quiet for ``quiet_s``."""
         now = time.monotonic() if now is None else now
