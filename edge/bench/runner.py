@@ -76,7 +76,7 @@ class Plan:
             baseline_poll_s=1.0,
             isolated_repeats=3,
             isolated_all_views=True,
-            warm_up_images=48,
+            warm_up_images=200,
         )
 
 

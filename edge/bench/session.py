@@ -29,6 +29,8 @@ from edge.config import Config
 #: studies in flight at once during the warm-up and the soak
 SOAK_WINDOW = 4
 RESULT_TIMEOUT_S = 300.0
+#: the daemon finishes its last study's bookkeeping before its memory is read
+IDLE_BEFORE_RSS_S = 1.0
 #: the view gaps of the two arrival patterns
 MODALITY_GAP_S = 0.5
 
@@ -111,6 +113,7 @@ class BenchSession:
                 idle = phases.idle_cpu_percent(daemon.pid, idle_s)
             with _phase(f"warm-up: {warm_up} images"):
                 phases.soak(rig, encodings, warm_up, SOAK_WINDOW)
+            time.sleep(IDLE_BEFORE_RSS_S)
             warm = phases.rss_mb(daemon.pid)
             samples = [warm]
             with _phase(f"soak: {soak} images"):
@@ -121,6 +124,7 @@ class BenchSession:
                     SOAK_WINDOW,
                     each=lambda: samples.append(phases.rss_mb(daemon.pid)),
                 )
+            time.sleep(IDLE_BEFORE_RSS_S)
             rss = {"warm": warm, "after_soak": phases.rss_mb(daemon.pid), "peak": max(samples)}
         return FootprintFigures(idle, rss, soaked)
 
