@@ -85,28 +85,37 @@ def templates(
     }
 
 
-def stage_study(case: Case, encoding: str, staging: Path, *, number: int) -> StagedStudy:
+def stage_study(
+    case: Case, encoding: str, staging: Path, *, number: int, scratch: Path
+) -> StagedStudy:
     """Write ``case`` into ``staging`` as one new study (fresh UIDs).
 
-    The files are named ``s{number}-{view}.dcm``, unique across the run, so that
-    they can be moved or copied into the watch folder side by side.
+    The files are named ``.s{number}-{view}.dcm``: hidden, so that a watcher
+    ignores them (``watch.ignore``) when ``staging`` lies inside its folder, and
+    unique across the run. :func:`sent_name` is the name they are sent under.
+    pydicom writes them in ``scratch`` (outside any watched folder) first.
     """
     study_uid = generate_uid()
     name = f"s{number:05d}"
     written = write_study(
         case,
-        staging / name,
+        scratch / name,
         accession=f"BENCH{number:05d}",
         patient="BENCH^PATIENT",
         study_uid=study_uid,
     )
     files = []
     for view in VIEW_ORDER:
-        target = staging / f"{name}-{view}.dcm"
+        target = staging / f".{name}-{view}.dcm"
         written[view].replace(target)
         files.append(target)
-    (staging / name).rmdir()
+    (scratch / name).rmdir()
     return StagedStudy(study_uid, encoding, tuple(files))
+
+
+def sent_name(staged: Path) -> str:
+    """The name a staged file takes in the watch folder: without the leading dot."""
+    return staged.name.removeprefix(".")
 
 
 def transcode(source: Path, encoding: str, target: Path) -> None:
@@ -139,9 +148,3 @@ def _cache_path(cache_dir: Path, source: Path, encoding: str, view: str) -> Path
     key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{pydicom.__version__}|{encoding}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_dir / f"{encoding}-{view}-{digest}.dcm"
-
-
-def remove_files(study: StagedStudy, folder: Path) -> None:
-    """Delete a study's files from ``folder`` (where they were moved or copied to)."""
-    for path in study.files:
-        (folder / path.name).unlink(missing_ok=True)

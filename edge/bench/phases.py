@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.bench import BenchError
-from edge.bench.corpus import Case, StagedStudy, stage_study
+from edge.bench.corpus import Case, StagedStudy, sent_name, stage_study
 from edge.bench.harness import Listener
 
 if TYPE_CHECKING:
@@ -34,6 +34,8 @@ class Rig:
 
     export: Path
     staging: Path
+    #: where pydicom writes a study before it is renamed into ``staging``
+    scratch: Path
     listener: Listener
     templates: dict[str, list[Case]]
     timeout_s: float
@@ -42,12 +44,24 @@ class Rig:
     def stage(self, encoding: str, index: int) -> StagedStudy:
         cases = self.templates[encoding]
         case = cases[index % len(cases)]
-        return stage_study(case, encoding, self.staging, number=next(self.numbers))
+        return stage_study(
+            case, encoding, self.staging, number=next(self.numbers), scratch=self.scratch
+        )
+
+    def drop(self, study: StagedStudy) -> None:
+        """Rename a staged study's files into the watch folder, as fast as that goes.
+
+        Staged inside the watch folder (hidden), each file is renamed within the
+        watched tree: the watcher sees a move, as from a PACS that writes under a
+        temporary name, and takes the file at once.
+        """
+        for path in study.files:
+            path.rename(self.export / sent_name(path))
 
     def discard(self, study: StagedStudy) -> None:
         """Delete a study's files from the watch folder and the staging folder."""
         for path in study.files:
-            (self.export / path.name).unlink(missing_ok=True)
+            (self.export / sent_name(path)).unlink(missing_ok=True)
             path.unlink(missing_ok=True)
 
 
@@ -92,7 +106,7 @@ def arrivals(
 
 
 def _one_study(rig: Rig, study: StagedStudy, gap_s: float) -> StudySample:
-    contents = [(path.name, path.read_bytes()) for path in study.files]
+    contents = [(sent_name(path), path.read_bytes()) for path in study.files]
     started = time.monotonic()
     closed = 0.0
     for number, (name, data) in enumerate(contents):
@@ -131,8 +145,8 @@ class BurstRun:
 def burst(rig: Rig, encodings: tuple[str, ...], studies: int, pid: int) -> BurstRun:
     """Drop ``studies`` studies (encodings in turn) at once; time until the last result.
 
-    The files are staged first, then renamed into the watch folder one after the
-    other, which takes milliseconds: a PACS pushing a backlog, as fast as it can.
+    The files are staged first, then renamed into place one after the other
+    (:meth:`Rig.drop`), which takes milliseconds: a PACS pushing a backlog.
     The daemon's (process ``pid``) CPU time over the burst says how many cores it
     kept busy.
     """
@@ -142,8 +156,7 @@ def burst(rig: Rig, encodings: tuple[str, ...], studies: int, pid: int) -> Burst
         cpu_before = _cpu_seconds(process)
         started = time.monotonic()
         for study in staged:
-            for path in study.files:
-                path.rename(rig.export / path.name)
+            rig.drop(study)
         last = max(rig.listener.wait_result(s.study_uid, rig.timeout_s).at for s in staged)
         cpu = _cpu_seconds(process) - cpu_before
     finally:
@@ -185,8 +198,7 @@ def soak(
     while fed < images or in_flight:
         if fed < images and len(in_flight) < window:
             study = rig.stage(encodings[number % len(encodings)], number)
-            for path in study.files:
-                path.rename(rig.export / path.name)
+            rig.drop(study)
             in_flight.append(study)
             fed += len(study.files)
             number += 1

@@ -144,7 +144,8 @@ class BenchSession:
             with _phase(
                 f"naive baseline: views {MODALITY_GAP_S:g} s apart, {repeats} per encoding"
             ):
-                rig = self._rig(export)
+                # The naive script lists its folder: its studies are staged outside.
+                rig = self._rig(export, _folder(self.work, "staging"))
                 return phases.arrivals(rig, encodings, repeats, gap_s=MODALITY_GAP_S)
         finally:
             child.stop()
@@ -165,10 +166,12 @@ class BenchSession:
         finally:
             child.stop()
 
-    def _rig(self, export: Path) -> phases.Rig:
-        staging = _folder(self.work, "staging")
+    def _rig(self, export: Path, staging: Path | None = None) -> phases.Rig:
+        """Studies staged in a hidden folder inside ``export``, unless ``staging`` is given."""
+        staging = staging or _folder(export, ".staging")
+        scratch = _folder(self.work, "scratch")
         return phases.Rig(
-            export, staging, self.listener, self.cases, RESULT_TIMEOUT_S, self._numbers
+            export, staging, scratch, self.listener, self.cases, RESULT_TIMEOUT_S, self._numbers
         )
 
 
