@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="configuration file")
     status.add_argument("--limit", type=int, default=10, help="studies and errors shown")
     status.set_defaults(handler=_status)
+
+    _add_bench(commands)
     return parser
 
 
@@ -259,3 +261,36 @@ def _hub(args: argparse.Namespace) -> int:
     except HubError as exc:
         print(f"hub error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = commands.add_parser(
+        "bench", help="measure latency, throughput and footprint against a naive pipeline"
+    )
+    bench.add_argument("--config", type=Path, help="a box's configuration (default: demo engine)")
+    bench.add_argument("--json", type=Path, dest="json_path", help="write the figures here")
+    bench.add_argument("--chart", type=Path, dest="chart_path", help="write the PNG chart here")
+    bench.add_argument("--quick", action="store_true", help="a short run (under two minutes)")
+    bench.add_argument("--encodings", default="rle,explicit_vr,jpeg2000", help="comma-separated")
+    bench.add_argument(
+        "--soak-encodings", default="rle,explicit_vr", help="encodings fed in the soak"
+    )
+    bench.add_argument("--repeats", type=int, help="studies per encoding and arrival pattern")
+    bench.add_argument("--burst-studies", type=int, help="studies dropped at once (default 50)")
+    bench.add_argument("--soak-images", type=int, help="images fed in the soak (default 2000)")
+    bench.add_argument("--idle-s", type=float, help="seconds of idle CPU measurement (default 30)")
+    bench.add_argument("--cache-dir", type=Path, help="where re-encoded templates are kept")
+    bench.add_argument("--keep", action="store_true", help="keep the bench's working folder")
+    bench.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from edge.bench import BenchError
+    from edge.bench.runner import options_from_args, run_bench
+
+    try:
+        run_bench(options_from_args(args))
+    except BenchError as exc:
+        print(f"bench error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK

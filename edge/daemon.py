@@ -91,6 +91,8 @@ class Daemon:
         self._outbox_full = False
         #: start times of the files the ingest pool has in hand, for the watchdog
         self._ingest_clock = WorkClock()
+        #: result id -> monotonic time it was assembled, until its PUBACK (the publish timing)
+        self._submitted_at: dict[str, float] = {}
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -354,6 +356,8 @@ class Daemon:
         except IngestError as error:
             self._reject(incoming, error)
             return
+        if incoming.trigger != "scan":  # a file found at start-up waited for the daemon
+            header.timings_ms["detect"] = detect_ms(incoming)
         if not self._claim(header):
             return
         engine = self.infer.engine_for(self.assembler.arrived(header))
@@ -457,6 +461,7 @@ class Daemon:
 
     def _publish_result(self, result: StudyResult) -> None:
         self.metrics.observe({"assemble": result.timings_ms["assemble"]})
+        self._submitted_at[result.id] = time.monotonic()
         self._journal_result(result)
 
     def _journal_result(self, result: StudyResult) -> bool:
@@ -498,6 +503,9 @@ class Daemon:
 
     def _on_delivered(self, entry: OutboxEntry) -> None:
         self.metrics.count("published")
+        submitted = self._submitted_at.pop(entry.result_id, None)
+        if submitted is not None:
+            self.metrics.observe({"publish": (time.monotonic() - submitted) * 1000})
         log.info("result seq %d delivered", entry.seq)
 
     def _on_request(self, topic: str, payload: bytes) -> None:
@@ -683,3 +691,14 @@ def _recently_written(path: Path, settle_s: float) -> bool:
         return time.time() - path.stat().st_mtime < settle_s
     except OSError:
         return False
+
+
+def detect_ms(incoming: IncomingFile) -> float:
+    """Milliseconds from the file's last write (its mtime) to the watcher taking it.
+
+    The mtime is wall-clock time and the watcher's stamp monotonic, so the stamp is
+    carried over to wall-clock time first. File systems set mtime from a coarse
+    clock: the figure is good to a few milliseconds.
+    """
+    taken = time.time() - (time.monotonic() - incoming.detected_at)
+    return max(0.0, (taken - incoming.mtime_ns / 1e9) * 1000)
