@@ -17,10 +17,9 @@ import numpy as np
 from edge.config import Config
 from edge.engines.bundle import load_bundle
 from edge.engines.store import PLANS
-from edge.pipeline.decode import decode
+from edge.pipeline.decode import load_model_input
 from edge.pipeline.infer import Engine
 from edge.pipeline.ingest import read_header
-from edge.pipeline.preprocess import prepare
 from edge.types import IncomingFile
 
 #: images per batch when measuring the engine's throughput
@@ -143,14 +142,14 @@ def run_once(engine: Engine, path: Path, max_pixels: int) -> tuple[float, float,
     stat = path.stat()
     incoming = IncomingFile(path, stat.st_size, stat.st_mtime_ns, time.monotonic(), "bench")
     header = read_header(incoming, max_pixels=max_pixels)
-    decoded = decode(header)
-    prepared = prepare(header, decoded.dataset, decoded.pixels, engine.preprocessing)
+    # The daemon's own decode path: JPEG 2000 at the resolution the model needs.
+    prepared = load_model_input(header, engine.preprocessing, threads=0)
     started = time.perf_counter()
     engine.score(prepared.tensor[np.newaxis])
     infer_ms = (time.perf_counter() - started) * 1000
     return (
         header.timings_ms["header"],
-        decoded.decode_ms,
+        prepared.timings_ms["decode"],
         prepared.timings_ms["preprocess"],
         infer_ms,
     )
