@@ -110,7 +110,7 @@ def _rest(doc: dict[str, Any]) -> str:
             f"{'/'.join(burst['encodings'])}) dropped at once: {burst['seconds']:.1f} s, "
             f"{burst['images_per_s']:.2f} images/s",
             f"           ideal {burst['ideal_images_per_s']:.2f} images/s = min("
-            f"{ideal['cores']} cores / {ideal['header_decode_preprocess_ms']:.0f} ms, "
+            f"{ideal['cores']} cores / {ideal['header_decode_preprocess_cpu_ms']:.0f} CPU ms, "
             f"infer {ideal['infer_images_per_s']:.0f} images/s): "
             f"efficiency {burst['efficiency']:.2f}; the daemon kept "
             f"{burst['daemon_cores_busy']:.2f} of {ideal['cores']} cores busy",
