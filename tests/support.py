@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,18 @@ class Subscriber:
                 except ValueError:
                     return payload
                 return decoded
+
+    def wait_health(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """The first health message for which ``predicate`` holds, within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            last = self.next("/health", max(0.1, deadline - time.monotonic()))
+            if isinstance(last, dict) and predicate(last):
+                return last
+        raise AssertionError(f"health never matched; last: {json.dumps(last, indent=1)}")
 
     def close(self) -> None:
         self._client.loop_stop()

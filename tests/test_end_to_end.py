@@ -24,22 +24,6 @@ EXPECTED_VIEWS = {
 }
 
 
-def latest_health(subscriber: Subscriber, timeout: float = 10.0) -> dict[str, Any]:
-    health = subscriber.next("/health", timeout)
-    assert isinstance(health, dict)
-    return health
-
-
-def wait_health(subscriber: Subscriber, predicate: Any, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    health: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        health = latest_health(subscriber, timeout=max(0.1, deadline - time.monotonic()))
-        if predicate(health):
-            return health
-    raise AssertionError(f"health never matched; last: {json.dumps(health, indent=1)}")
-
-
 def test_four_view_study_gives_one_valid_result(
     daemon_factory: Any, subscriber: Subscriber, study_files: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -120,7 +104,7 @@ def test_slowly_written_files_are_processed_once_and_complete(
     assert isinstance(result, dict)
     assert len(result["images"]) == 4
     assert result["missing_views"] == []
-    health = wait_health(subscriber, lambda h: h["counters"]["processed"] >= 4)
+    health = subscriber.wait_health(lambda h: h["counters"]["processed"] >= 4)
     assert health["counters"]["processed"] == 4
     assert health["counters"]["quarantined"] == 0
     assert health["counters"]["duplicates"] == 0
@@ -137,8 +121,8 @@ def test_non_mammogram_is_skipped_and_truncated_file_quarantined(
     data = study_files["lcc"].read_bytes()
     (export / "truncated.dcm").write_bytes(data[: len(data) // 2])
 
-    health = wait_health(
-        subscriber, lambda h: h["counters"]["quarantined"] >= 1 and h["counters"]["skipped"] >= 1
+    health = subscriber.wait_health(
+        lambda h: h["counters"]["quarantined"] >= 1 and h["counters"]["skipped"] >= 1
     )
     assert health["counters"]["skipped_by_reason"] == {"not_mg": 1}
     assert health["counters"]["quarantined_by_reason"] == {"truncated": 1}

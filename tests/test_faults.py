@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,7 +223,7 @@ def test_state_dir_filling_up_loses_nothing_journalled(
     subscriber = Subscriber(broker.port, ["edge/#"])
     # Journalled before the disk filled: delivered while it is full.
     hub.wait_results(2, timeout=120)
-    health = _wait_health(subscriber, lambda h: "journal_write_failed" in h["alarms"])
+    health = subscriber.wait_health(lambda h: "journal_write_failed" in h["alarms"])
     assert "state_disk_low" in health["alarms"]
     assert health["disk"]["state"]["free_mb"] == 0
     assert health["counters"]["journal_errors"] > 0
@@ -234,7 +234,7 @@ def test_state_dir_filling_up_loses_nothing_journalled(
     hub.close()
     assert_each_study_delivered_once(hub, studies)
     # Every image scored once, none lost to the failed writes, and the alarms gone.
-    _wait_health(subscriber, lambda h: h["alarms"] == [] and h["counters"]["processed"] == 12)
+    subscriber.wait_health(lambda h: h["alarms"] == [] and h["counters"]["processed"] == 12)
     subscriber.close()
     assert daemon.alive()
 
@@ -242,15 +242,3 @@ def test_state_dir_filling_up_loses_nothing_journalled(
 def _drain(subscriber: Subscriber) -> None:
     while not subscriber.messages.empty():
         subscriber.messages.get_nowait()
-
-
-def _wait_health(
-    subscriber: Subscriber, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = subscriber.next("/health", max(0.1, deadline - time.monotonic()))
-        if isinstance(last, dict) and predicate(last):
-            return last
-    raise AssertionError(f"health never matched; last: {json.dumps(last, indent=1)}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import queue
 import signal
 import threading
@@ -173,23 +172,11 @@ def test_hot_swap_while_30_studies_stream(
         assert result["study"]["threshold"] == {"A": 0.5, "B": 0.2}[result["model"]["version"]]
         assert result["missing_views"] == [] and len(result["images"]) == 4
     daemon.wait_log("engine test-engine A closed: its last study is done", timeout=60)
-    health = latest_health(subscriber, lambda h: h["counters"]["processed"] == 120)
+    health = subscriber.wait_health(lambda h: h["counters"]["processed"] == 120)
     assert health["counters"]["errors"] == 0 and health["counters"]["quarantined"] == 0
     assert health["engine"]["version"] == "B" and health["engine"]["source"] == "store"
     assert health["engine"]["last_activation"]["ok"] is True
     assert daemon.stop() == 0
-
-
-def latest_health(subscriber: Subscriber, predicate: Any, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    health: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        message = subscriber.next("/health", max(0.1, deadline - time.monotonic()))
-        assert isinstance(message, dict)
-        health = message
-        if predicate(health):
-            return health
-    raise AssertionError(f"health never matched; last: {json.dumps(health, indent=1)}")
 
 
 @pytest.mark.slow
@@ -233,7 +220,7 @@ def test_a_failed_activation_leaves_the_old_engine_serving(
         (export / path.name).write_bytes(path.read_bytes())
     (result,) = results(subscriber, 1, timeout=120)
     assert result["model"]["version"] == "A"
-    health = latest_health(subscriber, lambda h: h["engine"]["last_activation"] is not None)
+    health = subscriber.wait_health(lambda h: h["engine"]["last_activation"] is not None)
     assert health["engine"]["version"] == "A"
     assert health["engine"]["backend_requested"] == "auto"
     assert health["engine"]["backend_reason"]

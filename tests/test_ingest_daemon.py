@@ -6,10 +6,8 @@ file names goes through, and the same study sent again is counted as duplicates.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +16,6 @@ from mammo_files import build
 from support import Subscriber
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
-
-
-def wait_health(subscriber: Subscriber, predicate: Any, timeout: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    health: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        message = subscriber.next("/health", max(0.1, deadline - time.monotonic()))
-        assert isinstance(message, dict)
-        health = message
-        if predicate(health):
-            return health
-    raise AssertionError(f"health never matched; last: {json.dumps(health, indent=1)}")
 
 
 def write_hostile_files(
@@ -87,8 +73,8 @@ def test_hostile_files_are_quarantined_and_the_daemon_keeps_serving(
     for reason in expected.values():
         wanted[reason] = wanted.get(reason, 0) + 1
 
-    health = wait_health(
-        subscriber, lambda h: h["counters"].get("quarantined", 0) >= len(expected), timeout=90
+    health = subscriber.wait_health(
+        lambda h: h["counters"].get("quarantined", 0) >= len(expected), timeout=90
     )
     assert health["counters"]["quarantined_by_reason"] == wanted
     reasons = sorted((tmp_path / "state" / "quarantine").glob("*.reason.txt"))
@@ -123,7 +109,7 @@ def test_an_image_already_scored_is_counted_as_a_duplicate_not_scored_again(
     resent.mkdir()
     for path in study_files.values():
         shutil.copy(path, resent / path.name)
-    health = wait_health(subscriber, lambda h: h["counters"].get("duplicates", 0) >= 4)
+    health = subscriber.wait_health(lambda h: h["counters"].get("duplicates", 0) >= 4)
     assert health["counters"]["duplicates"] == 4
     assert health["counters"]["processed"] == 4
     assert health["counters"].get("quarantined", 0) == 0
