@@ -135,6 +135,8 @@ class Daemon:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
         self.decoder = make_pool(config.decode.pool, workers, timeout_s=config.decode.timeout_s)
         self._in_pool = 0
+        self._paths_in_hand: set[Path] = set()
+        self._paths_changed: set[Path] = set()
         self._pool_lock = threading.Lock()
         self.watcher = FolderWatcher(
             config.watch.dir,
@@ -321,6 +323,14 @@ class Daemon:
     def _on_file(self, incoming: IncomingFile) -> None:
         self.metrics.count("received")
         with self._pool_lock:
+            # One job per path at a time: two events for a file still being written
+            # (a new folder's first scan and its close-write) would otherwise both
+            # claim and score the same image. The later one is looked at again once
+            # the job in hand is done.
+            if incoming.path in self._paths_in_hand:
+                self._paths_changed.add(incoming.path)
+                return
+            self._paths_in_hand.add(incoming.path)
             self._in_pool += 1
         self.pool.submit(self._process_file, incoming)
 
@@ -336,6 +346,11 @@ class Daemon:
             self._ingest_clock.end(token)
             with self._pool_lock:
                 self._in_pool -= 1
+                self._paths_in_hand.discard(incoming.path)
+                changed = incoming.path in self._paths_changed
+                self._paths_changed.discard(incoming.path)
+            if changed:
+                self.watcher.recheck(incoming.path)
 
     def _ingest(self, incoming: IncomingFile) -> None:
         config = self.config
