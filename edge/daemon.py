@@ -467,12 +467,11 @@ class Daemon:
         if result is not None:
             self._publish_result(result)
 
-    def _on_infer_failure(self, item: ModelInput, error: Exception) -> None:
-        self._report_error("infer", f"{type(error).__name__}: {error}", item.header.source.path)
+    def _on_infer_failure(self, item: ModelInput, reason: str, error: Exception) -> None:
+        detail = f"{type(error).__name__}: {error}"
+        self._report_error("infer", detail, item.header.source.path)
         self.assembler.dropped(item.header)
-        self._reject(
-            item.header.source, IngestError("infer_failed", str(error)), item.header.study_uid
-        )
+        self._reject(item.header.source, IngestError(reason, detail), item.header.study_uid)
 
     def _publish_result(self, result: StudyResult) -> None:
         self.metrics.observe({"assemble": result.timings_ms["assemble"]})

@@ -56,7 +56,7 @@ def test_each_image_is_scored_by_its_studys_engine_and_the_old_one_closes(
     scores: queue.Queue[ImageScore] = queue.Queue()
     assembler = StudyAssembler(30, lambda _e: 0.5)
     assembler.serve(a.info)
-    worker = InferenceWorker(a, scores.put, lambda i, e: None, assembler.engines_in_use)
+    worker = InferenceWorker(a, scores.put, lambda i, r, e: None, assembler.engines_in_use)
     worker.start()
     first = header("1", "study-A")
     bound = assembler.arrived(first)  # study-A starts on A

@@ -112,7 +112,9 @@ class Engine:
 
 
 ScoreCallback = Callable[[ImageScore], None]
-FailureCallback = Callable[[ModelInput, Exception], None]
+#: called with the image, the reason (``infer_failed``: the engine failed on its
+#: batch; ``internal_error``: handling its score failed) and the exception
+FailureCallback = Callable[[ModelInput, str, Exception], None]
 
 
 class InferenceWorker:
@@ -257,7 +259,7 @@ class InferenceWorker:
         except Exception as exc:  # any backend failure fails its images
             log.exception("inference failed for a batch of %d", len(batch))
             for item in batch:
-                self._on_failure(item, exc)
+                self._fail(item, "infer_failed", exc)
             return
         finally:
             self.busy_since = None
@@ -266,4 +268,15 @@ class InferenceWorker:
         self.completed += len(batch)
         for item, score in zip(batch, scores, strict=True):
             timings = {**item.header.timings_ms, **item.timings_ms, "infer": elapsed_ms, **device}
-            self._on_score(ImageScore(item.header, score, engine.info, timings))
+            try:
+                self._on_score(ImageScore(item.header, score, engine.info, timings))
+            except Exception as exc:  # a fault past scoring fails this image, not the worker
+                log.exception("handling an image's score failed")
+                self._fail(item, "internal_error", exc)
+
+    def _fail(self, item: ModelInput, reason: str, error: Exception) -> None:
+        """Report ``item`` as failed; the worker thread outlives any fault in doing so."""
+        try:
+            self._on_failure(item, reason, error)
+        except Exception:  # the daemon's health reports the error count and last error
+            log.exception("reporting a failed image failed as well (%s)", reason)

@@ -1,0 +1,66 @@
+"""The inference worker outlives a fault in handling a score: only that image fails."""
+
+from __future__ import annotations
+
+import queue
+import time
+from pathlib import Path
+
+import numpy as np
+from engine_bundles import make_bundle
+
+from edge.engines.bundle import load_bundle
+from edge.pipeline.infer import Engine, InferenceWorker
+from edge.types import ImageHeader, ImageScore, IncomingFile, ModelInput
+
+SIZE = 64
+
+
+def header(sop: str) -> ImageHeader:
+    return ImageHeader(
+        source=IncomingFile(Path(sop), 1, 1, time.monotonic(), "scan"),
+        sop_uid=sop,
+        study_uid="study",
+        accession="A1",
+        laterality="L",
+        view="CC",
+        rows=SIZE,
+        columns=SIZE,
+        transfer_syntax="",
+        row_direction=None,
+    )
+
+
+def test_a_failing_score_handler_fails_only_its_image(tmp_path: Path) -> None:
+    engine = Engine.load(
+        load_bundle(make_bundle(tmp_path / "a", version="1")), backend="onnxruntime", threads=1
+    )
+    scored: queue.Queue[ImageScore] = queue.Queue()
+    failed: queue.Queue[tuple[str, str, Exception]] = queue.Queue()
+
+    def on_score(score: ImageScore) -> None:
+        if score.header.sop_uid == "bad":
+            raise RuntimeError("the journal refused the row")
+        scored.put(score)
+
+    def on_failure(item: ModelInput, reason: str, error: Exception) -> None:
+        failed.put((item.header.sop_uid, reason, error))
+        if item.header.sop_uid == "bad":
+            raise OSError("the quarantine folder is gone too")
+
+    worker = InferenceWorker(engine, on_score, on_failure)
+    worker.start()
+    tensor = np.full((1, SIZE, SIZE), 0.5, dtype=np.float32)
+    try:
+        for sop in ("bad", "good", "after"):
+            worker.submit(ModelInput(header(sop), tensor, engine=engine.info))
+        got = {scored.get(timeout=30).header.sop_uid for _ in range(2)}
+        assert got == {"good", "after"}
+        sop, reason, error = failed.get(timeout=5)
+        assert (sop, reason) == ("bad", "internal_error")
+        assert "journal refused" in str(error)
+        assert failed.empty()
+        assert worker.is_alive()
+    finally:
+        worker.stop(timeout=10)
+        worker.close_engines()
