@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,6 +17,8 @@ from edge.logs import setup_logging
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+#: 128 + SIGPIPE: what a shell reports for a tool whose reader went away
+EXIT_BROKEN_PIPE = 141
 #: where scripts/install.sh puts the configuration
 DEFAULT_CONFIG = Path("/etc/edge/config.yaml")
 
@@ -26,6 +29,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         code = handler(args)
+        sys.stdout.flush()  # here, so that a reader gone away is caught below
+    except BrokenPipeError:
+        # The output's reader has gone (``edge hub results | head``): stop quietly,
+        # as a shell tool killed by SIGPIPE would, with no traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_BROKEN_PIPE
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         code = EXIT_CONFIG

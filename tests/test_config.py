@@ -88,3 +88,18 @@ def test_config_check_command_exit_codes(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert "mqtt.port (line 7)" in bad.stderr
+
+
+def test_output_into_a_closed_pipe_ends_without_a_traceback(tmp_path: Path) -> None:
+    """``edge ... | head``: the reader leaves before the command writes."""
+    good = write(tmp_path, VALID)
+    with subprocess.Popen(
+        [sys.executable, "-m", "edge", "config", "check", str(good)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()  # long before the interpreter has imported edge
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=60) == 141
+    assert stderr == ""
