@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,11 @@ log = logging.getLogger(__name__)
 
 FileCallback = Callable[[IncomingFile], None]
 
+#: how many handed-on files the watcher remembers, to drop a second event for the
+#: same (size, mtime). Bounded, so that a folder nobody cleans does not grow the
+#: daemon: an older duplicate reaches the journal, which knows the file is done.
+EMITTED_MAX = 4096
+
 
 @dataclass
 class _Pending:
@@ -58,16 +64,18 @@ class FolderWatcher:
         recursive: bool = True,
         settle_s: float = 2.0,
         ignore: tuple[str, ...] = (),
+        remember: int = EMITTED_MAX,
     ) -> None:
         self.root = root
+        self._remember = remember
         self._on_file = on_file
         self._recursive = recursive
         self._settle_s = settle_s
         self._ignore = ignore
         self._lock = threading.Lock()
         self._pending: dict[Path, _Pending] = {}
-        #: path -> (size, mtime_ns) last handed on
-        self._emitted: dict[Path, tuple[int, int]] = {}
+        #: path -> (size, mtime_ns) last handed on, oldest first (at most ``remember``)
+        self._emitted: OrderedDict[Path, tuple[int, int]] = OrderedDict()
         self._stop = threading.Event()
         self._observer = Observer()
         self._settler = threading.Thread(target=self._settle_loop, name="watch-settle", daemon=True)
@@ -142,6 +150,9 @@ class FolderWatcher:
             if self._emitted.get(path) == stat:
                 return
             self._emitted[path] = stat
+            self._emitted.move_to_end(path)
+            if len(self._emitted) > self._remember:
+                self._emitted.popitem(last=False)
         size, mtime_ns = stat
         self._on_file(IncomingFile(path, size, mtime_ns, time.monotonic(), trigger))
 

@@ -1,0 +1,38 @@
+"""The folder watcher on a real folder with inotify."""
+
+from __future__ import annotations
+
+import queue
+import time
+from pathlib import Path
+
+from edge.pipeline.watch import FolderWatcher
+from edge.types import IncomingFile
+
+
+def reopen_for_writing(path: Path) -> None:
+    """Open for writing and close without writing: a close-write, same size and mtime."""
+    with path.open("r+b"):
+        pass
+
+
+def test_a_repeated_event_is_dropped_and_the_memory_of_taken_files_is_bounded(
+    tmp_path: Path,
+) -> None:
+    taken: queue.Queue[IncomingFile] = queue.Queue()
+    watcher = FolderWatcher(tmp_path, taken.put, settle_s=30.0, remember=10)
+    watcher.start()
+    try:
+        paths = [tmp_path / f"image-{n:02d}" for n in range(30)]
+        for path in paths:
+            path.write_bytes(b"x" * 100)
+        got = [taken.get(timeout=10).path for _ in paths]
+        assert sorted(got) == paths  # each once
+        reopen_for_writing(paths[-1])  # still remembered: dropped
+        reopen_for_writing(paths[0])  # forgotten long ago: handed on again
+        again = taken.get(timeout=10)
+        assert again.path == paths[0]
+        time.sleep(0.5)  # the dropped event had its chance to come through
+        assert taken.empty()
+    finally:
+        watcher.stop()
