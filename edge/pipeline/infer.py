@@ -93,9 +93,12 @@ class Engine:
         return engine
 
     def warm_up(self) -> None:
-        """Run one blank image so the first patient does not pay for lazy set-up."""
+        """Run a full batch of blank images before serving, so that the first patient
+        does not pay for lazy set-up and the backend's memory is at its peak from the
+        start (ONNX Runtime's arena grows to the largest batch it has run)."""
         spec = self.preprocessing
-        self.score(np.zeros((1, 1, spec.height, spec.width), dtype=np.float32))
+        size = self.backend.max_batch
+        self.score(np.zeros((size, 1, spec.height, spec.width), dtype=np.float32))
 
     def score(self, batch: np.ndarray) -> list[float]:
         output = self.backend.infer(np.ascontiguousarray(batch, dtype=np.float32))
