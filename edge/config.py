@@ -180,6 +180,14 @@ class HealthConfig(_Model):
     )
 
 
+class JournalConfig(_Model):
+    keep_days: Annotated[float, Field(gt=0, le=3650)] = Field(
+        30.0,
+        description="Delivered results, and files that have left the watch folder, are "
+        "forgotten this long after. Until then an image sent again is a duplicate.",
+    )
+
+
 class LogConfig(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -194,6 +202,7 @@ class Config(_Model):
     decode: DecodeConfig = DecodeConfig()
     mqtt: MqttConfig = MqttConfig()
     health: HealthConfig = HealthConfig()
+    journal: JournalConfig = JournalConfig()
     log: LogConfig = LogConfig()
 
     _check_site = field_validator("site", "device")(_topic_segment)

@@ -52,6 +52,7 @@ from edge.pipeline.publish import Publisher, encode, result_message
 from edge.pipeline.study import StudyAssembler, study_hash
 from edge.pipeline.watch import FolderWatcher
 from edge.quarantine import file_tag, quarantine
+from edge.retention import Retention
 from edge.types import EngineInfo, ImageHeader, ImageScore, IncomingFile, ModelInput, StudyResult
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class Daemon:
             on_delivered=self._on_delivered,
             on_request=self._on_request,
         )
+        self.retention = Retention(self.journal, config.journal.keep_days)
         self._resume_from_journal()
         self.gpu = open_gpu_telemetry()
         workers = config.decode.workers or (os.cpu_count() or 1)
@@ -170,6 +172,8 @@ class Daemon:
                 next_pointer_check = time.monotonic() + POINTER_CHECK_S
             if self._reload_requested.is_set():
                 self._start_reload()
+            if self.retention.due():
+                self._forget_old()
             if time.monotonic() >= next_health or self._health_requested.is_set():
                 self._health_requested.clear()
                 self.publish_health()
@@ -508,6 +512,12 @@ class Daemon:
         if self._journal_failing and self.journal.write_error is None:
             self._journal_failing = False
             self._emit_event("journal", "journal_writable", "the journal is writable again")
+
+    def _forget_old(self) -> None:
+        try:
+            self.retention.step()
+        except JournalError as exc:
+            self._journal_failed("retention", exc)
 
     def _journal_failed(self, where: str, exc: JournalError) -> None:
         self.metrics.count("journal_errors")

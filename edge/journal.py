@@ -25,6 +25,8 @@ resumes where it stopped:
     the last :data:`EVENTS_KEPT` events sent on ``.../events`` (quarantined
     files, internal errors), for ``edge status`` after a restart.
 
+What is old is forgotten in passes by :mod:`edge.retention` (``journal.keep_days``).
+
 Every public method is one transaction, serialised by one lock: the volume is a
 few writes per image, far below what one connection serves.
 
@@ -60,6 +62,8 @@ SCHEMA_VERSION = 1
 DONE_STATES = frozenset({"scored", "published", "duplicate", "skipped", "quarantined"})
 #: states of a file taken but not yet scored: it is processed again after a restart
 ACTIVE_STATES = ("seen", "decoded")
+#: states of a file the journal forgets once the file has left the watch folder
+FORGETTABLE_STATES = ("published", "duplicate", "skipped", "quarantined", "gone")
 #: events kept in the journal; older ones are deleted as new ones come
 EVENTS_KEPT = 1000
 
@@ -427,6 +431,53 @@ class Journal:
         )
         (seq,) = db.execute("SELECT seq FROM sequence WHERE device = ?", (self.device,)).fetchone()
         return int(seq)
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def forget_results(self, before: float, limit: int) -> tuple[int, int]:
+        """Forget up to ``limit`` results delivered before ``before`` (epoch seconds),
+        oldest first, with the scored images that went into them.
+
+        Returns (results, images) forgotten. Results not yet delivered are kept
+        however old; ``sequence`` keeps counting, so the hub sees no gap.
+        """
+        with self._transaction() as db:
+            entries = [
+                int(row[0])
+                for row in db.execute(
+                    "SELECT entry FROM results WHERE delivered_at < ? ORDER BY entry LIMIT ?",
+                    (before, limit),
+                )
+            ]
+            if not entries:
+                return 0, 0
+            marks = ",".join("?" * len(entries))
+            images = db.execute(f"DELETE FROM images WHERE result_entry IN ({marks})", entries)
+            db.execute(f"DELETE FROM results WHERE entry IN ({marks})", entries)
+        return len(entries), images.rowcount
+
+    def forgettable_files(
+        self, before: float, after: tuple[float, str], limit: int
+    ) -> list[tuple[float, str]]:
+        """Up to ``limit`` finished files last changed before ``before``, as
+        (updated_at, path) after ``after`` in that order: a pass over them in batches."""
+        marks = ",".join("?" * len(FORGETTABLE_STATES))
+        with self._reading() as db:
+            rows = db.execute(
+                f"SELECT updated_at, path FROM files WHERE state IN ({marks})"
+                " AND updated_at < ? AND (updated_at, path) > (?, ?)"
+                " ORDER BY updated_at, path LIMIT ?",
+                (*FORGETTABLE_STATES, before, *after, limit),
+            ).fetchall()
+        return [(float(updated_at), str(path)) for updated_at, path in rows]
+
+    def forget_files(self, rows: list[tuple[float, str]]) -> int:
+        """Forget these files' rows, unless a row changed since it was listed."""
+        if not rows:
+            return 0
+        with self._transaction() as db:
+            cursor = db.executemany("DELETE FROM files WHERE updated_at = ? AND path = ?", rows)
+        return cursor.rowcount
 
     # -- events ---------------------------------------------------------------------------------
 
