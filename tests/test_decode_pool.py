@@ -65,6 +65,21 @@ def test_processes_give_what_threads_give_in_any_order(
         np.testing.assert_array_equal(result.tensor, inline.run(image, SPEC).tensor)
 
 
+def test_inputs_of_every_engine_size_come_back_whole(files: dict[str, Path]) -> None:
+    """One worker, engines of growing and shrinking input sizes (as across hot swaps):
+    the memory the worker shares with the daemon grows, and nothing is cut or stale."""
+    single = ProcessDecoder(1, threads=1, timeout_s=120)
+    inline = ThreadDecoder(threads=1)
+    image = header(files["rle"])
+    try:
+        for spec in (SPEC, Preprocessing(height=256, width=208), SPEC, SLOW_SPEC):
+            result = single.run(image, spec)
+            assert result.tensor.shape == (1, spec.height, spec.width)
+            np.testing.assert_array_equal(result.tensor, inline.run(image, spec).tensor)
+    finally:
+        single.close()
+
+
 @pytest.mark.filterwarnings("ignore:End of file:UserWarning")
 def test_a_file_s_own_failure_comes_back_as_its_reason(
     pool: ProcessDecoder, files: dict[str, Path]

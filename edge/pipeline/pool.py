@@ -13,11 +13,18 @@ Both run :func:`~edge.pipeline.decode.load_model_input` on one file at a time pe
 worker, for the preprocessing of the engine that will score it (engines can be
 swapped while the daemon runs); results go back to the caller of :meth:`run`, so
 the order in which files finish never matters to the study they belong to.
+
+A worker hands its model input back through memory it shares with the daemon (a
+``memfd`` sent over the pipe), not pickled through the pipe: for the demo engine's
+1024 x 832 float32 input that is about 2 ms instead of 6 on the 2-core
+development VM, on every image's path to a result.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import mmap
 import multiprocessing
 import os
 import queue
@@ -26,7 +33,10 @@ import threading
 import warnings
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
+from multiprocessing.reduction import recv_handle, send_handle
 from typing import Protocol
+
+import numpy as np
 
 from edge.engines.bundle import Preprocessing
 from edge.errors import IngestError
@@ -99,6 +109,30 @@ class ProcessDecoder:
             worker.stop()
 
 
+class _SharedMemory:
+    """An anonymous file mapped by the daemon and by one worker (Linux ``memfd``)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.fd = os.memfd_create("edge-decode", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self.fd, size)
+            self.map = mmap.mmap(self.fd, size)
+        except OSError:
+            os.close(self.fd)
+            raise
+
+    def copy_out(self, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        count = int(np.prod(shape))
+        view = np.frombuffer(self.map, dtype=np.dtype(dtype), count=count).reshape(shape)
+        copied: np.ndarray = view.copy()
+        return copied
+
+    def close(self) -> None:
+        self.map.close()
+        os.close(self.fd)
+
+
 class _Worker:
     """One decoding process and the pipe to it; replaced when it dies."""
 
@@ -107,6 +141,8 @@ class _Worker:
         self._threads = threads
         self.busy = False
         self._lock = threading.Lock()
+        #: where the worker puts model inputs that fit; kept across worker restarts
+        self._shared: _SharedMemory | None = None
         self._start()
 
     @property
@@ -122,6 +158,7 @@ class _Worker:
         child.close()
         self._conn: Connection = parent
         self._process = process
+        self._shared_sent = False
 
     def call(self, header: ImageHeader, spec: Preprocessing, timeout_s: float) -> ModelInput:
         with self._lock:
@@ -129,10 +166,25 @@ class _Worker:
                 self._replace("it had died while idle")
             self.busy = True
             try:
+                self._share(spec.height * spec.width * np.dtype(np.float32).itemsize)
                 self._conn.send((header, spec))
                 return self._receive(timeout_s)
             finally:
                 self.busy = False
+
+    def _share(self, size: int) -> None:
+        """Make sure the worker holds shared memory of at least ``size`` bytes."""
+        if not hasattr(os, "memfd_create"):
+            return  # not Linux: inputs come back through the pipe
+        if self._shared is None or self._shared.size < size:
+            if self._shared is not None:
+                self._shared.close()
+            self._shared = _SharedMemory(size)
+            self._shared_sent = False
+        if not self._shared_sent:
+            self._conn.send(("shared_memory", self._shared.size))
+            send_handle(self._conn, self._shared.fd, self.pid)
+            self._shared_sent = True
 
     def _receive(self, timeout_s: float) -> ModelInput:
         if not self._conn.poll(timeout_s):
@@ -148,6 +200,10 @@ class _Worker:
         if kind == "ok":
             assert isinstance(payload, ModelInput)
             return payload
+        if kind == "shared":
+            prepared, shape, dtype = payload
+            assert isinstance(prepared, ModelInput) and self._shared is not None
+            return dataclasses.replace(prepared, tensor=self._shared.copy_out(shape, dtype))
         if kind == "ingest":
             reason, detail = payload
             raise IngestError(reason, detail)
@@ -172,6 +228,9 @@ class _Worker:
                 log.debug("decode worker %d already gone: %s", self.pid, exc)
             self._process.join(timeout=5)
             self._kill()
+            if self._shared is not None:
+                self._shared.close()
+                self._shared = None
 
 
 def serve(conn: Connection, threads: int) -> None:
@@ -186,6 +245,7 @@ def serve(conn: Connection, threads: int) -> None:
     # quote what the file holds; the daemon logs the file's reason instead.
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")
+    shared: mmap.mmap | None = None
     while True:
         try:
             task = conn.recv()
@@ -193,14 +253,31 @@ def serve(conn: Connection, threads: int) -> None:
             return
         if task is None:
             return
+        if task[0] == "shared_memory":
+            fd = recv_handle(conn)
+            if shared is not None:
+                shared.close()
+            shared = mmap.mmap(fd, task[1])
+            os.close(fd)
+            continue
         header, spec = task
         try:
-            reply: tuple[str, object] = ("ok", load_model_input(header, spec, threads=threads))
+            reply = _reply(load_model_input(header, spec, threads=threads), shared)
         except IngestError as error:
             reply = ("ingest", (error.reason, error.detail))
         except Exception as exc:  # noqa: BLE001 - sent to the daemon, which logs it as a bug
             reply = ("bug", f"{type(exc).__name__}: {exc}")
         conn.send(reply)
+
+
+def _reply(prepared: ModelInput, shared: mmap.mmap | None) -> tuple[str, object]:
+    """The tensor through shared memory when it fits, else through the pipe."""
+    tensor = prepared.tensor
+    if shared is None or tensor.nbytes > len(shared):
+        return ("ok", prepared)
+    np.frombuffer(shared, dtype=tensor.dtype, count=tensor.size).reshape(tensor.shape)[...] = tensor
+    bare = dataclasses.replace(prepared, tensor=np.empty(0, dtype=tensor.dtype))
+    return ("shared", (bare, tensor.shape, tensor.dtype.str))
 
 
 def _describe_exit(code: int | None) -> str:
