@@ -134,6 +134,9 @@ def _load(path: Path) -> Config:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from edge.allocator import limit_arenas
+
+    limit_arenas()  # before the daemon's imports and threads allocate
     from edge.daemon import Daemon
 
     config = _load(args.config)
