@@ -258,7 +258,7 @@ class InferenceWorker:
         started = time.perf_counter()
         self.busy_since = time.monotonic()
         try:
-            scores = engine.score(np.stack([item.tensor for item in batch]))
+            scores = engine.score(_stacked(batch))
         except Exception as exc:  # any backend failure fails its images
             log.exception("inference failed for a batch of %d", len(batch))
             for item in batch:
@@ -283,3 +283,10 @@ class InferenceWorker:
             self._on_failure(item, reason, error)
         except Exception:  # the daemon's health reports the error count and last error
             log.exception("reporting a failed image failed as well (%s)", reason)
+
+
+def _stacked(batch: list[ModelInput]) -> np.ndarray:
+    """The batch as one (N, C, H, W) array; a single image without a copy."""
+    if len(batch) == 1:
+        return batch[0].tensor[np.newaxis]
+    return np.stack([item.tensor for item in batch])
