@@ -92,8 +92,8 @@ class Daemon:
         self._outbox_full = False
         #: start times of the files the ingest pool has in hand, for the watchdog
         self._ingest_clock = WorkClock()
-        #: result id -> monotonic time it was assembled, until its PUBACK (the publish timing)
-        self._submitted_at: dict[str, float] = {}
+        #: seq -> monotonic time its result was assembled, until its PUBACK (the publish timing)
+        self._submitted_at: dict[int, float] = {}
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -479,15 +479,17 @@ class Daemon:
 
     def _publish_result(self, result: StudyResult) -> None:
         self.metrics.observe({"assemble": result.timings_ms["assemble"]})
-        self._submitted_at[result.id] = time.monotonic()
         self._journal_result(result)
 
     def _journal_result(self, result: StudyResult) -> bool:
         """Give the result its seq in the journal and wake the publisher; False: retry later."""
         config = self.config
 
-        def payload(seq: int) -> bytes:
-            return encode(result_message(result, site=config.site, device=config.device, seq=seq))
+        def payload(seq: int) -> tuple[str, bytes]:
+            message = result_message(result, site=config.site, device=config.device, seq=seq)
+            # Before the commit makes the result visible to the publisher.
+            self._submitted_at[seq] = result.assembled_at
+            return message["id"], encode(message)
 
         try:
             seq = self.journal.record_result(result, config.topic("results"), payload)
@@ -527,7 +529,7 @@ class Daemon:
 
     def _on_delivered(self, entry: OutboxEntry) -> None:
         self.metrics.count("published")
-        submitted = self._submitted_at.pop(entry.result_id, None)
+        submitted = self._submitted_at.pop(entry.seq, None)
         if submitted is not None:
             self.metrics.observe({"publish": (time.monotonic() - submitted) * 1000})
         log.info("result seq %d delivered", entry.seq)

@@ -80,6 +80,8 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_by_sop ON files (sop_uid);
 CREATE INDEX IF NOT EXISTS files_by_state ON files (state, updated_at);
+-- retention's passes walk the files oldest first, a batch at a time
+CREATE INDEX IF NOT EXISTS files_by_age ON files (updated_at, path);
 CREATE TABLE IF NOT EXISTS images (
     sop_uid TEXT PRIMARY KEY,
     study_uid TEXT NOT NULL,
@@ -363,16 +365,19 @@ class Journal:
 
     # -- results and the outbox ---------------------------------------------------------------
 
-    def record_result(self, result: StudyResult, topic: str, encode: Callable[[int], bytes]) -> int:
-        """Give ``result`` the next ``seq``, journal ``encode(seq)`` and queue it; return seq."""
+    def record_result(
+        self, result: StudyResult, topic: str, encode: Callable[[int], tuple[str, bytes]]
+    ) -> int:
+        """Give ``result`` the next ``seq``, journal the (id, payload) ``encode(seq)``
+        gives and queue it; return seq."""
         with self._transaction() as db:
             seq = self._next_seq(db)
-            payload = encode(seq)
+            result_id, payload = encode(seq)
             cursor = db.execute(
                 "INSERT INTO results (device, seq, id, study_uid, score, suspicious, closed_by,"
                 " images, topic, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    *(self.device, seq, result.id, result.study_uid, result.score),
+                    *(self.device, seq, result_id, result.study_uid, result.score),
                     *(int(result.suspicious), result.closed_by, len(result.images)),
                     *(topic, payload, time.time()),
                 ),
@@ -439,13 +444,16 @@ class Journal:
         oldest first, with the scored images that went into them.
 
         Returns (results, images) forgotten. Results not yet delivered are kept
-        however old; ``sequence`` keeps counting, so the hub sees no gap.
+        however old; ``sequence`` keeps counting, so the hub sees no gap. The newest
+        result is kept too: SQLite numbers a new row one above the highest, and the
+        publisher relies on ``entry`` only ever growing.
         """
         with self._transaction() as db:
             entries = [
                 int(row[0])
                 for row in db.execute(
-                    "SELECT entry FROM results WHERE delivered_at < ? ORDER BY entry LIMIT ?",
+                    "SELECT entry FROM results WHERE delivered_at < ?"
+                    " AND entry < (SELECT max(entry) FROM results) ORDER BY entry LIMIT ?",
                     (before, limit),
                 )
             ]
@@ -464,7 +472,9 @@ class Journal:
         marks = ",".join("?" * len(FORGETTABLE_STATES))
         with self._reading() as db:
             rows = db.execute(
-                f"SELECT updated_at, path FROM files WHERE state IN ({marks})"
+                # The age index: each batch walks on from the cursor, never sorts the table.
+                "SELECT updated_at, path FROM files INDEXED BY files_by_age"
+                f" WHERE state IN ({marks})"
                 " AND updated_at < ? AND (updated_at, path) > (?, ?)"
                 " ORDER BY updated_at, path LIMIT ?",
                 (*FORGETTABLE_STATES, before, *after, limit),

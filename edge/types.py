@@ -7,6 +7,7 @@ study -> :class:`StudyResult` -> publish.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,9 +90,11 @@ class BreastScore:
 
 @dataclass(frozen=True)
 class StudyResult:
-    """A study's assembled result, ready to publish (schema ``edge.result/1``)."""
+    """A study's assembled result, ready to publish (schema ``edge.result/1``).
 
-    id: str
+    Its ``id`` is given with its ``seq`` when it is journalled
+    (:func:`edge.pipeline.study.result_id`)."""
+
     study_uid: str
     accession: str
     engine: EngineInfo
@@ -105,3 +108,5 @@ class StudyResult:
     closed_by: str
     timings_ms: dict[str, float]
     created_at: str
+    #: monotonic time of assembly (the start of the ``publish`` timing)
+    assembled_at: float = field(default_factory=time.monotonic, compare=False)

@@ -37,7 +37,7 @@ def study_result(scores: list, closed_by: str = "complete") -> StudyResult:
 
 def journalled(journal: Journal, result: StudyResult) -> int:
     return journal.record_result(
-        result, TOPIC, lambda seq: json.dumps({"id": result.id, "seq": seq}).encode()
+        result, TOPIC, lambda seq: (f"id-{seq}", json.dumps({"seq": seq}).encode())
     )
 
 

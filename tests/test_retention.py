@@ -12,6 +12,7 @@ from test_journal import four_views, incoming, journalled, score_all, study_resu
 
 from edge.journal import Journal
 from edge.retention import Retention
+from edge.samples import sample_cases, write_study
 
 KEEP_S = 0.5
 
@@ -69,6 +70,29 @@ def test_old_delivered_results_and_departed_files_are_forgotten_and_nothing_else
     journal.close()
 
 
+def test_the_newest_result_is_kept_so_that_entries_only_grow(tmp_path: Path) -> None:
+    """SQLite numbers a new row one above the highest: were the newest result forgotten,
+    the next one would reuse its entry, and a publisher past that entry would skip it."""
+    journal = Journal.open(tmp_path, device="box-1")
+    entries = []
+    for name in ("a", "b"):
+        scores = four_views(tmp_path, f"1.2.{name}")
+        score_all(journal, scores)
+        journalled(journal, study_result(scores))
+        (entry,) = [e.entry for e in journal.outbox_after(0)]
+        journal.acknowledge(entry)
+        entries.append(entry)
+    time.sleep(KEEP_S + 0.1)
+    forgotten = Retention(journal, KEEP_S / 86400).run_pass()
+    assert forgotten.results == 1
+    assert [r.seq for r in journal.recent_results()] == [2]
+    scores = four_views(tmp_path, "1.2.c")
+    score_all(journal, scores)
+    journalled(journal, study_result(scores))
+    assert [e.seq for e in journal.outbox_after(entries[-1])] == [3]
+    journal.close()
+
+
 def test_nothing_is_forgotten_within_the_retention_period(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path, device="box-1")
     scores = four_views(tmp_path, "1.2.3")
@@ -80,24 +104,51 @@ def test_nothing_is_forgotten_within_the_retention_period(tmp_path: Path) -> Non
     journal.close()
 
 
-def test_the_daemon_forgets_a_study_once_its_files_are_cleaned_up(
+def test_the_daemon_forgets_a_study_once_its_files_are_cleaned_up_and_reads_it_again(
     daemon_factory: Any, subscriber: Subscriber, study_files: dict[str, Path], tmp_path: Path
 ) -> None:
     daemon = daemon_factory(journal={"keep_days": 2 / 86400})
     assert subscriber.next("/status", 10) == b"online"
     export = tmp_path / "export"
-    for path in study_files.values():
-        shutil.copy(path, export / path.name)
-    result = subscriber.next("/results", 60)
-    assert isinstance(result, dict) and result["seq"] == 1
+    other = write_study(sample_cases()[1], tmp_path / "other", accession="ACC0002")
+    first = {}
+    for files in (study_files, other):
+        for path in files.values():
+            shutil.copy(path, export / path.name)
+        result = subscriber.next("/results", 60)
+        assert isinstance(result, dict)
+        first[result["study_uid"]] = result
     for path in export.iterdir():
         path.unlink()  # the clinic's own clean-up of the export folder
-    daemon.wait_log("days: 1 results, 4 images, 4 files", timeout=30)
+    # The newest result is kept whatever its age (the journal's numbering goes on from it).
+    assert journal_once(tmp_path / "state", lambda j: j.file_counts() == {})
     journal = Journal.open_read_only(tmp_path / "state", device="box-1")
     try:
-        assert journal.recent_results() == []
-        assert journal.file_counts() == {}
-        assert journal.backlog().last_seq == 1  # the hub's seq goes on from here
+        assert [r.seq for r in journal.recent_results()] == [2]
     finally:
         journal.close()
+    assert "journal: forgot what is older than" in daemon.log()
+    # The first study sent again: read again, a new result the hub stores beside the first.
+    for path in study_files.values():
+        shutil.copy(path, export / path.name)
+    again = subscriber.next("/results", 60)
+    assert isinstance(again, dict) and again["seq"] == 3
+    earlier = first[again["study_uid"]]
+    assert earlier["seq"] == 1
+    assert again["id"] != earlier["id"]
     daemon.stop()
+
+
+def journal_once(state: Path, condition: Any, timeout: float = 30.0) -> bool:
+    """Whether the daemon's journal, read alongside it, meets ``condition`` in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        journal = Journal.open_read_only(state, device="box-1")
+        try:
+            if condition(journal):
+                return True
+        finally:
+            journal.close()
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.pipeline.study import StudyAssembler, result_id
+from edge.pipeline.publish import result_id
+from edge.pipeline.study import StudyAssembler
 from edge.types import EngineInfo, ImageHeader, ImageScore, IncomingFile
 
 ENGINE = EngineInfo("demo", "1", "a" * 64, "onnxruntime")
@@ -97,8 +98,14 @@ def test_spot_views_are_reported_but_not_scored() -> None:
     assert result.score == 0.2
 
 
-def test_result_id_is_deterministic_and_model_specific() -> None:
-    one = result_id("1.2", ["3", "4"], "a" * 64)
-    assert one == result_id("1.2", ["4", "3"], "a" * 64)
-    assert one != result_id("1.2", ["3", "4"], "b" * 64)
-    assert one != result_id("1.2", ["3"], "a" * 64)
+def test_result_id_is_stable_for_one_result_and_never_shared_by_two() -> None:
+    one = result_id("clinic-1", "box-1", 7, "1.2", ["3", "4"], "a" * 64)
+    assert one == result_id("clinic-1", "box-1", 7, "1.2", ["4", "3"], "a" * 64)
+    others = [
+        result_id("clinic-1", "box-1", 7, "1.2", ["3", "4"], "b" * 64),  # another model
+        result_id("clinic-1", "box-1", 7, "1.2", ["3"], "a" * 64),  # fewer images
+        result_id("clinic-1", "box-1", 8, "1.2", ["3", "4"], "a" * 64),  # read again later
+        result_id("clinic-1", "box-2", 7, "1.2", ["3", "4"], "a" * 64),  # by another box
+        result_id("clinic-2", "box-1", 7, "1.2", ["3", "4"], "a" * 64),  # at another site
+    ]
+    assert one not in others

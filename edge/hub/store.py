@@ -193,8 +193,7 @@ class Store:
         self._place_in_sequence(connection, state, record, now, report)
         row = _result_row(record, state.epoch, now)
         if not self._insert_new(connection, results, ("id",), row):
-            # Another collector stored the same id in between (the same study scored
-            # on two boxes of one site gives one id): count it as a re-delivery.
+            # Another collector stored the same id in between: a re-delivery.
             self._count_redelivery(connection, record.id, now)
             report.duplicates += 1
             return

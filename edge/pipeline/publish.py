@@ -11,6 +11,7 @@ is sent, and leaves the journal's outbox only at the broker's PUBACK.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
@@ -31,11 +32,22 @@ log = logging.getLogger(__name__)
 RESULT_SCHEMA = "edge.result/1"
 
 
+def result_id(
+    site: str, device: str, seq: int, study_uid: str, sop_uids: list[str], model_sha256: str
+) -> str:
+    """The id of the ``seq``-th result of ``site``/``device``: journalled with its payload,
+    so that every re-delivery carries it, and never shared by two results, even of the
+    same images (a second box, or a study sent again after ``journal.keep_days``)."""
+    text = "\n".join([site, device, str(seq), study_uid, *sorted(sop_uids), model_sha256])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def result_message(result: StudyResult, *, site: str, device: str, seq: int) -> dict[str, Any]:
     """The ``edge.result/1`` document for ``result``, the ``seq``-th of this device."""
+    sop_uids = [image.header.sop_uid for image in result.images]
     return {
         "schema": RESULT_SCHEMA,
-        "id": result.id,
+        "id": result_id(site, device, seq, result.study_uid, sop_uids, result.engine.sha256),
         "seq": seq,
         "site": site,
         "device": device,

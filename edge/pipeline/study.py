@@ -36,12 +36,6 @@ def study_hash(study_uid: str) -> str:
     return hashlib.sha256(study_uid.encode()).hexdigest()[:10]
 
 
-def result_id(study_uid: str, sop_uids: list[str], model_sha256: str) -> str:
-    """Deterministic result id: the same images scored by the same model give the same id."""
-    text = "\n".join([study_uid, *sorted(sop_uids), model_sha256])
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
 @dataclass
 class _OpenStudy:
     study_uid: str
@@ -202,7 +196,6 @@ class StudyAssembler:
         timings["assemble"] = (time.perf_counter() - started) * 1000
         timings["total"] = (time.monotonic() - last.header.source.detected_at) * 1000
         result = StudyResult(
-            id=result_id(study.study_uid, [s.header.sop_uid for s in images], engine.sha256),
             study_uid=study.study_uid,
             accession=study.accession,
             engine=engine,
