@@ -35,12 +35,12 @@ from typing import Any
 from edge import __version__
 from edge.config import Config
 from edge.credentials import broker_password
-from edge.engines.serving import choose_serving, load_engine, same_model
 from edge.engines.store import EngineStore
-from edge.errors import EngineError, IngestError, JournalError, Skip
+from edge.errors import IngestError, JournalError, Skip
 from edge.events import event, scrub
 from edge.gpu_telemetry import GpuTelemetry, open_gpu_telemetry
 from edge.health import HEALTH_SCHEMA, Metrics, alarms, disk_free, now_iso
+from edge.hot_swap import EngineSwitch
 from edge.journal import Backlog, EventRecord, Journal, OutboxEntry
 from edge.liveness import Stage, Supervisor, WorkClock
 from edge.mqtt import LinkEvent, MqttLink
@@ -53,7 +53,7 @@ from edge.pipeline.study import StudyAssembler, study_hash
 from edge.pipeline.watch import FolderWatcher
 from edge.quarantine import file_tag, quarantine
 from edge.retention import Retention
-from edge.types import EngineInfo, ImageHeader, ImageScore, IncomingFile, ModelInput, StudyResult
+from edge.types import ImageHeader, ImageScore, IncomingFile, ModelInput, StudyResult
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,6 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: what ``systemctl reload`` sends: load the store's current engine beside the serving one
 RELOAD_SIGNAL = signal.SIGHUP
 TICK_S = 0.05
-#: how often the store's ``current`` pointer is read for a change
-POINTER_CHECK_S = 1.0
 #: how often results that could not be journalled are tried again
 JOURNAL_RETRY_S = 1.0
 
@@ -75,14 +73,8 @@ class Daemon:
         self.metrics = Metrics()
         self.should_exit = threading.Event()
         self._started_at = time.time()
-        self.engine: Engine | None = None
         self.store = EngineStore(config.engine_store_dir)
-        self._thresholds: dict[EngineInfo, float] = {}
-        self._reload_requested = threading.Event()
-        self._reloader: threading.Thread | None = None
-        self._pointer_seen: str | None = None
-        self._engine_origin = ""
-        self._activation: dict[str, Any] | None = None
+        self.switch = EngineSwitch(config, self.store, self.metrics, self.should_exit)
         self.gpu: GpuTelemetry | None = None
         #: results assembled but not yet journalled (journal unwritable): retried
         self._unjournalled: list[StudyResult] = []
@@ -113,16 +105,13 @@ class Daemon:
         self.journal = Journal.open(
             config.state_dir, device=config.device, outbox_max=config.mqtt.outbox_max
         )
-        self._pointer_seen = self.store.pointer_text()
-        choice = choose_serving(config, self.store)
-        self.engine = engine = load_engine(config, self.store, choice.bundle)
-        self._engine_origin = choice.origin
-        self._thresholds[engine.info] = engine.threshold
-        self.assembler = StudyAssembler(config.study.quiet_s, self._threshold_of)
+        engine = self.switch.load_first()
+        self.assembler = StudyAssembler(config.study.quiet_s, self.switch.threshold_of)
         self.assembler.serve(engine.info)
         self.infer = InferenceWorker(
             engine, self._on_score, self._on_infer_failure, self.assembler.engines_in_use
         )
+        self.switch.attach(self.infer, self.assembler)
         self.publisher = Publisher(
             self._make_link,
             self.journal,
@@ -160,18 +149,14 @@ class Daemon:
         self.supervisor.ready()
 
     def main_loop(self) -> None:
-        next_health = next_pointer_check = next_retry = time.monotonic()
+        next_health = next_retry = time.monotonic()
         while not self.should_exit.wait(TICK_S):
             for result in self.assembler.due():
                 self._publish_result(result)
             if time.monotonic() >= next_retry:
                 self._retry_unjournalled()
                 next_retry = time.monotonic() + JOURNAL_RETRY_S
-            if time.monotonic() >= next_pointer_check:
-                self._check_pointer()
-                next_pointer_check = time.monotonic() + POINTER_CHECK_S
-            if self._reload_requested.is_set():
-                self._start_reload()
+            self.switch.poll()
             if self.retention.due():
                 self._forget_old()
             if time.monotonic() >= next_health or self._health_requested.is_set():
@@ -195,8 +180,7 @@ class Daemon:
         self._retry_unjournalled()
         self.publish_health()
         self.publisher.stop(timeout=10)
-        if self._reloader is not None:
-            self._reloader.join(timeout=60)
+        self.switch.join(timeout=60)
         self.infer.close_engines()
         if self.gpu is not None:
             self.gpu.close()
@@ -209,86 +193,7 @@ class Daemon:
         self.should_exit.set()
 
     def request_reload(self, signum: int = RELOAD_SIGNAL, frame: FrameType | None = None) -> None:
-        self._reload_requested.set()
-
-    # -- hot swap ---------------------------------------------------------------------------
-
-    def _check_pointer(self) -> None:
-        text = self.store.pointer_text()
-        if text != self._pointer_seen:
-            self._pointer_seen = text
-            log.info("engine store: current pointer changed to %s", (text or "none").strip())
-            self._reload_requested.set()
-
-    def _start_reload(self) -> None:
-        # One load at a time; a request arriving meanwhile stays set and runs after it.
-        if self._reloader is not None and self._reloader.is_alive():
-            return
-        self._reload_requested.clear()
-        self._reloader = threading.Thread(target=self._reload, name="engine-load", daemon=True)
-        self._reloader.start()
-
-    def _reload(self) -> None:
-        """Load the engine that should serve beside the serving one, then switch to it.
-
-        The serving engine keeps scoring while the new one loads, warms up and runs
-        its self-test; any failure leaves it serving and is reported.
-        """
-        serving = self.infer.engine
-        try:
-            choice = choose_serving(self.config, self.store)
-            if same_model(choice.bundle, serving.info):
-                log.info("engine %s already serving; nothing to switch", serving.info.version)
-                return
-            manifest = choice.bundle.manifest
-            log.info(
-                "loading engine %s %s beside %s",
-                manifest.name,
-                manifest.version,
-                serving.info.version,
-            )
-            engine = load_engine(self.config, self.store, choice.bundle)
-        except EngineError as exc:
-            self._activation_failed(serving, str(exc))
-            return
-        except Exception as exc:  # a failed activation must never stop the serving engine
-            log.exception("engine activation failed unexpectedly")
-            self._activation_failed(serving, f"{type(exc).__name__}: {exc}")
-            return
-        if self.should_exit.is_set():
-            engine.close()
-            return
-        self._switch_to(engine, choice.origin)
-
-    def _switch_to(self, engine: Engine, origin: str) -> None:
-        self._thresholds[engine.info] = engine.threshold
-        kept = self.infer.add(engine)
-        # Bind new studies first, then make it current: from here on no new study is
-        # bound to the old engine, which closes once its open studies are published.
-        self.assembler.serve(kept.info)
-        self.infer.make_current(kept.info)
-        previous, self.engine, self._engine_origin = self.engine, kept, origin
-        log.info(
-            "engine %s %s now scores new studies; %s finishes the studies it started",
-            kept.info.name,
-            kept.info.version,
-            previous.info.version if previous else "none",
-        )
-        self._activation = {"at": now_iso(), "version": kept.info.version, "ok": True}
-
-    def _activation_failed(self, serving: Engine, reason: str) -> None:
-        log.error(
-            "engine activation failed: %s; still serving %s %s",
-            reason,
-            serving.info.name,
-            serving.info.version,
-        )
-        self.metrics.count("errors")
-        self.metrics.error("engine", reason)
-        self._activation = {"at": now_iso(), "ok": False, "error": reason}
-
-    def _threshold_of(self, info: EngineInfo) -> float:
-        return self._thresholds[info]
+        self.switch.request()
 
     # -- the stages' hand-offs ------------------------------------------------------------
 
@@ -358,7 +263,6 @@ class Daemon:
 
     def _ingest(self, incoming: IncomingFile) -> None:
         config = self.config
-        assert self.engine is not None
         if not self._journal_file(incoming):
             return
         try:
@@ -586,7 +490,7 @@ class Daemon:
 
     def health(self) -> dict[str, Any]:
         config = self.config
-        engine = self.engine
+        engine = self.switch.engine
         state_disk = disk_free(config.state_dir)
         try:
             backlog = self.journal.backlog()
@@ -610,9 +514,9 @@ class Daemon:
                 "backend": engine.info.backend,
                 "backend_requested": config.engine.backend,
                 "backend_reason": engine.backend_reason,
-                "source": self._engine_origin,
+                "source": self.switch.origin,
                 "finishing": [info.version for info in self.infer.retiring()],
-                "last_activation": self._activation,
+                "last_activation": self.switch.activation,
             },
             "broker": {
                 "connected": self.publisher.link.connected,
@@ -675,7 +579,7 @@ class Daemon:
 
     def _status_line(self) -> str:
         """``systemctl status``'s one line: engine, queues, outbox, broker."""
-        engine = self.engine
+        engine = self.switch.engine
         link = self.publisher.link
         return (
             f"engine {engine.info.name} {engine.info.version} on {engine.info.backend}"

@@ -1,0 +1,160 @@
+"""Which engine serves, and the switch to a new one that never stops the serving one.
+
+A switch is asked for by ``systemctl reload`` (SIGHUP) or by a change of the
+engine store's ``current`` pointer (``edge engines activate`` or ``rollback``).
+The engine that should serve then loads, warms up and passes its self-test on a
+thread of its own, beside the serving engine, which keeps scoring. Once it is
+ready, new studies are bound to it and it becomes current; the previous engine
+finishes the studies it started and closes (:class:`~edge.pipeline.infer.
+InferenceWorker`). A failed load leaves the serving engine serving, and is
+logged, counted and reported in health's ``engine.last_activation``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from edge.config import Config
+from edge.engines.serving import choose_serving, load_engine, same_model
+from edge.engines.store import EngineStore
+from edge.errors import EngineError
+from edge.health import Metrics, now_iso
+from edge.pipeline.infer import Engine, InferenceWorker
+from edge.pipeline.study import StudyAssembler
+from edge.types import EngineInfo
+
+log = logging.getLogger(__name__)
+
+#: how often the store's ``current`` pointer is read for a change
+POINTER_CHECK_S = 1.0
+
+
+class EngineSwitch:
+    """The serving engine, its thresholds, and switches to the store's current one."""
+
+    def __init__(
+        self, config: Config, store: EngineStore, metrics: Metrics, stopping: threading.Event
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._metrics = metrics
+        self._stopping = stopping
+        self.engine: Engine | None = None
+        #: where the serving engine came from (the store or ``engine.bundle``)
+        self.origin = ""
+        #: the last switch: when, to which version, and whether it worked (health)
+        self.activation: dict[str, Any] | None = None
+        self._thresholds: dict[EngineInfo, float] = {}
+        self._requested = threading.Event()
+        self._loader: threading.Thread | None = None
+        self._pointer_seen: str | None = None
+        self._next_pointer_check = 0.0
+        self._infer: InferenceWorker | None = None
+        self._assembler: StudyAssembler | None = None
+
+    def load_first(self) -> Engine:
+        """Load the engine that serves at start (raises EngineError when none can)."""
+        self._pointer_seen = self._store.pointer_text()
+        choice = choose_serving(self._config, self._store)
+        engine = load_engine(self._config, self._store, choice.bundle)
+        self.engine, self.origin = engine, choice.origin
+        self._thresholds[engine.info] = engine.threshold
+        return engine
+
+    def attach(self, infer: InferenceWorker, assembler: StudyAssembler) -> None:
+        """The stages a switch acts on, once the daemon has built them."""
+        self._infer, self._assembler = infer, assembler
+
+    def threshold_of(self, info: EngineInfo) -> float:
+        """The suspicion threshold of an engine that served or serves."""
+        return self._thresholds[info]
+
+    def request(self) -> None:
+        """Ask for a switch to the store's current engine (the SIGHUP handler)."""
+        self._requested.set()
+
+    def poll(self) -> None:
+        """From the daemon's tick: notice a changed pointer, start a requested load."""
+        now = time.monotonic()
+        if now >= self._next_pointer_check:
+            self._next_pointer_check = now + POINTER_CHECK_S
+            text = self._store.pointer_text()
+            if text != self._pointer_seen:
+                self._pointer_seen = text
+                log.info("engine store: current pointer changed to %s", (text or "none").strip())
+                self._requested.set()
+        if self._requested.is_set():
+            self._start_load()
+
+    def join(self, timeout: float) -> None:
+        """Wait for a load in progress (at shutdown)."""
+        if self._loader is not None:
+            self._loader.join(timeout=timeout)
+
+    def _start_load(self) -> None:
+        # One load at a time; a request arriving meanwhile stays set and runs after it.
+        if self._loader is not None and self._loader.is_alive():
+            return
+        self._requested.clear()
+        self._loader = threading.Thread(target=self._load, name="engine-load", daemon=True)
+        self._loader.start()
+
+    def _load(self) -> None:
+        """Load the engine that should serve beside the serving one, then switch to it."""
+        assert self._infer is not None, "attach the stages first"
+        serving = self._infer.engine
+        try:
+            choice = choose_serving(self._config, self._store)
+            if same_model(choice.bundle, serving.info):
+                log.info("engine %s already serving; nothing to switch", serving.info.version)
+                return
+            manifest = choice.bundle.manifest
+            log.info(
+                "loading engine %s %s beside %s",
+                manifest.name,
+                manifest.version,
+                serving.info.version,
+            )
+            engine = load_engine(self._config, self._store, choice.bundle)
+        except EngineError as exc:
+            self._failed(serving, str(exc))
+            return
+        except Exception as exc:  # a failed activation must never stop the serving engine
+            log.exception("engine activation failed unexpectedly")
+            self._failed(serving, f"{type(exc).__name__}: {exc}")
+            return
+        if self._stopping.is_set():
+            engine.close()
+            return
+        self._switch_to(engine, choice.origin)
+
+    def _switch_to(self, engine: Engine, origin: str) -> None:
+        assert self._infer is not None and self._assembler is not None
+        self._thresholds[engine.info] = engine.threshold
+        kept = self._infer.add(engine)
+        # Bind new studies first, then make it current: from here on no new study is
+        # bound to the old engine, which closes once its open studies are published.
+        self._assembler.serve(kept.info)
+        self._infer.make_current(kept.info)
+        previous, self.engine, self.origin = self.engine, kept, origin
+        log.info(
+            "engine %s %s now scores new studies; %s finishes the studies it started",
+            kept.info.name,
+            kept.info.version,
+            previous.info.version if previous else "none",
+        )
+        self.activation = {"at": now_iso(), "version": kept.info.version, "ok": True}
+
+    def _failed(self, serving: Engine, reason: str) -> None:
+        log.error(
+            "engine activation failed: %s; still serving %s %s",
+            reason,
+            serving.info.name,
+            serving.info.version,
+        )
+        self._metrics.count("errors")
+        self._metrics.error("engine", reason)
+        self.activation = {"at": now_iso(), "ok": False, "error": reason}
