@@ -147,8 +147,8 @@ def burst(rig: Rig, encodings: tuple[str, ...], studies: int, pid: int) -> Burst
 
     The files are staged first, then renamed into place one after the other
     (:meth:`Rig.drop`), which takes milliseconds: a PACS pushing a backlog.
-    The daemon's (process ``pid``) CPU time over the burst says how many cores it
-    kept busy.
+    The CPU time of the daemon (process ``pid``) and its decode workers over the
+    burst says how many cores it kept busy.
     """
     staged = [rig.stage(encodings[n % len(encodings)], n) for n in range(studies)]
     process = _process(pid)
@@ -227,8 +227,18 @@ def _sleep_until(moment: float) -> None:
 
 
 def _cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
+    """CPU time of ``process`` and every process under it (the daemon's decode workers
+    are its grandchildren, under the fork server)."""
+    import psutil
+
+    total = 0.0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:  # a worker replaced meanwhile: its time is lost
+            continue
+        total += times.user + times.system
+    return total
 
 
 def _process(pid: int) -> psutil.Process:
