@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 
 from edge.engines.signing import generate_key, sign_bundle
+from edge.types import ImageHeader, IncomingFile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,4 +127,21 @@ def edge_cli(*args: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[st
         cwd=ROOT,
         check=False,
         **kwargs,
+    )
+
+
+def image_header(sop: str, study: str = "study", *, size: int = 64) -> ImageHeader:
+    """The header of a left CC image of ``size`` x ``size``, as ingest hands it on,
+    for feeding a bundle's engine directly."""
+    return ImageHeader(
+        source=IncomingFile(Path(sop), 1, 1, time.monotonic(), "scan"),
+        sop_uid=sop,
+        study_uid=study,
+        accession="A1",
+        laterality="L",
+        view="CC",
+        rows=size,
+        columns=size,
+        transfer_syntax="",
+        row_direction=None,
     )

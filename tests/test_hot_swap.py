@@ -11,7 +11,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from engine_bundles import edge_cli, make_bundle, make_key, make_signed_bundle, sha256
+from engine_bundles import (
+    edge_cli,
+    image_header,
+    make_bundle,
+    make_key,
+    make_signed_bundle,
+    sha256,
+)
 from support import Broker, DaemonProcess, Subscriber, write_config
 
 from edge.engines.bundle import load_bundle
@@ -21,24 +28,9 @@ from edge.pipeline.infer import Engine, InferenceWorker
 from edge.pipeline.study import StudyAssembler
 from edge.runtimes import registry
 from edge.samples import sample_cases, write_study
-from edge.types import ImageHeader, ImageScore, IncomingFile, ModelInput
+from edge.types import ImageScore, ModelInput
 
 SIZE = 64
-
-
-def header(sop: str, study: str) -> ImageHeader:
-    return ImageHeader(
-        source=IncomingFile(Path(sop), 1, 1, time.monotonic(), "scan"),
-        sop_uid=sop,
-        study_uid=study,
-        accession="A1",
-        laterality="L",
-        view="CC",
-        rows=SIZE,
-        columns=SIZE,
-        transfer_syntax="",
-        row_direction=None,
-    )
 
 
 def test_each_image_is_scored_by_its_studys_engine_and_the_old_one_closes(
@@ -58,12 +50,12 @@ def test_each_image_is_scored_by_its_studys_engine_and_the_old_one_closes(
     assembler.serve(a.info)
     worker = InferenceWorker(a, scores.put, lambda i, r, e: None, assembler.engines_in_use)
     worker.start()
-    first = header("1", "study-A")
+    first = image_header("1", "study-A")
     bound = assembler.arrived(first)  # study-A starts on A
     worker.add(b)
     assembler.serve(b.info)
     worker.make_current(b.info)
-    second = header("2", "study-B")
+    second = image_header("2", "study-B")
     assert assembler.arrived(second) == b.info
     tensor = np.full((1, SIZE, SIZE), 0.5, dtype=np.float32)
     worker.submit(ModelInput(first, tensor, engine=bound))

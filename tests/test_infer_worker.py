@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 import queue
-import time
 from pathlib import Path
 
 import numpy as np
-from engine_bundles import make_bundle
+from engine_bundles import image_header, make_bundle
 
 from edge.engines.bundle import load_bundle
 from edge.pipeline.infer import Engine, InferenceWorker
-from edge.types import ImageHeader, ImageScore, IncomingFile, ModelInput
+from edge.types import ImageScore, ModelInput
 
 SIZE = 64
-
-
-def header(sop: str) -> ImageHeader:
-    return ImageHeader(
-        source=IncomingFile(Path(sop), 1, 1, time.monotonic(), "scan"),
-        sop_uid=sop,
-        study_uid="study",
-        accession="A1",
-        laterality="L",
-        view="CC",
-        rows=SIZE,
-        columns=SIZE,
-        transfer_syntax="",
-        row_direction=None,
-    )
 
 
 def test_a_failing_score_handler_fails_only_its_image(tmp_path: Path) -> None:
@@ -53,7 +37,7 @@ def test_a_failing_score_handler_fails_only_its_image(tmp_path: Path) -> None:
     tensor = np.full((1, SIZE, SIZE), 0.5, dtype=np.float32)
     try:
         for sop in ("bad", "good", "after"):
-            worker.submit(ModelInput(header(sop), tensor, engine=engine.info))
+            worker.submit(ModelInput(image_header(sop), tensor, engine=engine.info))
         got = {scored.get(timeout=30).header.sop_uid for _ in range(2)}
         assert got == {"good", "after"}
         sop, reason, error = failed.get(timeout=5)
