@@ -27,7 +27,9 @@ from edge.types import ImageHeader, IncomingFile
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_model(path: Path, *, size: int, scale: float, bias: float) -> None:
+def make_model(
+    path: Path, *, size: int, scale: float, bias: float, batch: int | str = "batch"
+) -> None:
     pad = numpy_helper.from_array(np.zeros((1, 1, size, size), dtype=np.float32), "pad")
     weights = [
         numpy_helper.from_array(np.array([[scale]], dtype=np.float32), "scale"),
@@ -44,8 +46,8 @@ def make_model(path: Path, *, size: int, scale: float, bias: float) -> None:
     graph = helper.make_graph(
         nodes,
         "edge-test-model",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, size, size])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 1, size, size])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [batch, 1])],
         initializer=[pad, *weights],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -68,27 +70,39 @@ def make_bundle(
     scale: float = 4.0,
     bias: float = -1.0,
     selftest_offset: float = 0.0,
+    batch: int | str = "batch",
 ) -> Path:
-    """Write a complete bundle; ``selftest_offset`` shifts the expected outputs."""
+    """Write a complete bundle; ``selftest_offset`` shifts the expected outputs, and
+    ``batch`` (a number) exports the model with a fixed batch."""
     folder.mkdir(parents=True, exist_ok=True)
     make_model(folder / "model.onnx", size=size, scale=scale, bias=bias)
     inputs = np.random.default_rng(7).random((3, 1, size, size), dtype=np.float32)
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     (outputs,) = session.run(["score"], {"image": inputs})
+    if batch != "batch":  # the bundle's model: the same weights, exported for one batch size
+        make_model(folder / "model.onnx", size=size, scale=scale, bias=bias, batch=batch)
     np.savez(folder / "selftest.npz", inputs=inputs, outputs=outputs + selftest_offset)
-    write_manifest(folder, name=name, version=version, threshold=threshold, size=size)
+    write_manifest(folder, name=name, version=version, threshold=threshold, size=size, batch=batch)
     return folder
 
 
-def write_manifest(folder: Path, *, name: str, version: str, threshold: float, size: int) -> None:
+def write_manifest(
+    folder: Path,
+    *,
+    name: str,
+    version: str,
+    threshold: float,
+    size: int,
+    batch: int | str = "batch",
+) -> None:
     manifest: dict[str, Any] = {
         "schema": "edge.engine/1",
         "name": name,
         "version": version,
         "description": "test model made by tests/engine_bundles.py",
         "model": "model.onnx",
-        "inputs": [{"name": "image", "shape": ["batch", 1, size, size], "dtype": "float32"}],
-        "outputs": [{"name": "score", "shape": ["batch", 1], "dtype": "float32"}],
+        "inputs": [{"name": "image", "shape": [batch, 1, size, size], "dtype": "float32"}],
+        "outputs": [{"name": "score", "shape": [batch, 1], "dtype": "float32"}],
         "preprocessing": {"height": size, "width": size},
         "threshold": threshold,
         "selftest": {"file": "selftest.npz", "tolerance": 1e-4},

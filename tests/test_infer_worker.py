@@ -6,13 +6,14 @@ import queue
 from pathlib import Path
 
 import numpy as np
+import pytest
 from engine_bundles import image_header, make_bundle
 
 from edge.engines.bundle import load_bundle
 from edge.pipeline.infer import Engine, InferenceWorker
 from edge.types import ImageScore, ModelInput
 
-SIZE = 64
+SIZE = 64  # the side of make_bundle's test models
 
 
 def test_a_failing_score_handler_fails_only_its_image(tmp_path: Path) -> None:
@@ -48,3 +49,24 @@ def test_a_failing_score_handler_fails_only_its_image(tmp_path: Path) -> None:
     finally:
         worker.stop(timeout=10)
         worker.close_engines()
+
+
+def test_a_model_exported_for_a_fixed_batch_scores_any_number_of_images(tmp_path: Path) -> None:
+    """Self-test (three inputs), one image and five: padded to the model's batch of 4."""
+    fixed = Engine.load(
+        load_bundle(make_bundle(tmp_path / "fixed", version="1", batch=4)),
+        backend="onnxruntime",
+        threads=1,
+    )
+    dynamic = Engine.load(
+        load_bundle(make_bundle(tmp_path / "dynamic", version="1")),
+        backend="onnxruntime",
+        threads=1,
+    )
+    try:
+        images = np.random.default_rng(3).random((5, 1, SIZE, SIZE), dtype=np.float32)
+        for count in (1, 4, 5):
+            assert fixed.score(images[:count]) == pytest.approx(dynamic.score(images[:count]))
+    finally:
+        fixed.close()
+        dynamic.close()

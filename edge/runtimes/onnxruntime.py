@@ -54,11 +54,25 @@ class OnnxRuntimeBackend:
         self._input = spec.name
         self._output = bundle.manifest.outputs[0].name
         batch_dim = spec.shape[0]
-        self.max_batch = CPU_MAX_BATCH if isinstance(batch_dim, str) else int(batch_dim)
+        #: a model exported with a fixed batch runs only that batch: smaller ones are padded
+        self._static_batch = not isinstance(batch_dim, str)
+        self.max_batch = int(batch_dim) if self._static_batch else CPU_MAX_BATCH
 
     def infer(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        outputs = [
+            self._run(batch[start : start + self.max_batch])
+            for start in range(0, len(batch), self.max_batch)
+        ]
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=0)
+
+    def _run(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        wanted = len(batch)
+        if self._static_batch and wanted < self.max_batch:
+            padded = np.zeros((self.max_batch, *batch.shape[1:]), dtype=batch.dtype)
+            padded[:wanted] = batch
+            batch = padded
         (output,) = self._session.run([self._output], {self._input: batch})
-        return np.asarray(output, dtype=np.float32)
+        return np.asarray(output, dtype=np.float32)[:wanted]
 
     def last_timings_ms(self) -> dict[str, float]:
         return {}
