@@ -27,7 +27,8 @@ class IncomingFile:
     mtime_ns: int
     #: monotonic time at which the watcher saw the file complete
     detected_at: float
-    #: what made the watcher take it: ``close_write``, ``moved``, ``settled`` or ``scan``
+    #: what made the watcher take it: ``close_write``, ``moved``, ``arrived`` (moved or
+    #: linked in from outside the folder), ``settled`` or ``scan``
     trigger: str
 
 

@@ -36,3 +36,35 @@ def test_a_repeated_event_is_dropped_and_the_memory_of_taken_files_is_bounded(
         assert taken.empty()
     finally:
         watcher.stop()
+
+
+def test_a_file_moved_in_from_outside_the_folder_is_taken_as_arrived(tmp_path: Path) -> None:
+    """Written elsewhere on the same file system, then renamed in: no close-write in the
+    folder, and far sooner than ``settle_s``; one written in place still waits for its
+    close, however long its writer pauses."""
+    watched, outside = tmp_path / "export", tmp_path / "outside"
+    watched.mkdir()
+    outside.mkdir()
+    taken: queue.Queue[IncomingFile] = queue.Queue()
+    watcher = FolderWatcher(watched, taken.put, settle_s=60.0)
+    watcher.start()
+    try:
+        staged = outside / "study-1.dcm"
+        staged.write_bytes(b"a whole file" * 1000)
+        staged.rename(watched / "study-1.dcm")
+        moved = taken.get(timeout=10)
+        assert (moved.path.name, moved.trigger, moved.size) == ("study-1.dcm", "arrived", 12000)
+
+        with (watched / "study-2.dcm").open("wb") as stream:
+            stream.write(b"first half")
+            stream.flush()
+            time.sleep(0.5)  # far past the grace of a new file
+            assert taken.empty()
+            stream.write(b" and the rest")
+        written = taken.get(timeout=10)
+        assert (written.path.name, written.trigger) == ("study-2.dcm", "close_write")
+        assert written.size == len(b"first half and the rest")
+        time.sleep(0.3)
+        assert taken.empty()  # each once
+    finally:
+        watcher.stop()

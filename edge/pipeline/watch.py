@@ -1,9 +1,14 @@
 """Watch the export folder and hand on each file once it is complete.
 
-A modality or PACS writes a file in one of three ways, and each has its signal:
+A modality or PACS writes a file in one of four ways, and each has its signal:
 
 - written in place and closed: Linux reports close-write (``IN_CLOSE_WRITE``);
 - written under a temporary name, then renamed: taken at the rename;
+- written elsewhere on the same file system, then moved (or hard-linked) in: it
+  appears whole, created but never opened in the folder. Linux reports the
+  creation of a file written in place together with its opening (``IN_CREATE``
+  and ``IN_OPEN`` come from one ``open``), so a new file not opened within
+  :data:`ARRIVAL_GRACE_S` is taken as arrived;
 - written over a network share, where inotify sees nothing reliable: taken when
   its size and mtime have not changed for ``settle_s``.
 
@@ -29,6 +34,7 @@ from watchdog.events import (
     FileCreatedEvent,
     FileModifiedEvent,
     FileMovedEvent,
+    FileOpenedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
 )
@@ -39,6 +45,9 @@ from edge.types import IncomingFile
 log = logging.getLogger(__name__)
 
 FileCallback = Callable[[IncomingFile], None]
+
+#: a new file not opened in the folder this soon after its creation was moved in whole
+ARRIVAL_GRACE_S = 0.05
 
 #: how many handed-on files the watcher remembers, to drop a second event for the
 #: same (size, mtime). Bounded, so that a folder nobody cleans does not grow the
@@ -76,7 +85,11 @@ class FolderWatcher:
         self._pending: dict[Path, _Pending] = {}
         #: path -> (size, mtime_ns) last handed on, oldest first (at most ``remember``)
         self._emitted: OrderedDict[Path, tuple[int, int]] = OrderedDict()
+        #: files created in the folder but not (yet) opened there -> when created
+        self._arrived: dict[Path, float] = {}
         self._stop = threading.Event()
+        #: wakes the settle thread early: a new file's grace is shorter than its tick
+        self._wake = threading.Event()
         self._observer = Observer()
         self._settler = threading.Thread(target=self._settle_loop, name="watch-settle", daemon=True)
 
@@ -99,6 +112,7 @@ class FolderWatcher:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._observer.stop()
         self._observer.join(timeout=5)
         self._settler.join(timeout=5)
@@ -128,6 +142,7 @@ class FolderWatcher:
         with self._lock:
             self._emitted.pop(path, None)
             self._pending.pop(path, None)
+            self._arrived.pop(path, None)
 
     def _track(self, path: Path) -> None:
         stat = _stat(path)
@@ -174,11 +189,45 @@ class FolderWatcher:
             for name in sorted(files):
                 yield Path(folder) / name
 
+    def _created(self, path: Path) -> None:
+        self._track(path)  # should it be written slowly after all, it still settles
+        if self._ignored(path):
+            return
+        with self._lock:
+            self._arrived[path] = time.monotonic()
+        self._wake.set()
+
+    def _opened(self, path: Path) -> None:
+        with self._lock:
+            self._arrived.pop(path, None)
+
     def _settle_loop(self) -> None:
         interval = min(0.25, self._settle_s / 4)
-        while not self._stop.wait(interval):
+        while not self._stop.is_set():
+            self._wake.wait(self._next_wait(interval))
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            for path in self._arrived_paths():
+                self._take(path, "arrived")
             for path in self._settled_paths():
                 self._take(path, "settled")
+
+    def _next_wait(self, interval: float) -> float:
+        with self._lock:
+            oldest = min(self._arrived.values(), default=None)
+        if oldest is None:
+            return interval
+        return max(0.0, min(interval, oldest + ARRIVAL_GRACE_S - time.monotonic()))
+
+    def _arrived_paths(self) -> list[Path]:
+        """New files never opened in the folder within their grace: moved in whole."""
+        due = time.monotonic() - ARRIVAL_GRACE_S
+        with self._lock:
+            ready = [path for path, created in self._arrived.items() if created <= due]
+            for path in ready:
+                del self._arrived[path]
+        return ready
 
     def _settled_paths(self) -> list[Path]:
         now = time.monotonic()
@@ -222,7 +271,11 @@ class _Handler(FileSystemEventHandler):
 
     def on_created(self, event: FileSystemEvent) -> None:
         if isinstance(event, FileCreatedEvent):
-            self._watcher._track(Path(_text(event.src_path)))
+            self._watcher._created(Path(_text(event.src_path)))
+
+    def on_opened(self, event: FileSystemEvent) -> None:
+        if isinstance(event, FileOpenedEvent):
+            self._watcher._opened(Path(_text(event.src_path)))
 
     def on_modified(self, event: FileSystemEvent) -> None:
         if isinstance(event, FileModifiedEvent):
