@@ -35,7 +35,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "e2e": ("p50_ms", "p95_ms", "p99_ms"),
     "e2e_burst": ("p50_ms", "p95_ms"),
     "burst": ("images_per_s", "ideal_images_per_s"),
-    "rss_mb": ("warm", "after_soak"),
+    "rss_mb": ("warm", "after_soak", "decode_workers"),
     "baseline.e2e": ("p50_ms", "p95_ms"),
     "": ("overhead_ratio", "idle_cpu_percent"),
 }
@@ -131,7 +131,7 @@ def test_overhead_ratio_and_burst_ideal_follow_their_definitions() -> None:
         ),
         idle_cpu_percent=0.5,
         idle_s=30.0,
-        rss_mb={"warm": 300.0, "after_soak": 306.0, "peak": 320.0},
+        rss_mb={"warm": 300.0, "after_soak": 306.0, "peak": 320.0, "decode_workers": 250.0},
         soak_images=2000,
         baseline=[StudySample("rle", 2000.0, {})],
         baseline_poll_s=1.0,

@@ -180,6 +180,20 @@ def rss_mb(pid: int) -> float:
     return float(_process(pid).memory_info().rss) / (1 << 20)
 
 
+def children_rss_mb(pid: int) -> float:
+    """Resident memory of every process under ``pid`` (the fork server and the decode
+    workers), summed: pages they share are counted once per process."""
+    import psutil
+
+    total = 0
+    for child in _process(pid).children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:  # a worker replaced meanwhile: not counted
+            continue
+    return total / (1 << 20)
+
+
 def soak(
     rig: Rig,
     encodings: tuple[str, ...],

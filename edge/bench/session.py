@@ -47,7 +47,8 @@ class LatencyFigures:
 @dataclass(frozen=True)
 class FootprintFigures:
     idle_cpu_percent: float
-    #: ``warm``, ``after_soak`` and ``peak`` (during the soak), MB
+    #: ``warm``, ``after_soak`` and ``peak`` (during the soak) of the daemon, and
+    #: ``decode_workers`` (after the soak, the processes under it), MB
     rss_mb: dict[str, float]
     soak_images: int
 
@@ -125,7 +126,12 @@ class BenchSession:
                     each=lambda: samples.append(phases.rss_mb(daemon.pid)),
                 )
             time.sleep(IDLE_BEFORE_RSS_S)
-            rss = {"warm": warm, "after_soak": phases.rss_mb(daemon.pid), "peak": max(samples)}
+            rss = {
+                "warm": warm,
+                "after_soak": phases.rss_mb(daemon.pid),
+                "peak": max(samples),
+                "decode_workers": phases.children_rss_mb(daemon.pid),
+            }
         return FootprintFigures(idle, rss, soaked)
 
     def baseline(

@@ -117,7 +117,7 @@ def _rest(doc: dict[str, Any]) -> str:
             f"footprint  idle CPU {doc['idle_cpu_percent']:.2f} % of one core over "
             f"{doc['idle_s']:g} s; RSS {rss['warm']:.0f} MB warm, {rss['after_soak']:.0f} MB "
             f"after {rss['soak_images']} images ({rss['growth_percent']:+.1f} %), "
-            f"peak {rss['peak']:.0f} MB",
+            f"peak {rss['peak']:.0f} MB; decode workers {rss['decode_workers']:.0f} MB",
         ]
     )
 
