@@ -49,6 +49,8 @@ class ImageHeader:
     row_direction: str | None
     #: a spot or magnification view, reported but kept out of the screening score
     screening: bool = True
+    #: Number of Frames (a tomosynthesis object the engine accepts has more than one)
+    frames: int = 1
     timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
 
 

@@ -20,7 +20,7 @@ from mammo_files import SMALL, build, header, real_pixels
 from pydicom.encaps import encapsulate
 
 from edge.decode_bench import ENCODINGS, encoders_missing
-from edge.engines.bundle import Preprocessing
+from edge.engines.bundle import Accepts, Preprocessing
 from edge.errors import IngestError
 from edge.pipeline.decode import decode, first_frame, load_model_input
 from edge.pipeline.preprocess import prepare
@@ -208,3 +208,22 @@ def test_truncated_pixel_data_is_reported_as_truncated(
     with pytest.raises(IngestError) as caught:
         decode(header(cut))
     assert caught.value.reason == "truncated"
+
+
+def test_a_multi_frame_image_the_engine_accepts_is_scored_on_its_first_frame(
+    tmp_path: Path,
+) -> None:
+    """Three frames of 64 x 104 from one real image: the model input of the first frame,
+    the same as that frame's alone."""
+    pixels = real_pixels((192, 104))
+
+    def three_frames(dataset: pydicom.FileDataset) -> None:
+        dataset.Rows = 64
+        dataset.NumberOfFrames = 3
+
+    stack = build(tmp_path / "stack.dcm", pixels=pixels, edit=three_frames)
+    alone = build(tmp_path / "alone.dcm", pixels=pixels[:64])
+    spec = Preprocessing(height=32, width=52)
+    accepted = header(stack, accepts=Accepts(tomosynthesis=True))
+    prepared = load_model_input(accepted, spec)
+    np.testing.assert_array_equal(prepared.tensor, load_model_input(header(alone), spec).tensor)

@@ -175,7 +175,8 @@ def decode(
 def _read_checked(header: ImageHeader) -> Dataset:
     """The full data set, read within the sizes the header allows and still matching it."""
     rows, columns = header.rows, header.columns
-    raw_bytes = rows * columns * 2  # at most 16 bits a pixel, checked by ingest
+    pixels = rows * columns * header.frames
+    raw_bytes = pixels * 2  # at most 16 bits a pixel, checked by ingest
     dataset = dicomfile.read_full(
         header.source.path,
         max_file_bytes=2 * raw_bytes + SLACK_BYTES,
@@ -185,7 +186,7 @@ def _read_checked(header: ImageHeader) -> Dataset:
         # pydicom drops the whole data set when the file ends inside an element.
         raise IngestError("truncated", "the file ends before or inside its Pixel Data")
     try:
-        now = check_pixel_description(dataset, max_pixels=rows * columns)
+        now = check_pixel_description(dataset, max_pixels=pixels)
     except IngestError as error:
         raise IngestError(
             "changed", f"the file changed after its header was read: {error}"

@@ -79,6 +79,7 @@ def read_header(
         transfer_syntax=str(dataset.file_meta.get("TransferSyntaxUID", "")),
         row_direction=row_direction(dataset),
         screening=is_screening_view(dataset),
+        frames=max(_int(dataset, "NumberOfFrames", 1), 1),
         timings_ms={"header": (time.perf_counter() - started) * 1000},
     )
 
