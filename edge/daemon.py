@@ -427,7 +427,11 @@ class Daemon:
 
     def _journal_failed(self, where: str, exc: JournalError) -> None:
         self.metrics.count("journal_errors")
-        if not self._journal_failing:
+        if self.journal.write_error is None:
+            # A read failed: no write is waiting to succeed again, so no alarm whose
+            # end would be announced as "writable again".
+            self._report_error(where, str(exc))
+        elif not self._journal_failing:
             self._journal_failing = True
             self._report_error(where, str(exc), reason="journal_write_failed")
 
