@@ -63,6 +63,10 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: what ``systemctl reload`` sends: load the store's current engine beside the serving one
 RELOAD_SIGNAL = signal.SIGHUP
 TICK_S = 0.05
+#: in the log line that says the daemon serves ("edge 0.1.0 serving clinic-1/box-1"),
+#: what tests and the bench wait for; spaced, so a logger name such as
+#: ``edge.engines.serving`` does not match it
+SERVING = " serving "
 #: how often results that could not be journalled are tried again
 JOURNAL_RETRY_S = 1.0
 
@@ -139,7 +143,7 @@ class Daemon:
         self.infer.start()
         self.publisher.start()
         self.watcher.start()
-        log.info("edge %s serving %s/%s", __version__, config.site, config.device)
+        log.info("edge %s%s%s/%s", __version__, SERVING, config.site, config.device)
         self.supervisor = Supervisor(
             Notifier.from_environment(),
             self._stages(),

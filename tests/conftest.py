@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from support import Broker, DaemonProcess, Subscriber, write_config
 
+from edge.daemon import SERVING
 from edge.samples import sample_cases, write_study
 
 
@@ -47,7 +48,7 @@ def daemon_factory(tmp_path: Path, broker: Broker) -> Iterator[Callable[..., Dae
         daemon = DaemonProcess(config)
         daemon.start()
         started.append(daemon)
-        daemon.wait_log("serving")
+        daemon.wait_log(SERVING)
         return daemon
 
     yield make

@@ -38,7 +38,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from support import DaemonProcess, write_config
 
-from edge.types import EngineInfo, ImageHeader, ImageScore, IncomingFile
+from edge.daemon import SERVING
+from edge.journal import Journal
+from edge.pipeline.study import StudyAssembler
+from edge.types import EngineInfo, ImageHeader, ImageScore, IncomingFile, StudyResult
 
 ENGINE = EngineInfo("demo", "1.0.0", "ab" * 32, "onnxruntime")
 
@@ -63,10 +66,10 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
         folder = tmp_path / name
         config = write_config(folder, port, **{**FAST, **_merged(overrides)})
         daemon = DaemonProcess(config, env=env)
-        runs = daemon.log().count(" serving ")
+        runs = daemon.log().count(SERVING)
         daemon.start()
         started.append(daemon)
-        wait_for(lambda: daemon.log().count(" serving ") > runs, 60, "the daemon serving", daemon)
+        wait_for(lambda: daemon.log().count(SERVING) > runs, 60, "the daemon serving", daemon)
         return daemon
 
     yield start
@@ -320,3 +323,61 @@ def image_score(
         timings_ms={"header": 1.5},
     )
     return ImageScore(header, score, ENGINE, {"header": 1.5, "decode": 80.0, "infer": 20.0})
+
+
+# -- journal contents, for tests of the journal itself ----------------------------------------
+
+TOPIC = "edge/clinic-1/box-1/results"
+
+
+def incoming(
+    path: Path, size: int = 1000, mtime_ns: int = 1_700_000_000_000_000_000
+) -> IncomingFile:
+    return IncomingFile(path, size, mtime_ns, 0.0, "scan")
+
+
+def study_result(scores: list, closed_by: str = "complete") -> StudyResult:
+    assembler = StudyAssembler(30.0, lambda _engine: 0.5)
+    for score in scores:
+        assembler.arrived(score.header)
+    results = [assembler.scored(score) for score in scores]
+    result = results[-1] or assembler.due(now=1e12)[0]
+    assert result is not None
+    return result
+
+
+def journalled(journal: Journal, result: StudyResult) -> int:
+    return journal.record_result(
+        result, TOPIC, lambda seq: (f"id-{seq}", json.dumps({"seq": seq}).encode())
+    )
+
+
+def four_views(folder: Path, study: str) -> list:
+    return [
+        image_score(
+            folder / f"{study}-{lat}{view}",
+            sop_uid=f"{study}.{i}",
+            study_uid=study,
+            laterality=lat,
+            view=view,
+        )
+        for i, (lat, view) in enumerate((("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO")))
+    ]
+
+
+def score_all(journal: Journal, scores: list) -> None:
+    for score in scores:
+        journal.file_seen(score.header.source)
+        assert journal.claim_sop(
+            score.header.source.path, score.header.sop_uid, score.header.study_uid
+        )
+        journal.image_scored(score)
+
+
+def read_journal(state_dir: Path, read: Callable[[Journal], Any]) -> Any:
+    """``read`` applied to the journal in ``state_dir``, opened read-only beside its daemon."""
+    journal = Journal.open_read_only(state_dir, device="box-1")
+    try:
+        return read(journal)
+    finally:
+        journal.close()

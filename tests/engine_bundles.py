@@ -94,7 +94,10 @@ def write_manifest(
     threshold: float,
     size: int,
     batch: int | str = "batch",
+    selftest: bool = True,
 ) -> None:
+    """The manifest of the bundle in ``folder`` (``selftest``: with selftest.npz)."""
+    files = ["model.onnx", *(["selftest.npz"] if selftest else [])]
     manifest: dict[str, Any] = {
         "schema": "edge.engine/1",
         "name": name,
@@ -105,9 +108,10 @@ def write_manifest(
         "outputs": [{"name": "score", "shape": [batch, 1], "dtype": "float32"}],
         "preprocessing": {"height": size, "width": size},
         "threshold": threshold,
-        "selftest": {"file": "selftest.npz", "tolerance": 1e-4},
-        "files": {n: sha256(folder / n) for n in ("model.onnx", "selftest.npz")},
+        "files": {n: sha256(folder / n) for n in files},
     }
+    if selftest:
+        manifest["selftest"] = {"file": "selftest.npz", "tolerance": 1e-4}
     (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
 
 

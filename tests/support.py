@@ -160,9 +160,12 @@ class DaemonProcess:
         self.log_path = config.parent / "daemon.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.env = env or {}
+        #: where this run's lines begin in the log, which every run appends to
+        self._run_starts_at = 0
 
     def start(self) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        self._run_starts_at = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "edge", "run", "--config", str(self.config)],
@@ -172,9 +175,10 @@ class DaemonProcess:
             )
 
     def wait_log(self, text: str, timeout: float = 30.0) -> None:
+        """Wait for ``text`` in the log of the run started last (not an earlier one)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in self.log():
+            if text in self.run_log():
                 return
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"daemon exited ({self.process.returncode}):\n{self.log()}")
@@ -182,7 +186,16 @@ class DaemonProcess:
         raise TimeoutError(f"{text!r} not in the daemon log within {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
+        """The whole log, every run's."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def run_log(self) -> str:
+        """The log of the run started last."""
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as stream:
+            stream.seek(self._run_starts_at)
+            return stream.read().decode(errors="replace")
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

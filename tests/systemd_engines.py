@@ -1,7 +1,8 @@
 """Small real engine bundles for the service tests, made with the onnx helper API.
 
 ``make_bundle`` scores an image as sigmoid(mean(image)) and carries a self-test
-set computed by ONNX Runtime. ``make_hanging_bundle`` is a hostile engine: its
+set computed by ONNX Runtime (``engine_bundles.make_bundle`` with unit weights).
+``make_hanging_bundle`` is a hostile engine: its
 model spins in a ``Loop`` whose trip count is the image's brightest pixel times
 10^15, so the daemon's blank warm-up image passes in no time while any real
 mammogram keeps the inference call busy for good, a stage stuck for real.
@@ -9,14 +10,11 @@ mammogram keeps the inference call busy for good, a stage stuck for real.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-from typing import Any
 
+import engine_bundles
 import numpy as np
 import onnx
-import onnxruntime as ort
-import yaml
 from onnx import TensorProto, helper, numpy_helper
 
 SIZE = 64
@@ -37,23 +35,14 @@ def _save(graph: onnx.GraphProto, path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def _mean_score_nodes(extra: str | None = None) -> list[onnx.NodeProto]:
-    nodes = [
+def _mean_score_nodes(extra: str) -> list[onnx.NodeProto]:
+    """sigmoid(mean(image) + extra)."""
+    return [
         helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
         helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
-    ]
-    if extra is None:
-        return [*nodes, helper.make_node("Sigmoid", ["flat"], ["score"])]
-    return [
-        *nodes,
         helper.make_node("Add", ["flat", extra], ["logit"]),
         helper.make_node("Sigmoid", ["logit"], ["score"]),
     ]
-
-
-def write_mean_model(path: Path) -> None:
-    graph = helper.make_graph(_mean_score_nodes(), "mean", [_image_input()], [_score_output()])
-    _save(graph, path)
 
 
 def write_spinning_model(path: Path) -> None:
@@ -91,50 +80,18 @@ def write_spinning_model(path: Path) -> None:
     _save(graph, path)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _write_manifest(folder: Path, name: str, selftest: bool) -> None:
-    files = ["model.onnx", *(["selftest.npz"] if selftest else [])]
-    manifest: dict[str, Any] = {
-        "schema": "edge.engine/1",
-        "name": name,
-        "version": "1.0.0",
-        "model": "model.onnx",
-        "inputs": [{"name": "image", "shape": ["batch", 1, SIZE, SIZE], "dtype": "float32"}],
-        "outputs": [{"name": "score", "shape": ["batch", 1], "dtype": "float32"}],
-        "preprocessing": {"height": SIZE, "width": SIZE},
-        "threshold": 0.6,
-        "files": {file: _sha256(folder / file) for file in files},
-    }
-    if selftest:
-        manifest["selftest"] = {"file": "selftest.npz", "tolerance": 1e-4}
-    (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
-
-
 def make_bundle(folder: Path) -> Path:
-    """A working bundle with a self-test set whose outputs ONNX Runtime computed."""
-    folder.mkdir(parents=True)
-    write_mean_model(folder / "model.onnx")
-    inputs = np.random.default_rng(3).random((3, 1, SIZE, SIZE), dtype=np.float32)
-    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    (outputs,) = session.run(["score"], {"image": inputs})
-    np.savez(folder / "selftest.npz", inputs=inputs, outputs=outputs)
-    _write_manifest(folder, "test-mean", selftest=True)
-    return folder
+    """A working bundle scoring sigmoid(mean(image)), with a self-test set."""
+    return engine_bundles.make_bundle(
+        folder, name="test-mean", version="1.0.0", threshold=0.6, size=SIZE, scale=1.0, bias=0.0
+    )
 
 
 def make_hanging_bundle(folder: Path) -> Path:
     """A bundle whose model never returns on a real image (see the module docstring)."""
     folder.mkdir(parents=True)
     write_spinning_model(folder / "model.onnx")
-    _write_manifest(folder, "test-spin", selftest=False)
+    engine_bundles.write_manifest(
+        folder, name="test-spin", version="1.0.0", threshold=0.6, size=SIZE, selftest=False
+    )
     return folder
-
-
-def flip_byte(path: Path) -> None:
-    """Corrupt ``path`` the way a bad copy does: one bit in the middle changed."""
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import yaml
 from durability import Pki, make_certificates
+from engine_bundles import flip_byte
 from support import DEMO_BUNDLE, ROOT, Broker, free_port, wait_for_port, write_config
-from systemd_engines import flip_byte, make_bundle
+from systemd_engines import make_bundle
 
 from edge.doctor.gpu import describe_gpu
 

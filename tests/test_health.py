@@ -12,6 +12,7 @@ import pytest
 from durability import start_daemon
 from support import Broker, Subscriber
 
+from edge.daemon import SERVING
 from edge.events import scrub
 from edge.gpu_telemetry import NvmlTelemetry, open_gpu_telemetry, throttle_reason_names
 from edge.health import alarms
@@ -57,7 +58,7 @@ def test_quarantined_file_is_announced_without_its_name_and_health_comes_on_requ
     assert set(health["disk"]) == {"watch", "state"}
     if open_gpu_telemetry() is None:
         assert "gpu" not in health  # absent, never zeros, where nothing can measure it
-    assert "DOE" not in json.dumps(health) and "DOE" not in daemon.log().split("serving")[-1]
+    assert "DOE" not in json.dumps(health) and "DOE" not in daemon.log().split(SERVING)[-1]
 
 
 def test_alarms_name_what_an_operator_must_act_on() -> None:

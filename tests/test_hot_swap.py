@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from durability import wait_for
 from engine_bundles import (
     edge_cli,
     image_header,
@@ -21,6 +22,7 @@ from engine_bundles import (
 )
 from support import Broker, DaemonProcess, Subscriber, write_config
 
+from edge.daemon import SERVING
 from edge.engines.bundle import load_bundle
 from edge.engines.files import write_atomically
 from edge.engines.store import EngineRef, EngineStore
@@ -67,10 +69,7 @@ def test_each_image_is_scored_by_its_studys_engine_and_the_old_one_closes(
     assert worker.retiring() == [a.info]  # study-A is still open: A stays loaded
     assembler.scored(got["study-A"])
     assembler.due(now=time.monotonic() + 3600)  # study-A closes
-    deadline = time.monotonic() + 30
-    while worker.retiring() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert worker.retiring() == []
+    wait_for(lambda: worker.retiring() == [], 30, "engine A closed")
     worker.stop(timeout=10)
     worker.close_engines()
 
@@ -95,7 +94,7 @@ def start_daemon(
     )
     daemon = DaemonProcess(config)
     daemon.start()
-    daemon.wait_log("serving", timeout=60)
+    daemon.wait_log(SERVING, timeout=60)
     return daemon
 
 
@@ -223,9 +222,11 @@ def test_a_failed_activation_leaves_the_old_engine_serving(
     daemon.wait_log("engine A already serving", timeout=60)
     assert daemon.process is not None
     daemon.process.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 60
-    while daemon.log().count("engine A already serving") < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert daemon.log().count("engine A already serving") == 2
+
+    def reloads() -> int:
+        return daemon.log().count("engine A already serving")
+
+    wait_for(lambda: reloads() >= 2, 60, "the reload on SIGHUP", daemon)
+    assert reloads() == 2
     assert daemon.alive()
     assert daemon.stop() == 0

@@ -142,7 +142,6 @@ def test_a_collector_killed_mid_stream_loses_nothing_after_its_restart(
 
     wait_until(lambda: count_rows(url, STORED) == total, timeout=120, what="all results stored")
     assert count_rows(url, "SELECT count(DISTINCT seq) FROM results") == total
-    assert count_rows(url, "SELECT sum(deliveries) FROM results") >= total
     assert hub_query(url, "gaps") == []
     # The broker kept the session (and what it queued) across the kill.
     assert "connected (session present: True)" in collector.log()

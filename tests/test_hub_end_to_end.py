@@ -19,6 +19,7 @@ from hub_support import write_hub_config as write_hub
 from pydicom.uid import generate_uid
 from support import DEMO_BUNDLE, Broker, DaemonProcess, Subscriber, write_config
 
+from edge.daemon import SERVING
 from edge.samples import sample_cases, write_study
 
 SCHEMA_FILE = Path(__file__).parents[1] / "edge/schemas/result.schema.json"
@@ -72,7 +73,7 @@ def start_daemon(started: list[DaemonProcess], folder: Path, port: int, site: st
     daemon = DaemonProcess(config)
     daemon.start()
     started.append(daemon)
-    daemon.wait_log("serving", timeout=120)
+    daemon.wait_log(SERVING, timeout=120)
     return daemon
 
 

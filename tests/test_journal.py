@@ -7,60 +7,24 @@ import json
 from pathlib import Path
 
 import pytest
-from durability import ENGINE, fill, image_score, small_state_dir
+from durability import (
+    ENGINE,
+    TOPIC,
+    fill,
+    four_views,
+    image_score,
+    incoming,
+    journalled,
+    score_all,
+    small_state_dir,
+    study_result,
+)
 
 __all__ = ["small_state_dir"]  # a fixture
 
 from edge.errors import JournalError
 from edge.journal import Journal
 from edge.pipeline.study import StudyAssembler
-from edge.types import IncomingFile, StudyResult
-
-TOPIC = "edge/clinic-1/box-1/results"
-
-
-def incoming(
-    path: Path, size: int = 1000, mtime_ns: int = 1_700_000_000_000_000_000
-) -> IncomingFile:
-    return IncomingFile(path, size, mtime_ns, 0.0, "scan")
-
-
-def study_result(scores: list, closed_by: str = "complete") -> StudyResult:
-    assembler = StudyAssembler(30.0, lambda _engine: 0.5)
-    for score in scores:
-        assembler.arrived(score.header)
-    results = [assembler.scored(score) for score in scores]
-    result = results[-1] or assembler.due(now=1e12)[0]
-    assert result is not None
-    return result
-
-
-def journalled(journal: Journal, result: StudyResult) -> int:
-    return journal.record_result(
-        result, TOPIC, lambda seq: (f"id-{seq}", json.dumps({"seq": seq}).encode())
-    )
-
-
-def four_views(folder: Path, study: str) -> list:
-    return [
-        image_score(
-            folder / f"{study}-{lat}{view}",
-            sop_uid=f"{study}.{i}",
-            study_uid=study,
-            laterality=lat,
-            view=view,
-        )
-        for i, (lat, view) in enumerate((("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO")))
-    ]
-
-
-def score_all(journal: Journal, scores: list) -> None:
-    for score in scores:
-        journal.file_seen(score.header.source)
-        assert journal.claim_sop(
-            score.header.source.path, score.header.sop_uid, score.header.study_uid
-        )
-        journal.image_scored(score)
 
 
 def test_seq_increases_by_one_and_survives_reopening(tmp_path: Path) -> None:

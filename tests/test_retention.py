@@ -7,8 +7,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from durability import (
+    four_views,
+    incoming,
+    journalled,
+    read_journal,
+    score_all,
+    study_result,
+    wait_for,
+)
 from support import Subscriber
-from test_journal import four_views, incoming, journalled, score_all, study_result
 
 from edge.journal import Journal
 from edge.retention import Retention
@@ -121,12 +129,9 @@ def test_the_daemon_forgets_a_study_once_its_files_are_cleaned_up_and_reads_it_a
     for path in export.iterdir():
         path.unlink()  # the clinic's own clean-up of the export folder
     # The newest result is kept whatever its age (the journal's numbering goes on from it).
-    assert journal_once(tmp_path / "state", lambda j: j.file_counts() == {})
-    journal = Journal.open_read_only(tmp_path / "state", device="box-1")
-    try:
-        assert [r.seq for r in journal.recent_results()] == [2]
-    finally:
-        journal.close()
+    state = tmp_path / "state"
+    wait_for(lambda: read_journal(state, Journal.file_counts) == {}, 30, "files forgotten", daemon)
+    assert [r.seq for r in read_journal(state, Journal.recent_results)] == [2]
     assert "journal: forgot what is older than" in daemon.log()
     # The first study sent again: read again, a new result the hub stores beside the first.
     for path in study_files.values():
@@ -137,18 +142,3 @@ def test_the_daemon_forgets_a_study_once_its_files_are_cleaned_up_and_reads_it_a
     assert earlier["seq"] == 1
     assert again["id"] != earlier["id"]
     daemon.stop()
-
-
-def journal_once(state: Path, condition: Any, timeout: float = 30.0) -> bool:
-    """Whether the daemon's journal, read alongside it, meets ``condition`` in time."""
-    deadline = time.monotonic() + timeout
-    while True:
-        journal = Journal.open_read_only(state, device="box-1")
-        try:
-            if condition(journal):
-                return True
-        finally:
-            journal.close()
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)

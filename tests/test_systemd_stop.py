@@ -6,9 +6,11 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from durability import read_journal, wait_for
 from support import DaemonProcess, Subscriber
 from systemd_engines import make_bundle
 
+from edge.journal import Journal
 from edge.samples import sample_cases, write_study
 
 #: the unit's TimeoutStopSec: after it systemd would kill the service
@@ -32,17 +34,21 @@ def test_sigterm_mid_study_exits_cleanly_and_the_next_start_finishes_it(
     for path in [*files[0], *files[1][:2]]:
         path.rename(export / path.name)
     first.wait_log("result seq 1 journalled")
-    # The second study is half scored; its other half arrives as the stop comes.
-    for path in files[1][2:]:
-        path.rename(export / path.name)
+    # The stop comes with the second study half scored; its other half arrives after.
+    state = tmp_path / "state"
+    wait_for(lambda: read_journal(state, Journal.file_counts).get("scored") == 2, 60, "2 scored")
     assert first.stop(signal.SIGTERM, timeout=TIMEOUT_STOP_S) == 0
     assert "stopped" in first.log()
+    done = subscriber.next("/results", 10)
+    for path in files[1][2:]:
+        path.rename(export / path.name)
 
-    daemon_factory(**overrides)
-    results = {}
-    while len(results) < 2:
-        result = subscriber.next("/results", 120)
-        assert isinstance(result, dict)
-        results[result["study_uid"]] = result
-    assert all(r["closed_by"] == "complete" and not r["missing_views"] for r in results.values())
+    second = daemon_factory(**overrides)
+    assert "resuming: 2 scored images of open studies" in second.run_log()
+    finished = subscriber.next("/results", 120)
+    assert isinstance(done, dict) and isinstance(finished, dict)
+    assert (done["seq"], finished["seq"]) == (1, 2)
+    assert done["study_uid"] != finished["study_uid"]
+    for result in (done, finished):
+        assert result["closed_by"] == "complete" and not result["missing_views"]
     assert "TEST^STOP" not in first.log()

@@ -25,6 +25,7 @@ from edge.bench.baseline import TOPIC as BASELINE_TOPIC
 from edge.bench.corpus import Case
 from edge.bench.harness import Broker, Child, Listener, daemon_child, daemon_config
 from edge.config import Config
+from edge.daemon import SERVING
 
 #: studies in flight at once during the warm-up and the soak
 SOAK_WINDOW = 4
@@ -166,7 +167,7 @@ class BenchSession:
         )
         child = daemon_child(path)
         with _phase(f"starting {name}"):
-            child.start("serving")
+            child.start(SERVING)
         try:
             yield child, self._rig(folder / "export")
         finally:
