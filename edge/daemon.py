@@ -129,7 +129,6 @@ class Daemon:
         workers = config.decode.workers or (os.cpu_count() or 1)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
         self.decoder = make_pool(config.decode.pool, workers, timeout_s=config.decode.timeout_s)
-        self._in_pool = 0
         self._paths_in_hand: set[Path] = set()
         self._paths_changed: set[Path] = set()
         self._pool_lock = threading.Lock()
@@ -244,7 +243,6 @@ class Daemon:
                 self._paths_changed.add(incoming.path)
                 return
             self._paths_in_hand.add(incoming.path)
-            self._in_pool += 1
         self.pool.submit(self._process_file, incoming)
 
     def _process_file(self, incoming: IncomingFile) -> None:
@@ -258,7 +256,6 @@ class Daemon:
         finally:
             self._ingest_clock.end(token)
             with self._pool_lock:
-                self._in_pool -= 1
                 self._paths_in_hand.discard(incoming.path)
                 changed = incoming.path in self._paths_changed
                 self._paths_changed.discard(incoming.path)
@@ -498,7 +495,7 @@ class Daemon:
 
     def health(self) -> dict[str, Any]:
         config = self.config
-        engine = self.switch.engine
+        engine = self.infer.engine
         state_disk = disk_free(config.state_dir)
         try:
             backlog = self.journal.backlog()
@@ -513,9 +510,7 @@ class Daemon:
             "version": __version__,
             "at": now_iso(),
             "uptime_s": round(time.time() - self._started_at, 1),
-            "engine": None
-            if engine is None
-            else {
+            "engine": {
                 "name": engine.info.name,
                 "version": engine.info.version,
                 "sha256": engine.info.sha256,
@@ -535,7 +530,7 @@ class Daemon:
                 "state": state_disk,
             },
             "queues": {
-                "files_pending": self.watcher.pending + self._in_pool,
+                "files_pending": self._files_pending(),
                 "infer": self.infer.depth,
                 "open_studies": self.assembler.open_studies,
                 "outbox": None if backlog is None else backlog.outbox,
@@ -587,17 +582,20 @@ class Daemon:
 
     def _status_line(self) -> str:
         """``systemctl status``'s one line: engine, queues, outbox, broker."""
-        engine = self.switch.engine
+        engine = self.infer.engine
         link = self.publisher.link
         return (
             f"engine {engine.info.name} {engine.info.version} on {engine.info.backend}"
-            if engine is not None
-            else "no engine"
-        ) + (
-            f"; queue {self.watcher.pending + self._in_pool} files, {self.infer.depth} to score, "
+            f"; queue {self._files_pending()} files, {self.infer.depth} to score, "
             f"{self.assembler.open_studies} open studies; outbox {self.publisher.backlog}; "
             f"broker {link.where} {'connected' if link.connected else 'not connected'}"
         )
+
+    def _files_pending(self) -> int:
+        """Files seen but not yet complete, and files in the ingest pool's hands."""
+        with self._pool_lock:
+            in_hand = len(self._paths_in_hand)
+        return self.watcher.pending + in_hand
 
     def publish_health(self) -> None:
         payload = json.dumps(self.health(), separators=(",", ":")).encode()

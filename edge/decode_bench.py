@@ -230,16 +230,6 @@ class Row:
         return self.default_ms / self.edge_ms if self.edge_ms > 0 else float("inf")
 
 
-def best_of(function: Callable[[], object], repeats: int) -> float:
-    """The fastest of ``repeats`` runs in milliseconds (the least disturbed by other load)."""
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append((time.perf_counter() - started) * 1000)
-    return min(times)
-
-
 def best_of_pair(
     first: Callable[[], object], second: Callable[[], object], repeats: int
 ) -> tuple[float, float]:

@@ -31,7 +31,8 @@ class IngestError(EdgeError):
 
 
 class Skip(EdgeError):
-    """A valid file that this appliance does not score (not MG, a DICOMDIR, ...)."""
+    """A valid file that this appliance does not score: another modality, a For
+    Processing or tomosynthesis object the engine does not accept."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")

@@ -33,7 +33,8 @@ POINTER_CHECK_S = 1.0
 
 
 class EngineSwitch:
-    """The serving engine, its thresholds, and switches to the store's current one."""
+    """The thresholds of the engines that served, and switches to the store's current
+    engine (the inference worker holds which one serves)."""
 
     def __init__(
         self, config: Config, store: EngineStore, metrics: Metrics, stopping: threading.Event
@@ -42,7 +43,6 @@ class EngineSwitch:
         self._store = store
         self._metrics = metrics
         self._stopping = stopping
-        self.engine: Engine | None = None
         #: where the serving engine came from (the store or ``engine.bundle``)
         self.origin = ""
         #: the last switch: when, to which version, and whether it worked (health)
@@ -60,7 +60,7 @@ class EngineSwitch:
         self._pointer_seen = self._store.pointer_text()
         choice = choose_serving(self._config, self._store)
         engine = load_engine(self._config, self._store, choice.bundle)
-        self.engine, self.origin = engine, choice.origin
+        self.origin = choice.origin
         self._thresholds[engine.info] = engine.threshold
         return engine
 
@@ -137,14 +137,15 @@ class EngineSwitch:
         kept = self._infer.add(engine)
         # Bind new studies first, then make it current: from here on no new study is
         # bound to the old engine, which closes once its open studies are published.
+        previous = self._infer.engine
         self._assembler.serve(kept.info)
         self._infer.make_current(kept.info)
-        previous, self.engine, self.origin = self.engine, kept, origin
+        self.origin = origin
         log.info(
             "engine %s %s now scores new studies; %s finishes the studies it started",
             kept.info.name,
             kept.info.version,
-            previous.info.version if previous else "none",
+            previous.info.version,
         )
         self.activation = {"at": now_iso(), "version": kept.info.version, "ok": True}
 

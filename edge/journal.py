@@ -33,8 +33,7 @@ few writes per image, far below what one connection serves.
 What ``edge status`` and health read: :meth:`Journal.recent_results` (the last
 studies with score, seq and when delivered), :meth:`Journal.backlog` (what waits
 for the broker), :meth:`Journal.recent_events` (quarantines and errors, with
-reasons), :meth:`Journal.recent_problems` (files quarantined, skipped, duplicate
-or gone) and :meth:`Journal.file_counts` (files per state).
+reasons) and :meth:`Journal.file_counts` (files per state).
 """
 
 from __future__ import annotations
@@ -60,8 +59,6 @@ FILENAME = "journal.sqlite3"
 SCHEMA_VERSION = 1
 #: states after which a file is never processed again at the same (size, mtime)
 DONE_STATES = frozenset({"scored", "published", "duplicate", "skipped", "quarantined"})
-#: states of a file taken but not yet scored: it is processed again after a restart
-ACTIVE_STATES = ("seen", "decoded")
 #: states of a file the journal forgets once the file has left the watch folder
 FORGETTABLE_STATES = ("published", "duplicate", "skipped", "quarantined", "gone")
 #: events kept in the journal; older ones are deleted as new ones come
@@ -529,16 +526,6 @@ class Journal:
         return [
             ResultSummary(**{**dict(row), "suspicious": bool(row["suspicious"])}) for row in rows
         ]
-
-    def recent_problems(self, limit: int = 20) -> list[FileRecord]:
-        """The last ``limit`` files quarantined, skipped or found duplicate, newest first."""
-        with self._reading() as db:
-            rows = db.execute(
-                "SELECT * FROM files WHERE state IN ('quarantined', 'skipped', 'duplicate', 'gone')"
-                " ORDER BY updated_at DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [_file_record(row) for row in rows]
 
     def recent_events(self, limit: int = 20) -> list[EventRecord]:
         """The last ``limit`` events (quarantined files, internal errors), newest first."""

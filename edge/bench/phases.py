@@ -183,15 +183,8 @@ def rss_mb(pid: int) -> float:
 def children_rss_mb(pid: int) -> float:
     """Resident memory of every process under ``pid`` (the fork server and the decode
     workers), summed: pages they share are counted once per process."""
-    import psutil
-
-    total = 0
-    for child in _process(pid).children(recursive=True):
-        try:
-            total += child.memory_info().rss
-        except psutil.NoSuchProcess:  # a worker replaced meanwhile: not counted
-            continue
-    return total / (1 << 20)
+    rss = _sum_over(_process(pid).children(recursive=True), lambda p: p.memory_info().rss)
+    return rss / (1 << 20)
 
 
 def soak(
@@ -243,15 +236,25 @@ def _sleep_until(moment: float) -> None:
 def _cpu_seconds(process: psutil.Process) -> float:
     """CPU time of ``process`` and every process under it (the daemon's decode workers
     are its grandchildren, under the fork server)."""
+
+    def used(member: psutil.Process) -> float:
+        times = member.cpu_times()
+        return float(times.user + times.system)
+
+    return _sum_over([process, *process.children(recursive=True)], used)
+
+
+def _sum_over(members: list[psutil.Process], measure: Callable[[psutil.Process], float]) -> float:
+    """``measure`` summed over the processes still there (a worker replaced meanwhile
+    is left out)."""
     import psutil
 
     total = 0.0
-    for member in [process, *process.children(recursive=True)]:
+    for member in members:
         try:
-            times = member.cpu_times()
-        except psutil.NoSuchProcess:  # a worker replaced meanwhile: its time is lost
+            total += measure(member)
+        except psutil.NoSuchProcess:
             continue
-        total += times.user + times.system
     return total
 
 

@@ -61,7 +61,7 @@ def run_selftest(bundle: Bundle, backend: Backend) -> SelfTestResult:
     spec = bundle.manifest.selftest
     assert spec is not None  # load_selftest refuses a bundle without one
     tolerance = spec.tolerance
-    actual = _infer_all(backend, inputs)
+    actual = backend.infer(np.ascontiguousarray(inputs))
     if actual.reshape(len(actual), -1).shape != expected.reshape(len(expected), -1).shape:
         raise EngineError(
             f"self-test on {backend.name}: output shape {actual.shape} differs from the "
@@ -76,12 +76,3 @@ def run_selftest(bundle: Bundle, backend: Backend) -> SelfTestResult:
             f"tolerance {tolerance:g} (worst on self-test input {worst} of {len(inputs)})"
         )
     return SelfTestResult(len(inputs), max_diff, tolerance, backend.name)
-
-
-def _infer_all(backend: Backend, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    step = max(1, backend.max_batch)
-    parts = [
-        backend.infer(np.ascontiguousarray(inputs[start : start + step]))
-        for start in range(0, len(inputs), step)
-    ]
-    return np.concatenate(parts, axis=0)

@@ -22,6 +22,7 @@ decoding failure; :mod:`edge.pipeline.decode` then tries the next decoder.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import os
@@ -82,6 +83,7 @@ def _imagecodecs_has(codec: str) -> Callable[[], bool]:
     return check
 
 
+@functools.cache  # asked for every JPEG 2000 frame; it cannot change in a running process
 def glymur_available() -> bool:
     """glymur is installed and found an openjpeg that reads at reduced resolution."""
     if glymur is None:

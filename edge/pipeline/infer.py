@@ -140,7 +140,6 @@ class InferenceWorker:
         self._thread = threading.Thread(target=self._run, name="infer", daemon=True)
         #: monotonic start of the call in progress, for the stuck-stage check
         self.busy_since: float | None = None
-        self.completed = 0
 
     # -- the engines ------------------------------------------------------------------
 
@@ -244,6 +243,9 @@ class InferenceWorker:
 
     def _close_retired(self) -> None:
         # Runs on the worker thread only, so no batch is ever scored by a closing engine.
+        with self._engines_lock:
+            if len(self._engines) == 1:  # only the current one: nothing to retire
+                return
         in_use = self._in_use()
         with self._engines_lock:
             done = [i for i in self._engines if i != self._current and i not in in_use]
@@ -268,7 +270,6 @@ class InferenceWorker:
             self.busy_since = None
         elapsed_ms = (time.perf_counter() - started) * 1000
         device = engine.backend.last_timings_ms()
-        self.completed += len(batch)
         for item, score in zip(batch, scores, strict=True):
             timings = {**item.header.timings_ms, **item.timings_ms, "infer": elapsed_ms, **device}
             try:

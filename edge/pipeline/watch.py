@@ -171,9 +171,6 @@ class FolderWatcher:
         size, mtime_ns = stat
         self._on_file(IncomingFile(path, size, mtime_ns, time.monotonic(), trigger))
 
-    def _gone(self, path: Path) -> None:
-        self.forget(path)
-
     # -- internals ----------------------------------------------------------------------
 
     def _ignored(self, path: Path) -> bool:
@@ -190,9 +187,9 @@ class FolderWatcher:
                 yield Path(folder) / name
 
     def _created(self, path: Path) -> None:
-        self._track(path)  # should it be written slowly after all, it still settles
         if self._ignored(path):
             return
+        self._track(path)  # should it be written slowly after all, it still settles
         with self._lock:
             self._arrived[path] = time.monotonic()
         self._wake.set()
@@ -258,7 +255,7 @@ class _Handler(FileSystemEventHandler):
             self._watcher._take(Path(_text(event.src_path)), "close_write")
 
     def on_moved(self, event: FileSystemEvent) -> None:
-        self._watcher._gone(Path(_text(event.src_path)))
+        self._watcher.forget(Path(_text(event.src_path)))
         if isinstance(event, FileMovedEvent):
             self._watcher._take(Path(_text(event.dest_path)), "moved")
         elif isinstance(event, DirMovedEvent):
@@ -282,7 +279,7 @@ class _Handler(FileSystemEventHandler):
             self._watcher._track(Path(_text(event.src_path)))
 
     def on_deleted(self, event: FileSystemEvent) -> None:
-        self._watcher._gone(Path(_text(event.src_path)))
+        self._watcher.forget(Path(_text(event.src_path)))
 
 
 def _text(path: str | bytes) -> str:

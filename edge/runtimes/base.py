@@ -20,11 +20,13 @@ from edge.engines.bundle import Bundle
 class Backend(Protocol):
     #: registry name: ``onnxruntime`` or ``tensorrt``
     name: str
-    #: the largest batch one call takes
+    #: the largest batch the model runs in one pass (the inference worker gathers
+    #: no more); :meth:`infer` splits a larger one
     max_batch: int
 
     def infer(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Run the model on ``batch`` (N, C, H, W); return its output (N, ...)."""
+        """Run the model on ``batch`` (N, C, H, W), in passes of at most ``max_batch``;
+        return its output (N, ...)."""
         ...
 
     def last_timings_ms(self) -> dict[str, float]:
