@@ -76,6 +76,25 @@ class EngineInfo:
 
 
 @dataclass(frozen=True)
+class Finding:
+    """A suspicious region the engine located on one image.
+
+    Coordinates are in the source image's own pixel grid, as a DICOM SCOORD gives them
+    (PS3.3 C.18.6.1.1): ``(0, 0)`` is the top left corner of the top left pixel, so the
+    centre of that pixel is ``(0.5, 0.5)``; already mapped back through the resize and
+    any left/right flip of preprocessing."""
+
+    #: horizontal position (column), in source pixels
+    column: float
+    #: vertical position (row), in source pixels
+    row: float
+    #: the region's radius, in source pixels
+    radius: float
+    #: the engine's suspicion at this region, 0..1
+    score: float
+
+
+@dataclass(frozen=True)
 class ImageScore:
     """The engine's score for one image."""
 
@@ -83,6 +102,8 @@ class ImageScore:
     score: float
     engine: EngineInfo
     timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
+    #: regions the engine located, strongest first (empty for an engine without a map)
+    findings: tuple[Finding, ...] = ()
 
 
 @dataclass(frozen=True)
