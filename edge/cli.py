@@ -146,8 +146,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from edge.doctor.account import service_account
-    from edge.doctor.checks import report, run_checks
+    from edge.tools.doctor.account import service_account
+    from edge.tools.doctor.checks import report, run_checks
 
     try:
         account = service_account(args.user)
@@ -164,7 +164,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from edge.status import show_status
+    from edge.tools.status import show_status
 
     show_status(_load(args.config), print, limit=args.limit)  # JournalError: see main()
     return EXIT_OK
@@ -291,8 +291,8 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from edge.bench import BenchError
-    from edge.bench.runner import options_from_args, run_bench
+    from edge.tools.bench import BenchError
+    from edge.tools.bench.runner import options_from_args, run_bench
 
     try:
         run_bench(options_from_args(args))

@@ -35,24 +35,25 @@ from typing import Any
 from edge import __version__
 from edge.config import Config
 from edge.credentials import broker_password
+from edge.engines.engine import Engine
 from edge.engines.store import EngineStore
+from edge.engines.switch import EngineSwitch
 from edge.errors import IngestError, JournalError, Skip
-from edge.events import event, scrub
-from edge.gpu_telemetry import GpuTelemetry, open_gpu_telemetry
-from edge.health import HEALTH_SCHEMA, Metrics, alarms, disk_free, now_iso
-from edge.hot_swap import EngineSwitch
+from edge.health.gpu import GpuTelemetry, open_gpu_telemetry
+from edge.health.liveness import Stage, Supervisor, WorkClock
+from edge.health.metrics import HEALTH_SCHEMA, Metrics, alarms, disk_free, now_iso
 from edge.journal import Backlog, EventRecord, Journal, OutboxEntry
-from edge.liveness import Stage, Supervisor, WorkClock
+from edge.journal.retention import Retention
+from edge.messages.event import event, scrub
 from edge.mqtt import LinkEvent, MqttLink
 from edge.notify import Notifier
-from edge.pipeline.infer import Engine, InferenceWorker
+from edge.pipeline.infer import InferenceWorker
 from edge.pipeline.ingest import read_header
 from edge.pipeline.pool import make_pool
 from edge.pipeline.publish import Publisher, encode, result_message
+from edge.pipeline.quarantine import file_tag, quarantine
 from edge.pipeline.study import StudyAssembler, study_hash
 from edge.pipeline.watch import FolderWatcher
-from edge.quarantine import file_tag, quarantine
-from edge.retention import Retention
 from edge.types import ImageHeader, ImageScore, IncomingFile, ModelInput, StudyResult
 
 log = logging.getLogger(__name__)

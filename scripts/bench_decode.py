@@ -7,9 +7,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from edge import decode_bench
-from edge.engines.bundle import Preprocessing, read_manifest
+from edge.bundle.manifest import Preprocessing, read_manifest
 from edge.pipeline.pool import ProcessDecoder, ThreadDecoder
+from edge.tools import decode_bench
 
 DEMO = Path(__file__).resolve().parents[1] / "engines" / "demo"
 

@@ -24,7 +24,7 @@ import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.samples import sample_cases, write_study
+from edge.tools.samples import sample_cases, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 

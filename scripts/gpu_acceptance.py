@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from edge.engines.bundle import Bundle, load_bundle
+from edge.bundle.manifest import Bundle, load_bundle
 from edge.engines.selftest import run_selftest
-from edge.health import percentiles
+from edge.health.metrics import percentiles
 from edge.pipeline.decode import load_model_input
 from edge.pipeline.ingest import read_header
 from edge.runtimes import registry
 from edge.runtimes.base import Backend
-from edge.samples import sample_cases, write_study
+from edge.tools.samples import sample_cases, write_study
 from edge.types import IncomingFile
 
 ROOT = Path(__file__).resolve().parents[1]

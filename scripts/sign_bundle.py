@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge.engines.bundle import load_bundle
+from edge.bundle.manifest import load_bundle
 from edge.engines.signing import generate_key, load_public_key, sign_bundle, verify_bundle
 from edge.errors import EngineError
 

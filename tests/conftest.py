@@ -11,7 +11,7 @@ import pytest
 from support import Broker, DaemonProcess, Subscriber, write_config
 
 from edge.daemon import SERVING
-from edge.samples import sample_cases, write_study
+from edge.tools.samples import sample_cases, write_study
 
 
 @pytest.fixture

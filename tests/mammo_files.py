@@ -2,7 +2,7 @@
 
 Each file is a Digital Mammography For Presentation object around a real
 CBIS-DDSM image (resized, 12 bits), written by a real encoder
-(:mod:`edge.decode_bench`). Attributes are changed with pydicom before writing.
+(:mod:`edge.tools.decode_bench`). Attributes are changed with pydicom before writing.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import FileDataset
 
-from edge.decode_bench import mammogram, real_image, write_encoded
-from edge.engines.bundle import Accepts, Preprocessing
+from edge.bundle.manifest import Accepts, Preprocessing
 from edge.pipeline.decode import load_model_input
 from edge.pipeline.ingest import read_header
+from edge.tools.decode_bench import mammogram, real_image, write_encoded
 from edge.types import ImageHeader, IncomingFile
 
 SMALL = (512, 416)

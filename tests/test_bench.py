@@ -19,10 +19,10 @@ import numpy as np
 import pydicom
 import pytest
 
-from edge.bench.corpus import ENCODINGS, transcode
-from edge.bench.isolated import FileCost
-from edge.bench.phases import BurstRun, StudySample
-from edge.bench.report import Measured, build
+from edge.tools.bench.corpus import ENCODINGS, transcode
+from edge.tools.bench.isolated import FileCost
+from edge.tools.bench.phases import BurstRun, StudySample
+from edge.tools.bench.report import Measured, build
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 

@@ -19,11 +19,11 @@ import pytest
 from mammo_files import SMALL, build, header, real_pixels
 from pydicom.encaps import encapsulate
 
-from edge.decode_bench import ENCODINGS, encoders_missing
-from edge.engines.bundle import Accepts, Preprocessing
+from edge.bundle.manifest import Accepts, Preprocessing
 from edge.errors import IngestError
 from edge.pipeline.decode import decode, first_frame, load_model_input
 from edge.pipeline.preprocess import prepare
+from edge.tools.decode_bench import ENCODINGS, encoders_missing
 
 LOSSY = {"jpeg-baseline", "jpeg-extended", "jpeg-ls-near-lossless", "j2k"}
 DECODER = {

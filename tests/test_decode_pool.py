@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from mammo_files import build, header, real_pixels
 
-from edge.engines.bundle import Preprocessing
+from edge.bundle.manifest import Preprocessing
 from edge.errors import IngestError
 from edge.pipeline.pool import ProcessDecoder, ThreadDecoder
 from edge.pipeline.study import StudyAssembler

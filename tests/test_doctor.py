@@ -19,7 +19,7 @@ from engine_bundles import flip_byte
 from support import DEMO_BUNDLE, ROOT, Broker, free_port, wait_for_port, write_config
 from systemd_engines import make_bundle
 
-from edge.doctor.gpu import describe_gpu
+from edge.tools.doctor.gpu import describe_gpu
 
 
 def doctor(config: Path, *extra: str) -> tuple[int, dict[str, list[str]]]:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from engine_bundles import flip_byte, make_bundle, make_key, make_signed_bundle
 
-from edge.engines.bundle import load_bundle, read_manifest
+from edge.bundle.manifest import load_bundle, read_manifest
 from edge.engines.signing import SIGNATURE, load_public_key, sign_bundle, verify_bundle
 from edge.errors import EngineError
 

@@ -30,7 +30,7 @@ from pydicom.uid import generate_uid
 from support import Broker, DaemonProcess, Subscriber
 
 from edge.journal import Journal
-from edge.samples import sample_cases, write_study
+from edge.tools.samples import sample_cases, write_study
 
 __all__ = ["small_state_dir", "start_daemon"]  # fixtures
 

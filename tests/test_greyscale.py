@@ -20,7 +20,7 @@ from mammo_files import SMALL, build, model_input, real_pixels
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.sequence import Sequence
 
-from edge.engines.bundle import Preprocessing
+from edge.bundle.manifest import Preprocessing
 
 SPEC = Preprocessing(height=SMALL[0], width=SMALL[1], orientation="chest_wall_left")
 PROBES = (0, 1000, 1535, 1536, 2047, 2048, 2300, 2559, 2560, 3000, 4095)

@@ -22,14 +22,15 @@ from engine_bundles import (
 )
 from support import Broker, DaemonProcess, Subscriber, write_config
 
+from edge.bundle.files import write_atomically
+from edge.bundle.manifest import load_bundle
 from edge.daemon import SERVING
-from edge.engines.bundle import load_bundle
-from edge.engines.files import write_atomically
+from edge.engines.engine import Engine
 from edge.engines.store import EngineRef, EngineStore
-from edge.pipeline.infer import Engine, InferenceWorker
+from edge.pipeline.infer import InferenceWorker
 from edge.pipeline.study import StudyAssembler
 from edge.runtimes import registry
-from edge.samples import sample_cases, write_study
+from edge.tools.samples import sample_cases, write_study
 from edge.types import ImageScore, ModelInput
 
 SIZE = 64

@@ -1,6 +1,6 @@
 """Clinics to hub, for real: two ``edge run`` daemons, a mosquitto, one collector.
 
-Real four-view studies (edge.samples.write_study) go into two sites' export
+Real four-view studies (edge.tools.samples.write_study) go into two sites' export
 folders; the collector is killed with SIGKILL in the middle and started again.
 """
 
@@ -20,7 +20,7 @@ from pydicom.uid import generate_uid
 from support import DEMO_BUNDLE, Broker, DaemonProcess, Subscriber, write_config
 
 from edge.daemon import SERVING
-from edge.samples import sample_cases, write_study
+from edge.tools.samples import sample_cases, write_study
 
 SCHEMA_FILE = Path(__file__).parents[1] / "edge/schemas/result.schema.json"
 STUDIES_PER_SITE = 20

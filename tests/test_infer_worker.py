@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from engine_bundles import image_header, make_bundle
 
-from edge.engines.bundle import load_bundle
-from edge.pipeline.infer import Engine, InferenceWorker
+from edge.bundle.manifest import load_bundle
+from edge.engines.engine import Engine
+from edge.pipeline.infer import InferenceWorker
 from edge.types import ImageScore, ModelInput
 
 SIZE = 64  # the side of make_bundle's test models

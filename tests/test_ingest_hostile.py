@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 from mammo_files import build, header, incoming, real_pixels
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from edge.engines.bundle import Preprocessing
+from edge.bundle.manifest import Preprocessing
 from edge.errors import IngestError, Skip
 from edge.pipeline.decode import load_model_input
 from edge.pipeline.ingest import read_header
-from edge.quarantine import quarantine
+from edge.pipeline.quarantine import quarantine
 from edge.types import ModelInput
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"

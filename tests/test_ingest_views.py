@@ -14,7 +14,7 @@ from mammo_files import build, header
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.sequence import Sequence
 
-from edge.engines.bundle import Accepts
+from edge.bundle.manifest import Accepts
 from edge.errors import IngestError, Skip
 from edge.types import ImageHeader
 

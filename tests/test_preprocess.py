@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from edge.engines.bundle import Preprocessing
+from edge.bundle.manifest import Preprocessing
 from edge.pipeline.decode import choose_plugin, decode
 from edge.pipeline.ingest import read_header
 from edge.pipeline.preprocess import needs_flip, prepare, resize_area, scale_minmax

@@ -19,8 +19,8 @@ from durability import (
 from support import Subscriber
 
 from edge.journal import Journal
-from edge.retention import Retention
-from edge.samples import sample_cases, write_study
+from edge.journal.retention import Retention
+from edge.tools.samples import sample_cases, write_study
 
 KEEP_S = 0.5
 

@@ -14,7 +14,7 @@ from support import ROOT, Broker, DaemonProcess, Subscriber, write_config
 from systemd_engines import make_bundle
 
 from edge.pipeline.study import study_hash
-from edge.samples import sample_cases, write_study
+from edge.tools.samples import sample_cases, write_study
 
 
 def status(config: Path) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ from support import DaemonProcess, Subscriber
 from systemd_engines import make_bundle
 
 from edge.journal import Journal
-from edge.samples import sample_cases, write_study
+from edge.tools.samples import sample_cases, write_study
 
 #: the unit's TimeoutStopSec: after it systemd would kill the service
 TIMEOUT_STOP_S = 90

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 from engine_bundles import make_bundle
 
-from edge.engines.bundle import load_bundle
+from edge.bundle.manifest import load_bundle
 from edge.engines.selftest import run_selftest
 from edge.errors import EngineError
 from edge.runtimes import cuda

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from edge.bundle.manifest import Bundle
 from edge.config import Config
-from edge.engines.bundle import Bundle
 from edge.engines.selftest import SelfTestResult, run_selftest
 from edge.engines.signing import load_public_key
 from edge.engines.store import PLANS, EngineRef, EngineStore, TrustPolicy

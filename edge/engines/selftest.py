@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from edge.engines.bundle import Bundle
+from edge.bundle.manifest import Bundle
 from edge.errors import EngineError
 from edge.runtimes.base import Backend
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from edge.bundle.manifest import Bundle, load_bundle
 from edge.config import Config
-from edge.engines.bundle import Bundle, load_bundle
+from edge.engines.engine import Engine
 from edge.engines.signing import load_public_key, verify_bundle
 from edge.engines.store import PLANS, EngineStore, TrustPolicy
 from edge.errors import EngineError
-from edge.pipeline.infer import Engine
 from edge.types import EngineInfo
 
 log = logging.getLogger(__name__)

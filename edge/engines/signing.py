@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edge.engines.bundle import MANIFEST
+from edge.bundle.manifest import MANIFEST
 from edge.errors import EngineError
 
 SIGNATURE = "signature"

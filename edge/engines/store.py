@@ -29,8 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
-from edge.engines.bundle import MANIFEST, Bundle, Manifest, load_bundle, read_manifest
-from edge.engines.files import copy_durably, fsync_dir, unpack_archive, write_atomically
+from edge.bundle.files import copy_durably, fsync_dir, unpack_archive, write_atomically
+from edge.bundle.manifest import MANIFEST, Bundle, Manifest, load_bundle, read_manifest
 from edge.engines.selftest import SelfTestResult
 from edge.engines.signing import SIGNATURE, TrustedKey, verify_bundle
 from edge.errors import EngineError

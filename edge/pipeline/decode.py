@@ -45,7 +45,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from edge.engines.bundle import Preprocessing
+from edge.bundle.manifest import Preprocessing
 from edge.errors import IngestError
 from edge.pipeline import codecs, dicomfile
 from edge.pipeline.codestream import CodestreamError, frame_geometry

@@ -14,7 +14,7 @@ import time
 
 from pydicom.dataset import Dataset, FileDataset
 
-from edge.engines.bundle import Accepts
+from edge.bundle.manifest import Accepts
 from edge.errors import IngestError, Skip
 from edge.pipeline import dicomfile
 from edge.pipeline.views import image_laterality, is_screening_view, row_direction, view_position

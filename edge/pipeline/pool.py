@@ -38,7 +38,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edge.engines.bundle import Preprocessing
+from edge.bundle.manifest import Preprocessing
 from edge.errors import IngestError
 from edge.pipeline.codecs import availability
 from edge.types import ImageHeader, ModelInput

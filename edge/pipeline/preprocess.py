@@ -25,7 +25,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 
-from edge.engines.bundle import Preprocessing
+from edge.bundle.manifest import Preprocessing
 from edge.errors import IngestError
 from edge.types import ImageHeader, ModelInput
 

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from edge.engines.bundle import Bundle
+from edge.bundle.manifest import Bundle
 
 
 class Backend(Protocol):

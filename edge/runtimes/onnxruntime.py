@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from edge.engines.bundle import Bundle
+from edge.bundle.manifest import Bundle
 from edge.errors import EngineError
 
 NAME = "onnxruntime"

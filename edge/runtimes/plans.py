@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edge.engines.files import write_atomically
+from edge.bundle.files import write_atomically
 from edge.errors import EngineError
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-from edge.engines.bundle import Bundle
+from edge.bundle.manifest import Bundle
 from edge.errors import EngineError
 from edge.runtimes.base import Backend, BackendFactory
 

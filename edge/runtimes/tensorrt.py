@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge.engines.bundle import Bundle
+from edge.bundle.manifest import Bundle
 from edge.errors import EngineError
 from edge.runtimes import cuda
 from edge.runtimes.plans import BuildRequest, PlanCache, PlanKey

@@ -19,13 +19,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.bench import BenchError, phases
-from edge.bench.baseline import READY as BASELINE_READY
-from edge.bench.baseline import TOPIC as BASELINE_TOPIC
-from edge.bench.corpus import Case
-from edge.bench.harness import Broker, Child, Listener, daemon_child, daemon_config
 from edge.config import Config
 from edge.daemon import SERVING
+from edge.tools.bench import BenchError, phases
+from edge.tools.bench.baseline import READY as BASELINE_READY
+from edge.tools.bench.baseline import TOPIC as BASELINE_TOPIC
+from edge.tools.bench.corpus import Case
+from edge.tools.bench.harness import Broker, Child, Listener, daemon_child, daemon_config
 
 #: studies in flight at once during the warm-up and the soak
 SOAK_WINDOW = 4
@@ -141,7 +141,7 @@ class BenchSession:
         folder = _folder(self.work, "baseline")
         export = _folder(folder, "export")
         argv = [
-            *(sys.executable, "-m", "edge.bench.baseline"),
+            *(sys.executable, "-m", "edge.tools.bench.baseline"),
             *("--folder", str(export), "--bundle", str(self.config.engine.bundle)),
             *("--port", str(self._broker.port), "--poll-s", str(poll_s)),
         ]

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from edge.bundle.manifest import read_manifest
 from edge.config import Config
-from edge.engines.bundle import read_manifest
 from edge.engines.store import EngineStore
 from edge.errors import EngineError
 from edge.journal import FILENAME, Backlog, EventRecord, Journal, ResultSummary

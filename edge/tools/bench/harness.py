@@ -24,8 +24,8 @@ import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.bench import BenchError
 from edge.config import Config
+from edge.tools.bench import BenchError
 
 STOP_TIMEOUT_S = 30.0
 

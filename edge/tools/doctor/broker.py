@@ -19,8 +19,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.config import Config, MqttConfig
 from edge.credentials import broker_password
-from edge.doctor.check import Check
 from edge.errors import ConfigError
+from edge.tools.doctor.check import Check
 
 #: CONNACK reasons meaning "wrong login" (MQTT 5 numbering; paho maps 3.1.1's onto them)
 BAD_LOGIN = frozenset({134, 135})

@@ -14,7 +14,7 @@ import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from edge.engines.bundle import MANIFEST
+from edge.bundle.manifest import MANIFEST
 from edge.errors import EngineError
 
 CHUNK = 1 << 20

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.bundle.manifest import load_bundle
 from edge.config import Config
-from edge.engines.bundle import load_bundle
+from edge.engines.engine import Engine
 from edge.engines.store import PLANS
 from edge.pipeline.decode import load_model_input
-from edge.pipeline.infer import Engine
 from edge.pipeline.ingest import read_header
 from edge.types import IncomingFile
 

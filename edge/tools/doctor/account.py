@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edge.doctor.check import Check
+from edge.tools.doctor.check import Check
 
 log = logging.getLogger(__name__)
 SERVICE_USER = "edge"

@@ -25,7 +25,7 @@ resumes where it stopped:
     the last :data:`EVENTS_KEPT` events sent on ``.../events`` (quarantined
     files, internal errors), for ``edge status`` after a restart.
 
-What is old is forgotten in passes by :mod:`edge.retention` (``journal.keep_days``).
+What is old is forgotten in passes by :mod:`edge.journal.retention` (``journal.keep_days``).
 
 Every public method is one transaction, serialised by one lock: the volume is a
 few writes per image, far below what one connection serves.

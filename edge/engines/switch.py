@@ -15,21 +15,40 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from edge.config import Config
+from edge.engines.engine import Engine
 from edge.engines.serving import choose_serving, load_engine, same_model
 from edge.engines.store import EngineStore
 from edge.errors import EngineError
-from edge.health import Metrics, now_iso
-from edge.pipeline.infer import Engine, InferenceWorker
-from edge.pipeline.study import StudyAssembler
+from edge.health.metrics import Metrics, now_iso
 from edge.types import EngineInfo
 
 log = logging.getLogger(__name__)
 
 #: how often the store's ``current`` pointer is read for a change
 POINTER_CHECK_S = 1.0
+
+
+class EngineHolder(Protocol):
+    """What the switch needs of the inference worker (:class:`edge.pipeline.infer.
+    InferenceWorker`): described here so that the engine package does not import the
+    pipeline that imports it."""
+
+    @property
+    def engine(self) -> Engine: ...
+
+    def add(self, engine: Engine) -> Engine: ...
+
+    def make_current(self, info: EngineInfo) -> None: ...
+
+
+class StudyBinder(Protocol):
+    """What the switch needs of the study assembler (:class:`edge.pipeline.study.
+    StudyAssembler`): binding the studies that start from now on to an engine."""
+
+    def serve(self, engine: EngineInfo) -> None: ...
 
 
 class EngineSwitch:
@@ -52,8 +71,8 @@ class EngineSwitch:
         self._loader: threading.Thread | None = None
         self._pointer_seen: str | None = None
         self._next_pointer_check = 0.0
-        self._infer: InferenceWorker | None = None
-        self._assembler: StudyAssembler | None = None
+        self._infer: EngineHolder | None = None
+        self._assembler: StudyBinder | None = None
 
     def load_first(self) -> Engine:
         """Load the engine that serves at start (raises EngineError when none can)."""
@@ -64,7 +83,7 @@ class EngineSwitch:
         self._thresholds[engine.info] = engine.threshold
         return engine
 
-    def attach(self, infer: InferenceWorker, assembler: StudyAssembler) -> None:
+    def attach(self, infer: EngineHolder, assembler: StudyBinder) -> None:
         """The stages a switch acts on, once the daemon has built them."""
         self._infer, self._assembler = infer, assembler
 

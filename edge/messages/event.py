@@ -2,7 +2,7 @@
 
 Published on ``{prefix}/{site}/{device}/events``, QoS 1, not retained: a file
 quarantined, an internal error, the journal failing or recovering. An event
-names a file by :func:`~edge.quarantine.file_tag` and a study by
+names a file by :func:`~edge.pipeline.quarantine.file_tag` and a study by
 :func:`~edge.pipeline.study.study_hash`, never by a path, a name or a UID: some
 exporters build file names from the patient's name.
 """
@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edge.health import now_iso
-from edge.quarantine import file_tag
+from edge.health.metrics import now_iso
+from edge.pipeline.quarantine import file_tag
 
 EVENT_SCHEMA = "edge.event/1"
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from edge.config import Config, load_config
 from edge.credentials import CREDENTIALS_ENV
-from edge.doctor.account import Account, run_as
-from edge.doctor.broker import probe_broker
-from edge.doctor.check import Check
-from edge.doctor.engine import check_engine, check_selftest
-from edge.doctor.folders import check_state_dir, check_watch_folder
-from edge.doctor.gpu import check_gpu
 from edge.errors import ConfigError
+from edge.tools.doctor.account import Account, run_as
+from edge.tools.doctor.broker import probe_broker
+from edge.tools.doctor.check import Check
+from edge.tools.doctor.engine import check_engine, check_selftest
+from edge.tools.doctor.folders import check_state_dir, check_watch_folder
+from edge.tools.doctor.gpu import check_gpu
 
 #: where scripts/install.sh keeps the files systemd loads as credentials (LoadCredential=)
 CREDENTIALS_SOURCE = Path("/etc/edge/credentials")

@@ -54,7 +54,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from edge.engines.bundle import Preprocessing
+from edge.bundle.manifest import Preprocessing
 from edge.pipeline.decode import load_model_input
 from edge.pipeline.ingest import read_header
 from edge.pipeline.pool import DecodePool
@@ -89,7 +89,7 @@ def real_image(shape: tuple[int, int], bits: int = 12) -> npt.NDArray[np.uint16]
     The image is scaled to the target width keeping its aspect, then cropped
     (or padded with background) to the target height from the top.
     """
-    from edge.samples import sample_cases
+    from edge.tools.samples import sample_cases
 
     source = pydicom.dcmread(sample_cases()[0]["lcc"]).pixel_array
     rows, columns = shape

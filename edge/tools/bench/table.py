@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.bench.report import STAGES
+from edge.tools.bench.report import STAGES
 
 STAGE_LABELS = {
     "detect": "detect (last write -> taken)",

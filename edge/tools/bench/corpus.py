@@ -7,7 +7,7 @@ so that each codec a modality may send is timed on the same images. Encoding
 JPEG 2000 takes seconds per image, so the re-encoded templates are cached.
 
 Every study the bench writes is a fresh copy of one template case with new
-Study and SOP Instance UIDs (:func:`edge.samples.write_study`), so
+Study and SOP Instance UIDs (:func:`edge.tools.samples.write_study`), so
 the daemon never sees a duplicate.
 """
 
@@ -24,8 +24,8 @@ from pathlib import Path
 import pydicom
 from pydicom.uid import JPEG2000Lossless, RLELossless, generate_uid
 
-from edge.bench import BenchError
-from edge.samples import VIEW_ORDER, sample_cases, write_study
+from edge.tools.bench import BenchError
+from edge.tools.samples import VIEW_ORDER, sample_cases, write_study
 
 #: encoding name -> what it is, for the table
 ENCODINGS: dict[str, str] = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 
 from edge.config import Config
-from edge.doctor.account import Account
-from edge.doctor.check import Check
+from edge.tools.doctor.account import Account
+from edge.tools.doctor.check import Check
 
 
 def check_watch_folder(config: Config, account: Account) -> Check:

@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from edge.bench.report import STAGES
+from edge.tools.bench.report import STAGES
 
 COLOURS = {
     "detect": "#9ecae1",

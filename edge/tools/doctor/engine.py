@@ -7,13 +7,13 @@ against their sha256 and, where keys are trusted, its signature.
 
 from __future__ import annotations
 
+from edge.bundle.manifest import Bundle
 from edge.config import Config
-from edge.doctor.check import Check
-from edge.engines.bundle import Bundle
 from edge.engines.commands import selftest_on_serving_backend, store_of
 from edge.engines.serving import choose_serving
 from edge.engines.store import EngineStore
 from edge.errors import EngineError
+from edge.tools.doctor.check import Check
 
 REINSTALL = (
     "install the engine again (edge engines install BUNDLE --activate), or copy the "

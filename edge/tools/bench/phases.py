@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.bench import BenchError
-from edge.bench.corpus import Case, StagedStudy, sent_name, stage_study
-from edge.bench.harness import Listener
+from edge.tools.bench import BenchError
+from edge.tools.bench.corpus import Case, StagedStudy, sent_name, stage_study
+from edge.tools.bench.harness import Listener
 
 if TYPE_CHECKING:
     import psutil

@@ -2,7 +2,7 @@
 
 1. templates: the sample studies in each encoding (cached);
 2. isolated compute of the template files, in-process, before any daemon runs;
-3. the phases on a running pipeline (:mod:`edge.bench.session`): latency, burst,
+3. the phases on a running pipeline (:mod:`edge.tools.bench.session`): latency, burst,
    footprint, and the naive baseline;
 4. the report: the table on standard output, the JSON, the chart.
 """
@@ -22,14 +22,14 @@ from typing import Any
 
 import edge
 from edge import __version__
-from edge.bench import BenchError, chart, isolated, report, table
-from edge.bench.corpus import ENCODINGS, default_cache_dir, templates
-from edge.bench.session import BenchSession
 from edge.config import Config, load_config
 from edge.engines.serving import choose_serving
 from edge.engines.store import EngineStore
 from edge.runtimes import registry
-from edge.samples import VIEW_ORDER
+from edge.tools.bench import BenchError, chart, isolated, report, table
+from edge.tools.bench.corpus import ENCODINGS, default_cache_dir, templates
+from edge.tools.bench.session import BenchSession
+from edge.tools.samples import VIEW_ORDER
 
 #: the view a study's result waits for: the last one written
 LAST_VIEW = VIEW_ORDER[-1]

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from edge.bench.corpus import ENCODINGS
-from edge.bench.isolated import FileCost
-from edge.bench.phases import BurstRun, StudySample
+from edge.tools.bench.corpus import ENCODINGS
+from edge.tools.bench.isolated import FileCost
+from edge.tools.bench.phases import BurstRun, StudySample
 
 SCHEMA = "edge.bench/1"
 #: stage timings the daemon's result message carries, in pipeline order

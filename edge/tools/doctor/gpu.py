@@ -11,8 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from edge.doctor.check import Check
 from edge.runtimes import registry
+from edge.tools.doctor.check import Check
 
 JETSON_RELEASE = Path("/etc/nv_tegra_release")
 DRIVER_VERSION = Path("/proc/driver/nvidia/version")

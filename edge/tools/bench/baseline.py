@@ -1,6 +1,6 @@
 """The naive pipeline a clinic might script itself, for the side-by-side comparison.
 
-Run as ``python -m edge.bench.baseline`` by the bench, in its own process, on the
+Run as ``python -m edge.tools.bench.baseline`` by the bench, in its own process, on the
 same files and model as the daemon. It does what such a script does and no more:
 every ``poll_s`` it lists the folder, and for each new file reads it whole with
 pydicom, takes ``pixel_array`` (pydicom's default decoder choice, full
@@ -28,7 +28,7 @@ import pydicom
 from paho.mqtt.enums import CallbackAPIVersion
 from pydicom.errors import InvalidDicomError
 
-from edge.engines.bundle import load_bundle
+from edge.bundle.manifest import load_bundle
 
 READY = "baseline ready"
 TOPIC = "bench/baseline/results"

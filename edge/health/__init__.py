@@ -1,0 +1,1 @@
+"""Health: what the box observes about every stage (metrics, liveness, GPU, incidents)."""

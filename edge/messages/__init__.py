@@ -1,0 +1,1 @@
+"""Every message the box sends, built in one place; each has a JSON Schema in edge/schemas/."""

@@ -1,0 +1,1 @@
+"""Developer and technician tools beside the running appliance: bench, doctor, status, samples."""
