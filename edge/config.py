@@ -8,39 +8,23 @@ the line: ``engine.backend (line 9): Input should be 'auto', 'onnxruntime' or
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from edge.common.model import StrictModel, TlsConfig, topic_segment
 from edge.errors import ConfigError
 
-_TOPIC_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _topic_segment(value: str) -> str:
-    if not _TOPIC_SEGMENT.match(value):
-        raise ValueError(
-            "must be 1-64 characters of letters, digits, '_', '.' or '-' "
-            "(it is an MQTT topic segment: no '/', '+', '#' or spaces)"
-        )
-    return value
-
-
-class WatchConfig(_Model):
+class WatchConfig(StrictModel):
     dir: Path = Field(title="Watch folder", description="Folder the modality or PACS exports into.")
     recursive: bool = Field(True, description="Watch sub-folders too.")
     settle_s: Annotated[float, Field(gt=0, le=600)] = Field(
@@ -54,7 +38,7 @@ class WatchConfig(_Model):
     )
 
 
-class StudyConfig(_Model):
+class StudyConfig(StrictModel):
     quiet_s: Annotated[float, Field(gt=0, le=86400)] = Field(
         30.0,
         description="A study without its four standard views is published this long "
@@ -62,7 +46,7 @@ class StudyConfig(_Model):
     )
 
 
-class EngineConfig(_Model):
+class EngineConfig(StrictModel):
     bundle: Path | None = Field(
         None,
         title="Engine bundle",
@@ -82,7 +66,7 @@ class EngineConfig(_Model):
     )
 
 
-class DecodeConfig(_Model):
+class DecodeConfig(StrictModel):
     workers: Annotated[int, Field(ge=0, le=64)] = Field(
         0, description="Images decoded at once; 0 means one per core."
     )
@@ -103,13 +87,7 @@ class DecodeConfig(_Model):
     )
 
 
-class TlsConfig(_Model):
-    ca_file: Path | None = Field(None, description="CA bundle that signed the broker.")
-    cert_file: Path | None = Field(None, description="Client certificate (PEM).")
-    key_file: Path | None = Field(None, description="Client key (PEM).")
-
-
-class MqttConfig(_Model):
+class MqttConfig(StrictModel):
     host: str = Field("127.0.0.1", description="Broker host name or address.")
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     topic_prefix: str = Field("edge", description="First topic segment.")
@@ -143,7 +121,7 @@ class MqttConfig(_Model):
         60.0, description="Cap of the reconnect delay."
     )
 
-    _check_prefix = field_validator("topic_prefix")(_topic_segment)
+    _check_prefix = field_validator("topic_prefix")(topic_segment)
 
     @field_validator("password", mode="before")
     @classmethod
@@ -166,7 +144,7 @@ class MqttConfig(_Model):
         return self
 
 
-class HealthConfig(_Model):
+class HealthConfig(StrictModel):
     interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     min_free_mb: Annotated[int, Field(ge=0)] = Field(
         1024,
@@ -180,7 +158,7 @@ class HealthConfig(_Model):
     )
 
 
-class JournalConfig(_Model):
+class JournalConfig(StrictModel):
     keep_days: Annotated[float, Field(gt=0, le=3650)] = Field(
         30.0,
         description="Delivered results, and files that have left the watch folder, are "
@@ -188,11 +166,11 @@ class JournalConfig(_Model):
     )
 
 
-class LogConfig(_Model):
+class LogConfig(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
-class Config(_Model):
+class Config(StrictModel):
     site: str = Field(title="Site", description="Clinic name; an MQTT topic segment.")
     device: str = Field(title="Device", description="Box name within the site; a topic segment.")
     state_dir: Path = Field(description="Journal, quarantine and engine store.")
@@ -205,7 +183,7 @@ class Config(_Model):
     journal: JournalConfig = JournalConfig()
     log: LogConfig = LogConfig()
 
-    _check_site = field_validator("site", "device")(_topic_segment)
+    _check_site = field_validator("site", "device")(topic_segment)
 
     @property
     def quarantine_dir(self) -> Path:

@@ -25,7 +25,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +33,8 @@ from types import FrameType
 from typing import Any
 
 from edge import __version__
+from edge.common import signals
+from edge.common.privacy import file_tag, scrub, study_hash
 from edge.config import Config
 from edge.credentials import broker_password
 from edge.engines.engine import Engine
@@ -44,15 +46,15 @@ from edge.health.liveness import Stage, Supervisor, WorkClock
 from edge.health.metrics import HEALTH_SCHEMA, Metrics, alarms, disk_free, now_iso
 from edge.journal import Backlog, EventRecord, Journal, OutboxEntry
 from edge.journal.retention import Retention
-from edge.messages.event import event, scrub
+from edge.messages.event import event
 from edge.mqtt import LinkEvent, MqttLink
 from edge.notify import Notifier
 from edge.pipeline.infer import InferenceWorker
 from edge.pipeline.ingest import read_header
 from edge.pipeline.pool import make_pool
 from edge.pipeline.publish import Publisher, encode, result_message
-from edge.pipeline.quarantine import file_tag, quarantine
-from edge.pipeline.study import StudyAssembler, study_hash
+from edge.pipeline.quarantine import quarantine
+from edge.pipeline.study import StudyAssembler
 from edge.pipeline.watch import FolderWatcher
 from edge.types import ImageHeader, ImageScore, IncomingFile, ModelInput, StudyResult
 
@@ -60,7 +62,6 @@ log = logging.getLogger(__name__)
 
 #: failures that a file still being written also shows; retried once it settles
 RETRYABLE = frozenset({"empty", "truncated", "not_dicom", "malformed", "unreadable"})
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: what ``systemctl reload`` sends: load the store's current engine beside the serving one
 RELOAD_SIGNAL = signal.SIGHUP
 TICK_S = 0.05
@@ -604,19 +605,13 @@ class Daemon:
 
     # -- signals ----------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _signals_captured(self) -> Iterator[None]:
-        """Install the stop handlers for the daemon's lifetime and restore the old ones."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {sig: signal.signal(sig, self.request_exit) for sig in HANDLED_SIGNALS}
-        previous[RELOAD_SIGNAL] = signal.signal(RELOAD_SIGNAL, self.request_reload)
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+    def _signals_captured(self) -> contextlib.AbstractContextManager[None]:
+        """Stop on SIGTERM/SIGINT and reload on SIGHUP for the daemon's lifetime."""
+        handlers: dict[signal.Signals, signals.Handler] = dict.fromkeys(
+            signals.STOP_SIGNALS, self.request_exit
+        )
+        handlers[RELOAD_SIGNAL] = self.request_reload
+        return signals.captured(handlers)
 
 
 def _iso(epoch_s: float) -> str:

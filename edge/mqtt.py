@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge.common.mqttclient import Will, make_client
 from edge.config import MqttConfig
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,7 @@ class MqttLink:
         self._socket_error = ""
         self._reported = False
         self._accepted = False
-        self._client = self._make_client(client_id, password)
-        self._client.will_set(will_topic, will_payload, qos=1, retain=True)
+        self._client = self._make_client(client_id, password, Will(will_topic, will_payload))
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
 
     @property
@@ -139,26 +138,16 @@ class MqttLink:
 
     # -- the network thread ----------------------------------------------------------------
 
-    def _make_client(self, client_id: str, password: str | None) -> paho.Client:
+    def _make_client(self, client_id: str, password: str | None, will: Will) -> paho.Client:
         config = self._config
-        protocol = (
-            MQTTProtocolVersion.MQTTv5 if config.protocol == "5" else MQTTProtocolVersion.MQTTv311
+        client = make_client(
+            client_id,
+            protocol=config.protocol,
+            tls=config.tls,
+            username=config.username,
+            password=password,
+            will=will,
         )
-        client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=protocol,
-            reconnect_on_failure=False,
-        )
-        if config.username is not None:
-            client.username_pw_set(config.username, password)
-        if config.tls is not None:
-            client.tls_set(
-                ca_certs=str(config.tls.ca_file) if config.tls.ca_file else None,
-                certfile=str(config.tls.cert_file) if config.tls.cert_file else None,
-                keyfile=str(config.tls.key_file) if config.tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
         client.max_inflight_messages_set(MAX_IN_FLIGHT)
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect

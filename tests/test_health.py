@@ -12,13 +12,12 @@ import pytest
 from durability import start_daemon
 from support import Broker, Subscriber
 
+from edge.common.privacy import file_tag, scrub
 from edge.daemon import SERVING
 from edge.health.gpu import NvmlTelemetry, open_gpu_telemetry, throttle_reason_names
 from edge.health.metrics import alarms
 from edge.journal import Journal
-from edge.messages.event import scrub
 from edge.mqtt import Backoff
-from edge.pipeline.quarantine import file_tag
 
 __all__ = ["start_daemon"]  # a fixture
 

@@ -13,7 +13,7 @@ import pydicom
 from support import ROOT, Broker, DaemonProcess, Subscriber, write_config
 from systemd_engines import make_bundle
 
-from edge.pipeline.study import study_hash
+from edge.common.privacy import study_hash
 from edge.tools.samples import sample_cases, write_study
 
 

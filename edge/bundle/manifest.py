@@ -13,42 +13,39 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from edge.common.model import StrictModel
 from edge.errors import EngineError
 
 MANIFEST = "manifest.yaml"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TensorSpec(_Model):
+class TensorSpec(StrictModel):
     name: str
     #: dimensions; a string (``batch``) marks a dynamic one
     shape: tuple[int | str, ...]
     dtype: Literal["float32", "float16"]
 
 
-class Preprocessing(_Model):
+class Preprocessing(StrictModel):
     height: Annotated[int, Field(ge=16, le=8192)]
     width: Annotated[int, Field(ge=16, le=8192)]
     orientation: Literal["chest_wall_left", "chest_wall_right"] = "chest_wall_left"
     intensity: Literal["minmax"] = "minmax"
 
 
-class SelfTest(_Model):
+class SelfTest(StrictModel):
     file: str
     tolerance: Annotated[float, Field(gt=0)]
 
 
-class Accepts(_Model):
+class Accepts(StrictModel):
     for_processing: bool = False
     tomosynthesis: bool = False
 
 
-class Manifest(_Model):
+class Manifest(StrictModel):
     schema_: Literal["edge.engine/1"] = Field(alias="schema")
     name: str
     version: str

@@ -17,12 +17,12 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from types import FrameType
 
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from edge.common import signals
 from edge.hub.config import HubConfig
 from edge.hub.errors import HubError
 from edge.hub.link import Delivery, SessionLink
@@ -32,7 +32,6 @@ from edge.hub.store import Store, WriteReport
 
 log = logging.getLogger(__name__)
 
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 TICK_S = 0.2
 #: seconds between retries while the database refuses to commit
 RETRY_MAX_S = 30.0
@@ -208,17 +207,8 @@ class Collector:
             totals.stored, totals.duplicates, totals.updates, totals.rejected,
         )  # fmt: skip
 
-    @contextlib.contextmanager
-    def _signals_captured(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {sig: signal.signal(sig, self.request_exit) for sig in HANDLED_SIGNALS}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+    def _signals_captured(self) -> contextlib.AbstractContextManager[None]:
+        return signals.captured(dict.fromkeys(signals.STOP_SIGNALS, self.request_exit))
 
 
 def _add(total: WriteReport, part: WriteReport) -> None:

@@ -12,23 +12,21 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from edge.common.model import StrictModel, TlsConfig, topic_segment
+
 # The appliance's validation helpers: the same key-path messages for both programs.
-from edge.config import TlsConfig, _topic_segment, validate_yaml
+from edge.config import validate_yaml
 from edge.errors import ConfigError
 
 #: database back-ends the hub's SQL is written for
 DIALECTS = ("sqlite", "postgresql")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HubMqttConfig(_Model):
+class HubMqttConfig(StrictModel):
     host: str = Field("127.0.0.1", description="Broker host name or address.")
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     topic_prefix: str = Field("edge", description="First topic segment, as on the appliances.")
@@ -57,10 +55,10 @@ class HubMqttConfig(_Model):
     )
     tls: TlsConfig | None = None
 
-    _check_segments = field_validator("topic_prefix", "group")(_topic_segment)
+    _check_segments = field_validator("topic_prefix", "group")(topic_segment)
 
 
-class DatabaseConfig(_Model):
+class DatabaseConfig(StrictModel):
     url: str = Field(
         "sqlite:///hub.db",
         description="SQLAlchemy URL: sqlite:///PATH (relative to this file's folder) or "
@@ -84,11 +82,11 @@ class DatabaseConfig(_Model):
         return value
 
 
-class LogConfig(_Model):
+class LogConfig(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
-class HubConfig(_Model):
+class HubConfig(StrictModel):
     mqtt: HubMqttConfig = HubMqttConfig()
     database: DatabaseConfig = DatabaseConfig()
     log: LogConfig = LogConfig()

@@ -15,19 +15,18 @@ before it commits, is sent again by the broker.
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edge.common.mqttclient import make_client
 from edge.hub.config import HubMqttConfig, read_secret
 
 log = logging.getLogger(__name__)
@@ -99,24 +98,18 @@ class SessionLink:
 
     def _make_client(self) -> paho.Client:
         mqtt = self._config
-        client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=mqtt.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
+        password = None
+        if mqtt.username is not None and mqtt.password_file:
+            password = read_secret(mqtt.password_file)
+        client = make_client(
+            mqtt.client_id,
+            tls=mqtt.tls,
+            username=mqtt.username,
+            password=password,
+            reconnect_on_failure=True,
             manual_ack=True,
         )
         client.reconnect_delay_set(min_delay=1, max_delay=30)
-        if mqtt.username is not None:
-            password = read_secret(mqtt.password_file) if mqtt.password_file else None
-            client.username_pw_set(mqtt.username, password)
-        if mqtt.tls is not None:
-            tls = mqtt.tls
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect

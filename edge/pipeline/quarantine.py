@@ -7,21 +7,16 @@ file keeps the original path for the technician on the box.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from edge.common.privacy import file_tag
 from edge.errors import IngestError
 
 log = logging.getLogger(__name__)
-
-
-def file_tag(path: Path) -> str:
-    """A short stable name for a file in logs and events."""
-    return hashlib.sha256(str(path).encode("utf-8", "surrogateescape")).hexdigest()[:10]
 
 
 def printable(path: Path) -> str:

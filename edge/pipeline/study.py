@@ -9,7 +9,6 @@ screening views; per study the maximum over breasts.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -17,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from edge.common.privacy import study_hash
 from edge.types import (
     STANDARD_VIEWS,
     BreastScore,
@@ -29,11 +29,6 @@ from edge.types import (
 log = logging.getLogger(__name__)
 
 ResultCallback = Callable[[StudyResult], None]
-
-
-def study_hash(study_uid: str) -> str:
-    """A short stable name of a study for log lines, which never carry the UID itself."""
-    return hashlib.sha256(study_uid.encode()).hexdigest()[:10]
 
 
 @dataclass

@@ -17,11 +17,11 @@ from datetime import datetime
 from pathlib import Path
 
 from edge.bundle.manifest import read_manifest
+from edge.common.privacy import study_hash
 from edge.config import Config
 from edge.engines.store import EngineStore
 from edge.errors import EngineError
 from edge.journal import FILENAME, Backlog, EventRecord, Journal, ResultSummary
-from edge.pipeline.study import study_hash
 
 UNIT = "edge.service"
 #: the unit properties shown, in ``systemctl show`` spelling

@@ -14,9 +14,9 @@ import time
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge.common.mqttclient import make_client
 from edge.config import Config, MqttConfig
 from edge.credentials import broker_password
 from edge.errors import ConfigError
@@ -99,24 +99,13 @@ def _unreadable_tls_file(mqtt: MqttConfig) -> Check | None:
 
 def _client(config: Config, password: str | None) -> paho.Client:
     mqtt = config.mqtt
-    protocol = MQTTProtocolVersion.MQTTv5 if mqtt.protocol == "5" else MQTTProtocolVersion.MQTTv311
-    client = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"edge-doctor-{config.site}-{config.device}-{os.getpid()}",
-        protocol=protocol,
-        reconnect_on_failure=False,
+    return make_client(
+        f"edge-doctor-{config.site}-{config.device}-{os.getpid()}",
+        protocol=mqtt.protocol,
+        tls=mqtt.tls,
+        username=mqtt.username,
+        password=password,
     )
-    if mqtt.username is not None:
-        client.username_pw_set(mqtt.username, password)
-    if mqtt.tls is not None:
-        tls = mqtt.tls
-        client.tls_set(
-            ca_certs=str(tls.ca_file) if tls.ca_file else None,
-            certfile=str(tls.cert_file) if tls.cert_file else None,
-            keyfile=str(tls.key_file) if tls.key_file else None,
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
-    return client
 
 
 def _connect(client: paho.Client, mqtt: MqttConfig, timeout_s: float) -> ReasonCode | None:
