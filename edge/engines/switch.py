@@ -17,12 +17,13 @@ import threading
 import time
 from typing import Any, Protocol
 
+from edge.common.clock import now_iso
 from edge.config import Config
 from edge.engines.engine import Engine
 from edge.engines.serving import choose_serving, load_engine, same_model
 from edge.engines.store import EngineStore
 from edge.errors import EngineError
-from edge.health.metrics import Metrics, now_iso
+from edge.health.metrics import Metrics
 from edge.types import EngineInfo
 
 log = logging.getLogger(__name__)

@@ -10,13 +10,13 @@ import shutil
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-HEALTH_SCHEMA = "edge.health/1"
+from edge.common.clock import now_iso
+
 #: latencies kept per stage for the percentiles (a recent window, not all time)
 WINDOW = 500
 
@@ -55,7 +55,7 @@ class Metrics:
     def error(self, where: str, message: str) -> None:
         with self._lock:
             self.last_error = {
-                "at": _now(),
+                "at": now_iso(),
                 "where": where,
                 "message": message,
             }
@@ -126,11 +126,3 @@ def disk_free(path: Path) -> dict[str, Any]:
         "free_mb": usage.free // (1 << 20),
         "free_percent": round(100 * usage.free / usage.total, 1) if usage.total else 0.0,
     }
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def now_iso() -> str:
-    return _now()

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edge.common.clock import now_iso
 from edge.common.privacy import file_tag, scrub
-from edge.health.metrics import now_iso
 
 EVENT_SCHEMA = "edge.event/1"
 

@@ -1,18 +1,12 @@
-"""The messages the appliance publishes, and the publisher that delivers them.
+"""The publisher: the one thread that delivers what the appliance publishes over MQTT.
 
-``results``: one ``edge.result/1`` message per study (JSON Schema in
-``edge/schemas/result.schema.json``, documented in ``docs/messages.md``). No
-message carries a patient's name, birth date or ID: a study is named by its
-Study Instance UID and accession number only.
-
-Delivery is at least once: a result is journalled (with its ``seq``) before it
+The messages themselves are built in :mod:`edge.messages`. Delivery is at least
+once: a result is journalled (with its ``seq``) before it
 is sent, and leaves the journal's outbox only at the broker's PUBACK.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import queue
 import threading
@@ -25,74 +19,8 @@ from typing import Any, Protocol
 from edge.errors import JournalError
 from edge.journal import OutboxEntry
 from edge.mqtt import LinkEvent, MqttLink
-from edge.types import ImageScore, StudyResult
 
 log = logging.getLogger(__name__)
-
-RESULT_SCHEMA = "edge.result/1"
-
-
-def result_id(
-    site: str, device: str, seq: int, study_uid: str, sop_uids: list[str], model_sha256: str
-) -> str:
-    """The id of the ``seq``-th result of ``site``/``device``: journalled with its payload,
-    so that every re-delivery carries it, and never shared by two results, even of the
-    same images (a second box, or a study sent again after ``journal.keep_days``)."""
-    text = "\n".join([site, device, str(seq), study_uid, *sorted(sop_uids), model_sha256])
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def result_message(result: StudyResult, *, site: str, device: str, seq: int) -> dict[str, Any]:
-    """The ``edge.result/1`` document for ``result``, the ``seq``-th of this device."""
-    sop_uids = [image.header.sop_uid for image in result.images]
-    return {
-        "schema": RESULT_SCHEMA,
-        "id": result_id(site, device, seq, result.study_uid, sop_uids, result.engine.sha256),
-        "seq": seq,
-        "site": site,
-        "device": device,
-        "study_uid": result.study_uid,
-        "accession": result.accession,
-        "model": {
-            "name": result.engine.name,
-            "version": result.engine.version,
-            "sha256": result.engine.sha256,
-            "backend": result.engine.backend,
-        },
-        "study": {
-            "score": _round(result.score),
-            "suspicious": result.suspicious,
-            "threshold": result.threshold,
-        },
-        "breasts": {
-            side: {"score": _round(breast.score), "suspicious": breast.suspicious}
-            for side, breast in sorted(result.breasts.items())
-        },
-        "images": [_image(image) for image in result.images],
-        "missing_views": list(result.missing_views),
-        "closed_by": result.closed_by,
-        "timings_ms": {name: round(value, 2) for name, value in result.timings_ms.items()},
-        "created_at": result.created_at,
-    }
-
-
-def encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), sort_keys=True).encode()
-
-
-def _image(image: ImageScore) -> dict[str, Any]:
-    header = image.header
-    return {
-        "sop_uid": header.sop_uid,
-        "laterality": header.laterality,
-        "view": header.view,
-        "screening": header.screening,
-        "score": _round(image.score),
-    }
-
-
-def _round(value: float) -> float:
-    return round(value, 6)
 
 
 @dataclass(frozen=True)
