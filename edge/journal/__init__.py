@@ -1,0 +1,65 @@
+"""The journal: the durable state of files, scored images, results and the outbox.
+
+One SQLite database, ``state_dir/journal.sqlite3``, written before anything is
+acted on, so that a daemon killed at any instant (``kill -9``, power loss)
+resumes where it stopped:
+
+``files``
+    one row per path in the watch folder, for the version (size, mtime) last
+    taken: its SOP and Study Instance UIDs and its state, ``seen`` ->
+    ``decoded`` -> ``scored`` -> ``published`` (its study's result acknowledged
+    by the broker), or ``duplicate``, ``skipped``, ``quarantined``, ``gone``.
+``images``
+    one row per scored SOP Instance UID: what the study assembler needs to
+    rebuild an open study without decoding again, and the result it went into.
+``results``
+    one row per study result, with its per-device ``seq`` and the exact payload,
+    so that a result is replayed after a crash, never recomputed differently.
+``outbox``
+    the results on their way to the broker, at most ``outbox_max``, deleted at
+    the broker's PUBACK. Results beyond that wait in ``results`` and move up in
+    order as room frees.
+``sequence``
+    the last ``seq`` given per device name.
+``events``
+    the last :data:`EVENTS_KEPT` events sent on ``.../events`` (quarantined
+    files, internal errors), for ``edge status`` after a restart.
+
+What is old is forgotten in passes by :mod:`edge.journal.retention` (``journal.keep_days``).
+
+The tables' concerns live in :mod:`~edge.journal.files`, :mod:`~edge.journal.results`
+and :mod:`~edge.journal.events`, on the connection of :mod:`~edge.journal.database`.
+Every public method is one transaction, serialised by one lock: the volume is a
+few writes per image, far below what one connection serves.
+
+What ``edge status`` and health read: :meth:`Journal.recent_results` (the last
+studies with score, seq and when delivered), :meth:`Journal.backlog` (what waits
+for the broker), :meth:`Journal.recent_events` (quarantines and errors, with
+reasons) and :meth:`Journal.file_counts` (files per state).
+"""
+
+from __future__ import annotations
+
+from edge.journal.database import FILENAME, SCHEMA_VERSION
+from edge.journal.events import EVENTS_KEPT, EventRows
+from edge.journal.files import DONE_STATES, FORGETTABLE_STATES, FileRows
+from edge.journal.records import Backlog, EventRecord, FileRecord, OutboxEntry, ResultSummary
+from edge.journal.results import ResultRows
+
+__all__ = [
+    "DONE_STATES",
+    "EVENTS_KEPT",
+    "FILENAME",
+    "FORGETTABLE_STATES",
+    "SCHEMA_VERSION",
+    "Backlog",
+    "EventRecord",
+    "FileRecord",
+    "Journal",
+    "OutboxEntry",
+    "ResultSummary",
+]
+
+
+class Journal(FileRows, ResultRows, EventRows):
+    """The journal database of one ``state_dir``; thread-safe."""

@@ -1,0 +1,207 @@
+"""The ``images``, ``results``, ``outbox`` and ``sequence`` tables.
+
+``images`` holds one row per scored SOP Instance UID: what the study assembler
+needs to rebuild an open study without decoding again. ``results`` holds one row
+per study result with its per-device ``seq`` and exact payload, so that a result is
+replayed after a crash, never recomputed differently. ``outbox`` holds the results
+on their way to the broker, at most ``outbox_max``, deleted at the broker's PUBACK;
+results beyond that wait in ``results`` and move up in order as room frees.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge.journal.database import JournalBase, path_key
+from edge.journal.records import Backlog, OutboxEntry, ResultSummary
+from edge.types import EngineInfo, ImageHeader, ImageScore, IncomingFile, StudyResult
+
+
+class ResultRows(JournalBase):
+    """The journal's scored images, results and outbox."""
+
+    def image_scored(self, score: ImageScore) -> None:
+        """Record an image's score; its file becomes ``scored``."""
+        header = score.header
+        source = header.source
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO images VALUES"
+                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                (
+                    *(header.sop_uid, header.study_uid, header.accession),
+                    *(path_key(source.path), source.size, source.mtime_ns),
+                    *(header.laterality, header.view, int(header.screening)),
+                    *(header.rows, header.columns, header.transfer_syntax, header.row_direction),
+                    score.score,
+                    *(score.engine.name, score.engine.version, score.engine.sha256),
+                    score.engine.backend,
+                    json.dumps(score.timings_ms),
+                    time.time(),
+                ),
+            )
+            db.execute(
+                "UPDATE files SET state = 'scored', updated_at = ? WHERE path = ? AND sop_uid = ?",
+                (time.time(), path_key(source.path), header.sop_uid),
+            )
+
+    def open_study_scores(self) -> list[ImageScore]:
+        """Scores of images whose study has no result yet, to rebuild open studies."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT * FROM images WHERE result_entry IS NULL ORDER BY scored_at"
+            ).fetchall()
+        now = time.monotonic()
+        return [_image_score(row, now) for row in rows]
+
+    def record_result(
+        self, result: StudyResult, topic: str, encode: Callable[[int], tuple[str, bytes]]
+    ) -> int:
+        """Give ``result`` the next ``seq``, journal the (id, payload) ``encode(seq)``
+        gives and queue it; return seq."""
+        with self._transaction(durable=True) as db:
+            seq = self._next_seq(db)
+            result_id, payload = encode(seq)
+            cursor = db.execute(
+                "INSERT INTO results (device, seq, id, study_uid, score, suspicious, closed_by,"
+                " images, topic, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    *(self.device, seq, result_id, result.study_uid, result.score),
+                    *(int(result.suspicious), result.closed_by, len(result.images)),
+                    *(topic, payload, time.time()),
+                ),
+            )
+            db.executemany(
+                "UPDATE images SET result_entry = ? WHERE sop_uid = ?",
+                [(cursor.lastrowid, image.header.sop_uid) for image in result.images],
+            )
+            self._fill_outbox(db)
+        return seq
+
+    def outbox_after(self, entry: int) -> list[OutboxEntry]:
+        """Outbox rows after ``entry``, in order (0: the whole outbox)."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT * FROM outbox WHERE entry > ? ORDER BY entry", (entry,)
+            ).fetchall()
+        return [OutboxEntry(**dict(row)) for row in rows]
+
+    def acknowledge(self, entry: int) -> None:
+        """The broker acknowledged ``entry``: out of the outbox, and the next moves up."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute("DELETE FROM outbox WHERE entry = ?", (entry,))
+            db.execute(
+                "UPDATE results SET delivered_at = ? WHERE entry = ? AND delivered_at IS NULL",
+                (now, entry),
+            )
+            db.execute(
+                "UPDATE files SET state = 'published', updated_at = ? WHERE state = 'scored'"
+                " AND sop_uid IN (SELECT sop_uid FROM images WHERE result_entry = ?)",
+                (now, entry),
+            )
+            self._fill_outbox(db)
+
+    def _fill_outbox(self, db: sqlite3.Connection) -> None:
+        # Results move up in entry order, so everything waiting is newer than
+        # everything in the outbox, and the broker receives them in seq order.
+        (count,) = db.execute("SELECT count(*) FROM outbox").fetchone()
+        room = self.outbox_max - int(count)
+        if room <= 0:
+            return
+        db.execute(
+            "INSERT INTO outbox (entry, seq, result_id, topic, payload, created_at)"
+            " SELECT entry, seq, id, topic, payload, created_at FROM results"
+            " WHERE delivered_at IS NULL AND entry NOT IN (SELECT entry FROM outbox)"
+            " ORDER BY entry LIMIT ?",
+            (room,),
+        )
+
+    def _next_seq(self, db: sqlite3.Connection) -> int:
+        db.execute(
+            "INSERT INTO sequence (device, seq) VALUES (?, 1)"
+            " ON CONFLICT (device) DO UPDATE SET seq = seq + 1",
+            (self.device,),
+        )
+        (seq,) = db.execute("SELECT seq FROM sequence WHERE device = ?", (self.device,)).fetchone()
+        return int(seq)
+
+    def forget_results(self, before: float, limit: int) -> tuple[int, int]:
+        """Forget up to ``limit`` results delivered before ``before`` (epoch seconds),
+        oldest first, with the scored images that went into them.
+
+        Returns (results, images) forgotten. Results not yet delivered are kept
+        however old; ``sequence`` keeps counting, so the hub sees no gap. The newest
+        result is kept too: SQLite numbers a new row one above the highest, and the
+        publisher relies on ``entry`` only ever growing.
+        """
+        with self._transaction() as db:
+            entries = [
+                int(row[0])
+                for row in db.execute(
+                    "SELECT entry FROM results WHERE delivered_at < ?"
+                    " AND entry < (SELECT max(entry) FROM results) ORDER BY entry LIMIT ?",
+                    (before, limit),
+                )
+            ]
+            if not entries:
+                return 0, 0
+            marks = ",".join("?" * len(entries))
+            images = db.execute(f"DELETE FROM images WHERE result_entry IN ({marks})", entries)
+            db.execute(f"DELETE FROM results WHERE entry IN ({marks})", entries)
+        return len(entries), images.rowcount
+
+    def backlog(self) -> Backlog:
+        """How many results wait for the broker, in the outbox and behind it."""
+        with self._reading() as db:
+            (outbox,) = db.execute("SELECT count(*) FROM outbox").fetchone()
+            waiting, oldest = db.execute(
+                "SELECT count(*), min(created_at) FROM results WHERE delivered_at IS NULL"
+            ).fetchone()
+            row = db.execute("SELECT seq FROM sequence WHERE device = ?", (self.device,)).fetchone()
+        return Backlog(
+            outbox=int(outbox),
+            waiting=int(waiting) - int(outbox),
+            oldest_created_at=oldest,
+            last_seq=int(row[0]) if row else 0,
+        )
+
+    def recent_results(self, limit: int = 20) -> list[ResultSummary]:
+        """The last ``limit`` study results, newest first, delivered or not."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT seq, device, id, study_uid, score, suspicious, closed_by, images,"
+                " created_at, delivered_at FROM results ORDER BY entry DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            ResultSummary(**{**dict(row), "suspicious": bool(row["suspicious"])}) for row in rows
+        ]
+
+
+def _image_score(row: sqlite3.Row, detected_at: float) -> ImageScore:
+    source = IncomingFile(Path(row["path"]), row["size"], row["mtime_ns"], detected_at, "journal")
+    timings: dict[str, Any] = json.loads(row["timings"])
+    header = ImageHeader(
+        source=source,
+        sop_uid=row["sop_uid"],
+        study_uid=row["study_uid"],
+        accession=row["accession"],
+        laterality=row["laterality"],
+        view=row["view"],
+        rows=row["n_rows"],
+        columns=row["n_columns"],
+        transfer_syntax=row["transfer_syntax"],
+        row_direction=row["row_direction"],
+        screening=bool(row["screening"]),
+        timings_ms=dict(timings),
+    )
+    engine = EngineInfo(
+        row["engine_name"], row["engine_version"], row["engine_sha256"], row["engine_backend"]
+    )
+    return ImageScore(header, row["score"], engine, timings)
