@@ -21,8 +21,6 @@ import importlib.util
 import json
 import logging
 import math
-import os
-import sys
 import threading
 import time
 from collections import deque
@@ -38,6 +36,14 @@ from edge.bundle.manifest import Bundle
 from edge.errors import EngineError
 from edge.runtimes import cuda
 from edge.runtimes.plans import BuildRequest, PlanCache, PlanKey
+from edge.runtimes.trt_build import (
+    add_profile,
+    load_timing_cache,
+    parser_error,
+    progress_monitor,
+    save_timing_cache,
+    strongly_typed_flags,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +51,6 @@ NAME = "tensorrt"
 SUPPORTED_MAJOR = (10, 11)
 #: the optimisation profile: batches of 1 to this many images, tuned for a four-view study
 BUILD_MAX_BATCH = 8
-BUILD_OPT_BATCH = 4
 
 
 def is_available() -> tuple[bool, str]:
@@ -361,104 +366,20 @@ def _build(request: BuildRequest) -> bytes:
     trt = _trt()
     logger = capturing_logger()
     builder = trt.Builder(logger)
-    network = builder.create_network(_strongly_typed_flags(trt))
+    network = builder.create_network(strongly_typed_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(request.onnx):
-        errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
+        errors = [parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
         raise _BuildFailed("parse", errors + logger.problems_since(0))
     config = builder.create_builder_config()
-    _add_profile(builder, network, config, request)
-    timing_cache = _load_timing_cache(config, Path(request.timing_cache))
+    add_profile(builder, network, config, request)
+    timing_cache = load_timing_cache(config, Path(request.timing_cache))
     config.set_timing_cache(timing_cache, False)
-    monitor = _progress_monitor()
+    monitor = progress_monitor(trt)
     if monitor is not None:
         config.progress_monitor = monitor
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise _BuildFailed("build", logger.problems_since(0))
-    _save_timing_cache(config, Path(request.timing_cache))
+    save_timing_cache(config, Path(request.timing_cache))
     return bytes(memoryview(serialized))
-
-
-def _parser_error(error: Any) -> str:
-    describe = getattr(error, "desc", None)
-    if not callable(describe):
-        return str(error)
-    return f"ONNX parser: {describe()} (node {error.node()}, code {error.code()})"
-
-
-def _strongly_typed_flags(trt: Any) -> int:
-    # 10.x: opt in; 11.x: every network is strongly typed and the flag is accepted.
-    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    return 0 if flag is None else 1 << int(flag)
-
-
-def _add_profile(builder: Any, network: Any, config: Any, request: BuildRequest) -> None:
-    tensor = network.get_input(0)
-    if tensor.shape[0] >= 0:
-        return  # a static batch needs no profile
-    sample = tuple(request.sample_shape)
-    profile = builder.create_optimization_profile()
-    opt = min(BUILD_OPT_BATCH, request.max_batch)
-    profile.set_shape(tensor.name, (1, *sample), (opt, *sample), (request.max_batch, *sample))
-    config.add_optimization_profile(profile)
-
-
-def _load_timing_cache(config: Any, path: Path) -> Any:
-    data = path.read_bytes() if path.is_file() else b""
-    cache_ = config.create_timing_cache(data)
-    if cache_ is None and data:
-        log.warning("timing cache %s unusable; starting an empty one", path.name)
-        cache_ = config.create_timing_cache(b"")
-    return cache_
-
-
-def _save_timing_cache(config: Any, path: Path) -> None:
-    serialized = config.get_timing_cache().serialize()
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(bytes(memoryview(serialized)))
-    os.replace(temporary, path)
-
-
-def _progress_monitor() -> Any:
-    """A progress display on the terminal (a plain line per phase when not a terminal)."""
-    trt = _trt()
-    if not hasattr(trt, "IProgressMonitor"):
-        return None
-
-    class TerminalProgress(trt.IProgressMonitor):  # type: ignore[misc,name-defined]
-        def __init__(self) -> None:
-            trt.IProgressMonitor.__init__(self)
-            self._lock = threading.Lock()
-            self._phases: dict[str, tuple[int, int]] = {}
-            self._tty = sys.stderr.isatty()
-
-        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
-            with self._lock:
-                self._phases[phase_name] = (0, num_steps)
-                if not self._tty and parent_phase is None:
-                    print(f"TensorRT build: {phase_name} ({num_steps} steps)", file=sys.stderr)
-                self._draw()
-
-        def step_complete(self, phase_name: str, step: int) -> bool:
-            with self._lock:
-                _, total = self._phases.get(phase_name, (0, 0))
-                self._phases[phase_name] = (step + 1, total)
-                self._draw()
-            return True  # never cancel
-
-        def phase_finish(self, phase_name: str) -> None:
-            with self._lock:
-                self._phases.pop(phase_name, None)
-                self._draw()
-
-        def _draw(self) -> None:
-            if not self._tty:
-                return
-            line = "  ".join(
-                f"{name} {done}/{total}" for name, (done, total) in self._phases.items()
-            )
-            sys.stderr.write("\r\x1b[2K" + line[-200:])
-            sys.stderr.flush()
-
-    return TerminalProgress()

@@ -23,12 +23,13 @@ from typing import Any
 import edge
 from edge import __version__
 from edge.config import Config, load_config
+from edge.engines.engine import Engine
 from edge.engines.serving import choose_serving
 from edge.engines.store import EngineStore
 from edge.runtimes import registry
-from edge.tools.bench import BenchError, chart, isolated, report, table
-from edge.tools.bench.corpus import ENCODINGS, default_cache_dir, templates
-from edge.tools.bench.session import BenchSession
+from edge.tools.bench import BenchError, chart, isolated, phases, report, table
+from edge.tools.bench.corpus import ENCODINGS, Case, default_cache_dir, templates
+from edge.tools.bench.session import BenchSession, FootprintFigures, LatencyFigures
 from edge.tools.samples import VIEW_ORDER
 
 #: the view a study's result waits for: the last one written
@@ -173,22 +174,7 @@ def _measure(options: BenchOptions, config: Config, work: Path) -> tuple[report.
             last_view=LAST_VIEW,
             repeats=plan.isolated_repeats,
         )
-        with BenchSession(config, work, cases) as session:
-            latency = session.latency(
-                options.encodings,
-                plan.repeats,
-                plan.burst_studies,
-                lambda path: isolated.compute_ms(engine, path, max_pixels=max_pixels),
-            )
-            footprint = session.footprint(
-                options.soak_encodings,
-                idle_s=plan.idle_s,
-                warm_up=plan.warm_up_images,
-                soak=plan.soak_images,
-            )
-            baseline = session.baseline(
-                options.encodings, plan.baseline_repeats, plan.baseline_poll_s
-            )
+        latency, footprint, baseline = _pipeline_phases(options, config, work, cases, engine)
     finally:
         engine.close()
     measured = report.Measured(
@@ -208,6 +194,33 @@ def _measure(options: BenchOptions, config: Config, work: Path) -> tuple[report.
         cores=cores,
     )
     return measured, alone.engine
+
+
+def _pipeline_phases(
+    options: BenchOptions,
+    config: Config,
+    work: Path,
+    cases: dict[str, list[Case]],
+    engine: Engine,
+) -> tuple[LatencyFigures, FootprintFigures, list[phases.StudySample]]:
+    """Latency, footprint and baseline, measured on running daemons."""
+    plan = options.plan
+    max_pixels = config.decode.max_pixels
+    with BenchSession(config, work, cases) as session:
+        latency = session.latency(
+            options.encodings,
+            plan.repeats,
+            plan.burst_studies,
+            lambda path: isolated.compute_ms(engine, path, max_pixels=max_pixels),
+        )
+        footprint = session.footprint(
+            options.soak_encodings,
+            idle_s=plan.idle_s,
+            warm_up=plan.warm_up_images,
+            soak=plan.soak_images,
+        )
+        baseline = session.baseline(options.encodings, plan.baseline_repeats, plan.baseline_poll_s)
+    return latency, footprint, baseline
 
 
 def _base_config(path: Path | None, work: Path) -> Config:

@@ -48,7 +48,16 @@ def probe_broker(config: Config, *, timeout_s: float) -> Check:
         )
     try:
         reason = _connect(client, mqtt, timeout_s)
-    except ssl.SSLCertVerificationError as exc:
+    except OSError as exc:  # ssl.SSLError and TimeoutError are OSErrors too
+        return _connect_failed(where, exc, timeout_s)
+    finally:
+        _close(client)
+    return _judge(where, mqtt, reason)
+
+
+def _connect_failed(where: str, exc: OSError, timeout_s: float) -> Check:
+    """What a failed connection says about the network, the port or the certificates."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
         return Check(
             "broker",
             False,
@@ -56,30 +65,26 @@ def probe_broker(config: Config, *, timeout_s: float) -> Check:
             "set mqtt.tls.ca_file to the CA that signed the broker's certificate; check mqtt.host "
             "is the name in that certificate",
         )
-    except ssl.SSLError as exc:
+    if isinstance(exc, ssl.SSLError):
         return Check(
             "broker",
             False,
             f"{where}: TLS handshake failed ({exc.reason or exc})",
             "check the port is the broker's TLS port and mqtt.tls.cert_file / key_file",
         )
-    except TimeoutError:
+    if isinstance(exc, TimeoutError):
         return Check(
             "broker",
             False,
             f"{where}: no answer within {timeout_s:g} s",
             "check mqtt.host and mqtt.port, and that a firewall lets this box reach them",
         )
-    except OSError as exc:
-        return Check(
-            "broker",
-            False,
-            f"{where}: cannot connect ({exc.strerror or exc})",
-            "check mqtt.host and mqtt.port, that the broker runs, and the network to it",
-        )
-    finally:
-        _close(client)
-    return _judge(where, mqtt, reason)
+    return Check(
+        "broker",
+        False,
+        f"{where}: cannot connect ({exc.strerror or exc})",
+        "check mqtt.host and mqtt.port, that the broker runs, and the network to it",
+    )
 
 
 def _unreadable_tls_file(mqtt: MqttConfig) -> Check | None:
