@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from durability import Pki, make_certificates, start_daemon, wait_for
+from certificates import Pki, make_certificates
+from daemons import start_daemon, wait_for
 from support import Broker, Subscriber, free_port
 
 from edge.config import MqttConfig

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from durability import Pki, make_certificates
+from certificates import Pki, make_certificates
 from engine_bundles import flip_byte
 from support import DEMO_BUNDLE, ROOT, Broker, free_port, wait_for_port, write_config
 from systemd_engines import make_bundle

@@ -25,9 +25,12 @@ from typing import Any
 import jsonschema
 import paho.mqtt.publish
 import pytest
-from durability import HubSession, fill, small_state_dir, start_daemon, wait_for
+from daemons import start_daemon, wait_for
+from hub_session import HubSession
 from pydicom.uid import generate_uid
+from schemas import conforms
 from support import Broker, DaemonProcess, Subscriber
+from tmpfs import fill, small_state_dir
 
 from edge.journal import Journal
 from edge.tools.samples import sample_cases, write_study
@@ -160,6 +163,7 @@ def test_daemon_killed_mid_burst_delivers_every_study_after_restart(
     paho.mqtt.publish.single("edge/clinic-1/box-1/health/get", b"", port=broker.port)
     health = subscriber.next("/health", 10)
     assert isinstance(health, dict)
+    conforms(health)
     assert health["counters"]["already_processed"] == scored_before
     assert health["counters"]["processed"] == 4 * len(studies) - scored_before
     assert health["counters"]["duplicates"] == 0
@@ -224,6 +228,7 @@ def test_state_dir_filling_up_loses_nothing_journalled(
     # Journalled before the disk filled: delivered while it is full.
     hub.wait_results(2, timeout=120)
     health = subscriber.wait_health(lambda h: "journal_write_failed" in h["alarms"])
+    conforms(health)
     assert "state_disk_low" in health["alarms"]
     assert health["disk"]["state"]["free_mb"] == 0
     assert health["counters"]["journal_errors"] > 0

@@ -9,7 +9,8 @@ from typing import Any
 
 import paho.mqtt.publish
 import pytest
-from durability import start_daemon
+from daemons import start_daemon
+from schemas import conforms
 from support import Broker, Subscriber
 
 from edge.common.privacy import file_tag, scrub
@@ -33,6 +34,7 @@ def test_quarantined_file_is_announced_without_its_name_and_health_comes_on_requ
     event = subscriber.next("/events", 30)
     assert isinstance(event, dict)
     assert event["schema"] == "edge.event/1"
+    conforms(event)
     assert (event["kind"], event["reason"], event["where"]) == (
         "quarantined",
         "not_dicom",
@@ -50,6 +52,7 @@ def test_quarantined_file_is_announced_without_its_name_and_health_comes_on_requ
     paho.mqtt.publish.single("edge/clinic-1/box-1/health/get", b"", port=broker.port)
     health = subscriber.next("/health", 30)
     assert isinstance(health, dict)
+    conforms(health)
     assert health["counters"]["quarantined_by_reason"] == {"not_dicom": 1}
     assert health["queues"]["outbox"] == 0 and health["queues"]["journal_backlog"] == 0
     assert health["journal"] == {"last_seq": 0, "oldest_undelivered_at": None, "write_error": None}

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from durability import wait_for
+from daemons import wait_for
 from engine_bundles import (
     edge_cli,
     image_header,

@@ -7,18 +7,17 @@ import json
 from pathlib import Path
 
 import pytest
-from durability import (
+from journal_builders import (
     ENGINE,
     TOPIC,
-    fill,
     four_views,
     image_score,
     incoming,
     journalled,
     score_all,
-    small_state_dir,
     study_result,
 )
+from tmpfs import fill, small_state_dir
 
 __all__ = ["small_state_dir"]  # a fixture
 

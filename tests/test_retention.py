@@ -7,15 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from durability import (
-    four_views,
-    incoming,
-    journalled,
-    read_journal,
-    score_all,
-    study_result,
-    wait_for,
-)
+from daemons import wait_for
+from journal_builders import four_views, incoming, journalled, read_journal, score_all, study_result
 from support import Subscriber
 
 from edge.journal import Journal

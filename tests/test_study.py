@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.pipeline.publish import result_id
+from edge.messages.result import result_id
 from edge.pipeline.study import StudyAssembler
 from edge.types import EngineInfo, ImageHeader, ImageScore, IncomingFile
 

@@ -6,7 +6,8 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from durability import read_journal, wait_for
+from daemons import wait_for
+from journal_builders import read_journal
 from support import DaemonProcess, Subscriber
 from systemd_engines import make_bundle
 

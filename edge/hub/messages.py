@@ -20,15 +20,16 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cache
-from importlib import resources
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-RESULT_SCHEMA = "edge.result/1"
-HEALTH_SCHEMA = "edge.health/1"
-EVENT_SCHEMA = "edge.event/1"
+from edge.messages.event import EVENT_SCHEMA
+from edge.messages.health import HEALTH_SCHEMA
+from edge.messages.result import RESULT_SCHEMA
+from edge.messages.schemas import load_schema
+
 STATUSES = ("online", "offline")
 #: the topic leaves the collector subscribes to
 LEAVES = ("results", "health", "status", "events")
@@ -203,8 +204,7 @@ def _event(topic: str, payload: bytes, origin: Origin, document: dict[str, Any])
 @cache
 def result_validator() -> Draft202012Validator:
     """The appliance's ``edge.result/1`` schema, with ``seq`` required by the hub."""
-    text = resources.files("edge").joinpath("schemas/result.schema.json").read_text("utf-8")
-    schema = json.loads(text)
+    schema = load_schema(RESULT_SCHEMA)
     schema["required"] = sorted({*schema["required"], "seq"})
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema)
