@@ -1,7 +1,8 @@
-"""What the box says about itself: counters, stage latencies, the health message.
+"""What the box measures about itself: counters, stage latencies, alarms, free disk.
 
-Every stage reports into one :class:`Metrics`; the daemon publishes its snapshot
-retained on ``{prefix}/{site}/{device}/health`` every ``health.interval_s``.
+Every stage reports into one :class:`Metrics`; the daemon puts its figures in the
+snapshot that :mod:`edge.messages.health` lays out as the health message, retained
+on ``{prefix}/{site}/{device}/health`` every ``health.interval_s``.
 """
 
 from __future__ import annotations
