@@ -13,6 +13,7 @@ from journal_builders import ENGINE, four_views, study_result
 from schemas import conforms
 
 from edge.common.privacy import file_tag
+from edge.health.metrics import Metrics
 from edge.messages import schemas
 from edge.messages.event import EVENT_SCHEMA, event
 from edge.messages.health import (
@@ -45,25 +46,7 @@ def snapshot(**changes: Any) -> HealthSnapshot:
         "open_studies": 2,
         "unjournalled": 0,
         "journal": JournalState(3, 0, 17, 1_700_000_000.0, None),
-        "counters": {
-            **dict.fromkeys(
-                (
-                    "received",
-                    "already_processed",
-                    "processed",
-                    "published",
-                    "quarantined",
-                    "skipped",
-                    "duplicates",
-                    "errors",
-                    "journal_errors",
-                    "events_dropped",
-                ),
-                0,
-            ),
-            "quarantined_by_reason": {"not_dicom": 1},
-            "skipped_by_reason": {},
-        },
+        "counters": {**Metrics().counters(), "events_dropped": 0},
         "latency_ms": {"infer": {"p50": 20.0, "p95": 25.0, "p99": 30.0}},
         "last_error": None,
         "alarms": ["state_disk_low"],
