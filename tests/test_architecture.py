@@ -187,3 +187,18 @@ def test_the_architecture_page_names_every_package() -> None:
     named = {package_of(m.name) for m in modules()} - {"edge"}
     missing = {name for name in named if f"`{name.replace('.', '/')}" not in page}
     assert missing == set()
+
+
+def test_only_the_client_factory_makes_a_paho_client() -> None:
+    """Protocol, TLS, credentials and the will are set in one place (edge.common.mqttclient)."""
+    makers = {
+        m.name
+        for m in modules()
+        for node in ast.walk(m.tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "Client"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "paho"
+    }
+    assert makers == {"edge.common.mqttclient"}

@@ -23,12 +23,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnxruntime as ort
-import paho.mqtt.client as paho
 import pydicom
-from paho.mqtt.enums import CallbackAPIVersion
 from pydicom.errors import InvalidDicomError
 
 from edge.bundle.manifest import load_bundle
+from edge.common.mqttclient import make_client
 
 READY = "baseline ready"
 TOPIC = "bench/baseline/results"
@@ -42,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     spec = bundle.manifest.preprocessing
     session = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
-    client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="baseline")
+    client = make_client("baseline", protocol="3.1.1", reconnect_on_failure=True)
     client.connect("127.0.0.1", args.port)
     client.loop_start()
     print(READY, flush=True)

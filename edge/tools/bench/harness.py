@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.common.mqttclient import make_client
 from edge.config import Config
 from edge.tools.bench import BenchError
 
@@ -84,11 +83,7 @@ class Listener:
         self._health: Received | None = None
         self._result_topics = result_topics
         self._health_topic = health_topic
-        self._client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"edge-bench-hub-{os.getpid()}",
-            protocol=paho.MQTTv5,
-        )
+        self._client = make_client(f"edge-bench-hub-{os.getpid()}", reconnect_on_failure=True)
         self._client.on_message = self._on_message
         self._client.connect("127.0.0.1", port)
         for topic in [*result_topics, health_topic]:
