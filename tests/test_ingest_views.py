@@ -108,7 +108,7 @@ def test_unknown_laterality_is_refused_with_that_reason(tmp_path: Path) -> None:
 
 def test_unknown_view_is_refused_with_that_reason(tmp_path: Path) -> None:
     with pytest.raises(IngestError) as caught:
-        read(tmp_path, bare(ImageLaterality="L", ViewPosition="WHATEVER"))
+        read(tmp_path, bare(ImageLaterality="L"))
     assert caught.value.reason == "unknown_view"
 
 

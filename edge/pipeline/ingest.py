@@ -17,7 +17,13 @@ from pydicom.dataset import Dataset, FileDataset
 from edge.bundle.manifest import Accepts
 from edge.errors import IngestError, Skip
 from edge.pipeline import dicomfile
-from edge.pipeline.views import image_laterality, is_screening_view, row_direction, view_position
+from edge.pipeline.views import (
+    check_patient_view,
+    image_laterality,
+    is_screening_view,
+    row_direction,
+    view_position,
+)
 from edge.types import ImageHeader, IncomingFile
 
 #: Media Storage Directory Storage: a DICOMDIR index, not an image (PS3.4 Annex B.5)
@@ -56,7 +62,8 @@ def read_header(
     ------
     Skip
         An image of another modality than MG; a For Processing or tomosynthesis
-        image that the engine does not accept.
+        image that the engine does not accept; a quality-control image or any
+        other that names no patient's view (``not_patient_view``).
     IngestError
         Not DICOM, a DICOMDIR, empty, truncated, missing a required attribute,
         too large, not grey scale, or of an unknown laterality or view.
@@ -105,6 +112,7 @@ def _check_kind(dataset: FileDataset, reached_pixels: bool, accepts: Accepts) ->
     frames = _int(dataset, "NumberOfFrames", 1)
     if (sop_class in TOMOSYNTHESIS_SOP_CLASSES or frames > 1) and not accepts.tomosynthesis:
         raise Skip("tomosynthesis", "a tomosynthesis or multi-frame object; the engine takes 2D")
+    check_patient_view(dataset)
 
 
 def sop_class_uid(dataset: FileDataset) -> str:

@@ -10,6 +10,12 @@ specific first:
   modifiers of CID 4015, PS3.16), then Patient Orientation;
 - a spot compression or magnification modifier (CID 4015) marks a diagnostic
   work-up view, reported but kept out of the screening score.
+
+Before any of that, :func:`check_patient_view` refuses what is not a patient's
+view at all: a quality-control exposure (flat field, phantom, calibration) that
+a unit stores as MG. When the header names a view, that name is the answer: a
+View Position or view code that names no mammographic view is never replaced
+by a guess from another attribute.
 """
 
 from __future__ import annotations
@@ -19,46 +25,121 @@ from collections.abc import Iterator
 
 from pydicom.dataset import Dataset
 
-from edge.errors import IngestError
+from edge.errors import IngestError, Skip
 
 LATERALITIES = frozenset({"L", "R"})
 
 #: View Position defined terms for mammography (PS3.3 C.8.11.7, ACR MQCM names)
 KNOWN_VIEWS = frozenset(
-    {"CC", "MLO", "ML", "LM", "LMO", "XCCL", "XCCM", "FB", "SIO", "ISO", "CV", "AT", "SPECIMEN"}
+    {
+        "CC",
+        "MLO",
+        "ML",
+        "LM",
+        "LMO",
+        "XCC",
+        "XCCL",
+        "XCCM",
+        "FB",
+        "SIO",
+        "ISO",
+        "CV",
+        "AT",
+        "SPECIMEN",
+    }
 )
 
-#: CID 4014 "View for Mammography": SNOMED CT and legacy SNOMED-RT (SRT) codes -> view
+#: CID 4014 "View for Mammography" (PS3.16): its SNOMED CT, legacy SNOMED-RT (SRT) and
+#: UMLS codes, and the codes earlier editions used, -> view. The group is closed: a code
+#: outside it names no mammographic view.
 VIEW_CODES: dict[str, str] = {
     "399162004": "CC",  # cranio-caudal
     "R-10242": "CC",
+    "C0442215": "CC",
     "399368009": "MLO",  # medio-lateral oblique
     "R-10226": "MLO",
+    "C1302345": "MLO",
     "399260004": "ML",  # medio-lateral
     "R-10224": "ML",
+    "C1302283": "ML",
     "399352003": "LM",  # latero-medial
     "R-10228": "LM",
+    "C1302336": "LM",
     "399099002": "LMO",  # latero-medial oblique
     "R-10230": "LMO",
+    "C1302201": "LMO",
+    "399265009": "XCC",  # cranio-caudal exaggerated (an earlier edition)
     "399192008": "XCCL",  # cranio-caudal exaggerated laterally
     "R-1024A": "XCCL",
+    "C1302247": "XCCL",
+    "Y-X1770": "XCCL",  # deprecated (PS3.16 CID 4014, note 1)
     "399101009": "XCCM",  # cranio-caudal exaggerated medially
     "R-1024B": "XCCM",
+    "C1302202": "XCCM",
+    "Y-X1771": "XCCM",  # deprecated (PS3.16 CID 4014, note 1)
     "399196006": "FB",  # caudo-cranial (from below)
     "R-10244": "FB",
+    "C1302249": "FB",
     "399188001": "SIO",  # superolateral to inferomedial oblique
     "R-102D0": "SIO",
+    "C1302245": "SIO",
     "441555000": "ISO",  # inferomedial to superolateral oblique
     "R-40AAA": "ISO",
+    "C2711617": "ISO",
     "127457009": "SPECIMEN",  # tissue specimen from breast
     "G-8310": "SPECIMEN",
+    "C0444070": "SPECIMEN",
 }
+
+#: Words with which units name a quality-control protocol or series: Hologic Selenia
+#: "Flat Field", Selenia Dimensions "Flat Field Conv", the ACR and CDMAM phantoms, QC
+#: and calibration series (docs/ingest.md lists the sources).
+_QC_WORDS = re.compile(
+    r"\b(FLAT[\s_-]?FIELDS?|PHANTOM|CDMAM|QC|QUALITY[\s_-]CONTROL|CALIBRATION)\b"
+)
+#: the attributes that name the protocol or series of an image
+_PROTOCOL_KEYWORDS = ("ProtocolName", "SeriesDescription")
 
 #: CID 4015 modifiers that make a view diagnostic, not screening: spot compression, magnification
 WORK_UP_MODIFIERS = frozenset({"399055006", "R-102D7", "399163009", "R-102D6"})
 
 #: a laterality written at the start of a code meaning by some exporters ("Left CC")
 _SIDE_WORD = re.compile(r"^(LEFT|RIGHT|L|R)\b[\s_-]*", re.IGNORECASE)
+
+
+def check_patient_view(dataset: Dataset) -> None:
+    """Refuse an image that shows no patient's breast in a mammographic view.
+
+    Quality Control Image (0028,0300, PS3.3 C.7.6.1) YES, a View Position that
+    is present but is no mammographic view, a View Code Sequence whose codes are
+    all outside CID 4014, or a protocol or series named as QC. The detail names
+    the attribute, never its value.
+
+    Raises
+    ------
+    Skip
+        ``not_patient_view``.
+    """
+    if _text(dataset, "QualityControlImage") == "YES":
+        _not_a_patient_view("Quality Control Image is YES (a QC or phantom exposure)")
+    position = _text(dataset, "ViewPosition")
+    if position and not _known_view(position):
+        _not_a_patient_view("its View Position names no mammographic view")
+    codes = _view_code_values(dataset)
+    if codes and not any(code in VIEW_CODES for code in codes):
+        _not_a_patient_view("its View Code Sequence holds no CID 4014 view")
+    for keyword in _PROTOCOL_KEYWORDS:
+        if _QC_WORDS.search(_text(dataset, keyword)):
+            _not_a_patient_view(f"its {keyword} names a quality-control exposure")
+
+
+def _not_a_patient_view(why: str) -> None:
+    raise Skip("not_patient_view", f"not a patient's view: {why}")
+
+
+def _view_code_values(dataset: Dataset) -> list[str]:
+    values = (str(item.get("CodeValue", "") or "").strip() for item in _view_items(dataset))
+    return [value for value in values if value]
 
 
 def image_laterality(dataset: Dataset) -> str:
@@ -113,11 +194,13 @@ def view_position(dataset: Dataset) -> str:
     IngestError
         ``unknown_view`` when no source names a known view.
     """
-    view = _known_view(_text(dataset, "ViewPosition"))
-    if view:
-        return view
-    for item in _view_items(dataset):
-        code = str(item.get("CodeValue", "") or "").strip()
+    position = _text(dataset, "ViewPosition")
+    if position:  # a name present is the answer (check_patient_view refused the others)
+        view = _known_view(position)
+        if view:
+            return view
+        raise IngestError("unknown_view", "the View Position names no mammographic view")
+    for code in _view_code_values(dataset):
         if code in VIEW_CODES:
             return VIEW_CODES[code]
     # Some exports (CBIS-DDSM among them) put the view's name in Patient Orientation.
