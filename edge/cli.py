@@ -40,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = EXIT_CONFIG
     except EngineError as exc:
         print(f"engine error: {exc}", file=sys.stderr)
+        if exc.fix:
+            print(f"  fix: {exc.fix}", file=sys.stderr)
         code = EXIT_FAILURE
     except JournalError as exc:
         print(f"journal error: {exc}", file=sys.stderr)
@@ -113,7 +115,9 @@ def _add_engine_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     install.add_argument(
         "--allow-unsigned",
         action="store_true",
-        help="accept a bundle without a signature (a signature present must still verify)",
+        help="install a bundle no trusted key vouches for (unsigned, or signed by a key "
+        "not trusted) as unsigned, with a warning; test boxes only. A bad signature by a "
+        "trusted key is still refused",
     )
     install.add_argument("--activate", action="store_true", help="activate it once installed")
     verify = action("verify", "check files, signature and self-test again", _verify)

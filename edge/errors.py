@@ -41,7 +41,15 @@ class Skip(EdgeError):
 
 
 class EngineError(EdgeError):
-    """An engine bundle that cannot be loaded, verified or run."""
+    """An engine bundle that cannot be loaded, verified or run.
+
+    ``fix``, when known, is the one thing a technician should do about it; the
+    command line and ``edge doctor`` print it on a line of its own.
+    """
+
+    def __init__(self, message: str, fix: str = "") -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 class JournalError(EdgeError):

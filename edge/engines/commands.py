@@ -13,8 +13,8 @@ from pathlib import Path
 from edge.bundle.manifest import Bundle
 from edge.config import Config
 from edge.engines.selftest import SelfTestResult, run_selftest
-from edge.engines.signing import load_public_key
-from edge.engines.store import PLANS, EngineRef, EngineStore, TrustPolicy
+from edge.engines.signing import NotTrusted, load_public_key
+from edge.engines.store import PLANS, EngineRef, EngineStore, StepFailed, TrustPolicy
 from edge.errors import EngineError
 from edge.runtimes import registry
 from edge.runtimes.plans import PlanCache
@@ -86,19 +86,43 @@ def _backend_line(requested: str) -> tuple[str, str]:
 
 
 def install(
-    config: Config, source: Path, out: Out, *, allow_unsigned: bool, activate: bool
+    config: Config,
+    source: Path,
+    out: Out,
+    *,
+    allow_unsigned: bool,
+    activate: bool,
+    config_option: str = "",
 ) -> EngineRef:
+    """Install ``source``; ``config_option`` (`` --config FILE``) goes into the hints printed."""
     store = store_of(config)
     trust = trust_of(config, allow_unsigned=allow_unsigned)
     selftest = selftest_on_serving_backend(config)
     out(f"installing {source}")
-    engine = store.install(source, trust, selftest, _step_printer(out))
+    try:
+        engine = store.install(source, trust, selftest, _step_printer(out))
+    except StepFailed as exc:
+        raise _with_unsigned_hint(exc) from exc
     out(f"installed {engine.ref} in {engine.path}")
+    if engine.signed_by is None:
+        out(
+            f"WARNING: {engine.ref} is installed WITHOUT a verified signature "
+            "(--allow-unsigned): nothing proves who made it or that it is unaltered. "
+            "Serve it on a test box only."
+        )
     if activate:
         _activate(store, engine.ref, trust, selftest, out)
     else:
-        out(f"activate it with: edge engines activate {engine.ref.version}")
+        out(f"activate it with: edge engines activate {engine.ref.version}{config_option}")
     return engine.ref
+
+
+def _with_unsigned_hint(exc: StepFailed) -> StepFailed:
+    """A refused signature, with the way a test box may install the bundle anyway."""
+    if exc.step != "signature" or not isinstance(exc.__cause__, NotTrusted):
+        return exc
+    hint = "or, on a test box only, install it unverified with --allow-unsigned"
+    return StepFailed(exc.step, exc.reason, f"{exc.fix}; {hint}" if exc.fix else hint)
 
 
 def verify(config: Config, version: str | None, out: Out) -> None:

@@ -27,6 +27,21 @@ from edge.errors import EngineError
 
 SIGNATURE = "signature"
 ALGORITHM = "ed25519"
+#: the id of engines/demo-signing.pub, whose private key ships with the source: anyone
+#: can sign with it, so a box that scores patients never trusts it
+DEMO_KEY_ID = "a2d167b48410186e"
+#: where scripts/install.sh puts the demo key's public half, and where it is in a checkout
+DEMO_PUBLIC_KEY = "/opt/edge/engines/demo-signing.pub"
+#: where a vendor's public keys go on a box
+KEYS_DIR = "/etc/edge/keys"
+
+
+class NotTrusted(EngineError):
+    """A bundle that no trusted key vouches for: unsigned, or signed by a key not trusted.
+
+    Distinct from a bad signature (a trusted key's signature that does not match):
+    ``--allow-unsigned`` may install the first kind as unsigned, never the second.
+    """
 
 
 @dataclass(frozen=True)
@@ -103,17 +118,15 @@ def verify_bundle(folder: Path, trusted: list[TrustedKey]) -> TrustedKey:
     """
     path = folder / SIGNATURE
     if not path.is_file():
-        raise EngineError(f"{folder}: the bundle is not signed (no {SIGNATURE} file)")
+        raise NotTrusted(
+            f"{folder}: the bundle is not signed (no {SIGNATURE} file)",
+            "ask the engine's vendor for the signed bundle",
+        )
     signer, signature = _read_signature(path)
-    if not trusted:
-        raise EngineError("no trusted keys are configured (engine.trusted_keys)")
     manifest = (folder / MANIFEST).read_bytes()
     by_id = {key.key_id: key for key in trusted}
     if signer not in by_id:
-        known = ", ".join(sorted(by_id))
-        raise EngineError(
-            f"{path}: signed with key {signer}, which is not a trusted key (trusted: {known})"
-        )
+        raise _untrusted(path, signer, trusted)
     key = by_id[signer]
     try:
         key.key.verify(signature, manifest)
@@ -123,6 +136,33 @@ def verify_bundle(folder: Path, trusted: list[TrustedKey]) -> TrustedKey:
             f"({key.path.name}); the manifest or the signature was altered after signing"
         ) from None
     return key
+
+
+def _untrusted(path: Path, signer: str, trusted: list[TrustedKey]) -> NotTrusted:
+    """The refusal of a signer no configured key matches, saying how to trust one."""
+    listed = ", ".join(f"{key.key_id} ({key.path})" for key in trusted) or "no key"
+    if signer == DEMO_KEY_ID:
+        return NotTrusted(
+            f"{path}: signed with the demo key {signer}, which is not a trusted key "
+            f"(engine.trusted_keys lists {listed})",
+            "the demo key's private half is public, so it proves nothing: on a test box "
+            "only, trust it with the line  trusted_keys: "
+            f"[{DEMO_PUBLIC_KEY}]  under engine: in the configuration "
+            "(engines/demo-signing.pub in a source folder); never on a box that scores patients",
+        )
+    return NotTrusted(
+        f"{path}: signed with key {signer}, which is not a trusted key "
+        f"(engine.trusted_keys lists {listed})",
+        f"copy the vendor's public key (the .pub file of key {signer}) into {KEYS_DIR}/ and "
+        f"list it under engine: in the configuration:  trusted_keys: [{KEYS_DIR}/VENDOR.pub]  "
+        "(its file name; keep the keys already listed)",
+    )
+
+
+def signer_of(folder: Path) -> str | None:
+    """The key id a bundle's signature file names, without checking it; None if unsigned."""
+    path = folder / SIGNATURE
+    return _read_signature(path)[0] if path.is_file() else None
 
 
 def _read_signature(path: Path) -> tuple[str, bytes]:

@@ -32,7 +32,7 @@ from typing import TypeVar
 from edge.bundle.files import copy_durably, fsync_dir, unpack_archive, write_atomically
 from edge.bundle.manifest import MANIFEST, Bundle, Manifest, load_bundle, read_manifest
 from edge.engines.selftest import SelfTestResult
-from edge.engines.signing import SIGNATURE, TrustedKey, verify_bundle
+from edge.engines.signing import SIGNATURE, NotTrusted, TrustedKey, signer_of, verify_bundle
 from edge.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -76,16 +76,31 @@ class TrustPolicy:
 
     def check(self, folder: Path) -> str | None:
         """The id of the trusted key that signed ``folder``, or None for an allowed unsigned one."""
-        if self.allow_unsigned and not (folder / SIGNATURE).exists():
-            return None
-        return verify_bundle(folder, self.trusted).key_id
+        return self.judge(folder)[0]
+
+    def judge(self, folder: Path) -> tuple[str | None, str]:
+        """The trusted key's id (None: taken as unsigned) and a line saying what was done.
+
+        With ``allow_unsigned``, a bundle that no trusted key vouches for (unsigned,
+        or signed by a key not trusted) is taken as unsigned; a bad signature by a
+        trusted key is refused all the same, as it means the bundle was altered.
+        """
+        try:
+            key = verify_bundle(folder, self.trusted)
+        except NotTrusted:
+            if not self.allow_unsigned:
+                raise
+            signer = signer_of(folder)
+            why = f"signed with key {signer}, not a trusted key" if signer else "not signed"
+            return None, f"NOT VERIFIED ({why}): installed as unsigned (--allow-unsigned)"
+        return key.key_id, f"trusted key {key.key_id} ({key.path.name})"
 
 
 class StepFailed(EngineError):
     """An install or activation step that refused the bundle."""
 
-    def __init__(self, step: str, reason: str) -> None:
-        super().__init__(f"step {step} failed: {reason}")
+    def __init__(self, step: str, reason: str, fix: str = "") -> None:
+        super().__init__(f"step {step} failed: {reason}", fix)
         self.step = step
         self.reason = reason
 
@@ -257,8 +272,8 @@ class EngineStore:
         manifest = _step("manifest", lambda: _checked_manifest(folder))
         ref = EngineRef(manifest.name, manifest.version)
         report("manifest", f"{ref}")
-        signer = _step("signature", lambda: trust.check(folder))
-        report("signature", f"trusted key {signer}" if signer else "unsigned (--allow-unsigned)")
+        signer, verdict = _step("signature", lambda: trust.judge(folder))
+        report("signature", verdict)
         _step("sha256", lambda: load_bundle(folder))
         report("sha256", f"{len(manifest.files)} files match")
         if self.path_of(ref).exists():
@@ -314,7 +329,7 @@ def _step(step: str, action: Callable[[], T]) -> T:
     except StepFailed:
         raise
     except EngineError as exc:
-        raise StepFailed(step, str(exc)) from exc
+        raise StepFailed(step, str(exc), exc.fix) from exc
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         raise StepFailed(step, f"{where}{exc.strerror or exc}") from exc

@@ -28,7 +28,7 @@ def check_engine(config: Config) -> tuple[Check, Bundle | None]:
         choice = choose_serving(config, store)
         signature = _signature(store) if choice.origin == "store" else None
     except EngineError as exc:
-        return Check("engine", False, str(exc), REINSTALL), None
+        return Check("engine", False, str(exc), exc.fix or REINSTALL), None
     except OSError as exc:
         return Check(
             "engine",
