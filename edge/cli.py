@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,8 +20,11 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 #: 128 + SIGPIPE: what a shell reports for a tool whose reader went away
 EXIT_BROKEN_PIPE = 141
-#: where scripts/install.sh puts the configuration
+#: where scripts/install.sh puts the configuration: every command reads it unless told
 DEFAULT_CONFIG = Path("/etc/edge/config.yaml")
+#: where docs/hub.md puts the hub's configuration
+DEFAULT_HUB_CONFIG = Path("/etc/edge/hub.yaml")
+_CONFIG_HELP = f"configuration file (default: {DEFAULT_CONFIG})"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -59,13 +63,21 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the daemon in the foreground")
-    run.add_argument("--config", type=Path, required=True, help="configuration YAML file")
+    _add_config_option(run)
     run.set_defaults(handler=_run)
 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    check = config_commands.add_parser("check", help="validate a configuration file and exit")
-    check.add_argument("file", type=Path)
+    check = config_commands.add_parser(
+        "check",
+        help="validate a configuration file and exit",
+        description="Validate FILE (or --config FILE; default: "
+        f"{DEFAULT_CONFIG}) and exit: 0 when valid, 2 with every key at fault.",
+    )
+    check.add_argument("file", type=Path, nargs="?", metavar="FILE", help=_CONFIG_HELP)
+    check.add_argument(
+        "--config", type=Path, dest="config_option", metavar="FILE", help="FILE, as an option"
+    )
     check.set_defaults(handler=_config_check)
     _add_engine_commands(commands)
     _add_hub_parser(commands)
@@ -73,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser(
         "doctor", help="check configuration, folders, broker, engine and GPU; OK or FAIL each"
     )
-    doctor.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="configuration file")
+    _add_config_option(doctor)
     doctor.add_argument(
         "--user", help="check folder permissions as this user (default: edge, when run as root)"
     )
@@ -91,12 +103,25 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status", help="engine, queue, outbox, last studies and errors, from the journal"
     )
-    status.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="configuration file")
+    _add_config_option(status)
     status.add_argument("--limit", type=int, default=10, help="studies and errors shown")
     status.set_defaults(handler=_status)
 
     _add_bench(commands)
     return parser
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE", help=_CONFIG_HELP
+    )
+
+
+def config_option(path: Path) -> str:
+    """`` --config PATH`` for a hint to paste, or nothing when PATH is the default."""
+    if path == DEFAULT_CONFIG:
+        return ""
+    return f" --config {shlex.quote(str(path))}"
 
 
 def _add_engine_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -105,7 +130,7 @@ def _add_engine_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
 
     def action(name: str, help_text: str, handler: Callable[[argparse.Namespace], int]) -> Any:
         sub = actions.add_parser(name, help=help_text)
-        sub.add_argument("--config", type=Path, required=True, help="configuration YAML file")
+        _add_config_option(sub)
         sub.set_defaults(handler=handler)
         return sub
 
@@ -127,8 +152,9 @@ def _add_engine_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     action("rollback", "make the previous engine current again", _rollback)
     remove = action("remove", "delete an installed engine (never the current one)", _remove)
     remove.add_argument("version", help="version, or name/version")
-    # Run by the plan cache in a child process; not a technician's command.
-    build = actions.add_parser("build-plan", help=argparse.SUPPRESS)
+    # Run by the plan cache in a child process; not a technician's command, so not
+    # listed (a parser added without help= has no line in the list of actions).
+    build = actions.add_parser("build-plan")
     build.add_argument("--request", type=Path, required=True)
     build.set_defaults(handler=_build_plan)
 
@@ -175,8 +201,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    config = _load(args.file)
-    print(f"{args.file}: valid (site {config.site}, device {config.device})")
+    if args.file is not None and args.config_option is not None and args.file != args.config_option:
+        print("edge config check: give FILE or --config FILE, not both", file=sys.stderr)
+        return EXIT_CONFIG
+    path = args.file or args.config_option or DEFAULT_CONFIG
+    config = _load(path)
+    print(f"{path}: valid (site {config.site}, device {config.device})")
     return EXIT_OK
 
 
@@ -192,7 +222,12 @@ def _install(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     commands.install(
-        config, args.bundle, print, allow_unsigned=args.allow_unsigned, activate=args.activate
+        config,
+        args.bundle,
+        print,
+        allow_unsigned=args.allow_unsigned,
+        activate=args.activate,
+        config_option=config_option(args.config),
     )
     return EXIT_OK
 
@@ -234,18 +269,28 @@ def _build_plan(args: argparse.Namespace) -> int:
 def _add_hub_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``edge hub``: the central collector and its queries (edge.hub, imported lazily)."""
     source = argparse.ArgumentParser(add_help=False)
-    source.add_argument("--config", type=Path, help="hub configuration YAML file")
+    source.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_HUB_CONFIG,
+        metavar="FILE",
+        help=f"hub configuration file (default: {DEFAULT_HUB_CONFIG})",
+    )
     source.add_argument("--db", metavar="URL", help="database URL (instead of --config)")
     # The same options after the action: their default must not undo the hub's own.
     late = argparse.ArgumentParser(add_help=False)
-    late.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="as above")
+    late.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, metavar="FILE", help="as above"
+    )
     late.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help="as above")
     late.add_argument("--json", action="store_true", help="JSON instead of a table")
     hub = commands.add_parser(
         "hub",
         parents=[source],
         help="the central hub: collect results (needs edge[hub])",
-        description="Without an ACTION, run the collector (--config HUB.yaml) in the foreground.",
+        description="Without an ACTION, run the collector in the foreground. Every action "
+        f"reads {DEFAULT_HUB_CONFIG}, or the file --config names; the queries take --db URL "
+        "instead.",
     )
     hub.set_defaults(handler=_hub, hub_command=None, json=False)
     actions = hub.add_subparsers(dest="hub_command", metavar="ACTION")
