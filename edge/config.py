@@ -2,8 +2,8 @@
 
 Every model forbids unknown keys, so a misspelt key fails at load instead of being
 silently ignored, and every error names the key path and, where the YAML has it,
-the line: ``engine.backend (line 9): Input should be 'auto', 'onnxruntime' or
-'tensorrt'``.
+the line: ``engine.backend (line 9): must be 'auto', 'onnxruntime' or
+'tensorrt'`` (:mod:`edge.config_errors` words them).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from edge.common.model import StrictModel, TlsConfig, topic_segment
+from edge.config_errors import describe_validation, describe_yaml_error
 from edge.errors import ConfigError
 
 
@@ -234,7 +235,7 @@ def validate_yaml(path: Path, model: type[ModelT]) -> ModelT:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(describe_yaml_error(path, exc)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -242,30 +243,7 @@ def validate_yaml(path: Path, model: type[ModelT]) -> ModelT:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(path, exc, _key_lines(node))) from None
-
-
-def _describe(path: Path, exc: ValidationError, lines: dict[tuple[str, ...], int]) -> str:
-    problems = []
-    for error in exc.errors():
-        loc = tuple(str(part) for part in error["loc"])
-        line = _nearest_line(loc, lines)
-        where = ".".join(loc) or "(top level)"
-        if line is not None:
-            where += f" (line {line})"
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown key (misspelt, or not valid here)"
-        problems.append(f"  {where}: {message}")
-    return f"{path}: invalid configuration:\n" + "\n".join(problems)
-
-
-def _nearest_line(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> int | None:
-    # A missing key has no line of its own: point at its parent mapping.
-    for end in range(len(loc), -1, -1):
-        if loc[:end] in lines:
-            return lines[loc[:end]]
-    return None
+        raise ConfigError(describe_validation(path, exc, _key_lines(node), model)) from None
 
 
 def _key_lines(node: yaml.Node | None) -> dict[tuple[str, ...], int]:

@@ -57,7 +57,9 @@ def test_invalid_value_names_the_key_line_and_expectation(tmp_path: Path) -> Non
 
 def test_missing_required_section_is_named(tmp_path: Path) -> None:
     text = "\n".join(line for line in VALID.splitlines() if not line.startswith("watch"))
-    with pytest.raises(ConfigError, match=r"watch: Field required"):
+    with pytest.raises(
+        ConfigError, match=r"watch: missing: the configuration needs a watch section"
+    ):
         load_config(write(tmp_path, text))
 
 

@@ -49,6 +49,7 @@ from edge.bundle.manifest import Preprocessing
 from edge.errors import IngestError
 from edge.pipeline import codecs, dicomfile
 from edge.pipeline.codestream import CodestreamError, frame_geometry
+from edge.pipeline.dicomfile import plain
 from edge.pipeline.ingest import check_pixel_description
 from edge.pipeline.preprocess import prepare
 from edge.types import ImageHeader, ModelInput
@@ -368,7 +369,7 @@ def choose_plugin(transfer_syntax: str) -> str:
 
 
 def _failure(transfer_syntax: str, exc: Exception) -> IngestError:
-    text = str(exc)
+    text = plain(exc)
     lowered = text.lower()
     name = UID(transfer_syntax).name if transfer_syntax else "an unknown transfer syntax"
     if any(sign in lowered for sign in TRUNCATION_SIGNS):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import zlib
 from collections.abc import Callable
@@ -133,16 +134,33 @@ def _parse(stream: BinaryIO, path: Path, reached: list[bool] | None, limit: int)
         stop = _refuse_huge_elements if reached is None else _header_stop(reached)
         return read_partial(stream, stop_when=stop)
     except InvalidDicomError as exc:
-        raise IngestError("not_dicom", f"not a DICOM file: {exc}") from exc
+        raise IngestError("not_dicom", NOT_DICOM) from exc
     except IngestError:
         raise
     except EOFError as exc:
-        raise IngestError("truncated", f"the data set ends early: {exc}") from exc
+        raise IngestError("truncated", f"the data set ends early: {plain(exc)}") from exc
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         # pydicom raises these for malformed elements; its text names the element.
-        raise IngestError("malformed", f"the data set cannot be parsed: {exc}") from exc
+        raise IngestError("malformed", f"the data set cannot be parsed: {plain(exc)}") from exc
     except (NotImplementedError, OverflowError, RecursionError, zlib.error) as exc:
-        raise IngestError("malformed", f"the data set cannot be parsed: {exc!r}") from exc
+        reason = f"{type(exc).__name__}: {plain(exc)}"
+        raise IngestError("malformed", f"the data set cannot be parsed: {reason}") from exc
+
+
+#: the reason of a file without the DICOM preamble and prefix (PS3.10 7.1)
+NOT_DICOM = (
+    "not a DICOM file: it does not start with the 128-byte preamble and 'DICM' prefix "
+    "of a DICOM file (PS3.10 7.1); a JPEG, PDF or text file, or a file cut at its start"
+)
+#: advice a library gives its programmer, which means nothing to a technician
+_LIBRARY_ADVICE = re.compile(
+    r"\s*[(\[]?\b(?:use|set|pass)\b[^.]*\bforce\s*=\s*True\b[^.]*\.?[)\]]?", re.I
+)
+
+
+def plain(exc: BaseException) -> str:
+    """An exception's text without a library's advice to its caller (pydicom's force=True)."""
+    return _LIBRARY_ADVICE.sub("", str(exc)).strip() or type(exc).__name__
 
 
 def _header_stop(reached: list[bool]) -> StopWhen:
