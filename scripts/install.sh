@@ -7,8 +7,14 @@
 #   sudo scripts/install.sh --extras tensorrt,nvml   GPU box (x86): TensorRT and NVML from PyPI
 #   sudo scripts/install.sh --wheelhouse DIR      no index: every package from DIR (offline box)
 #   sudo scripts/install.sh --uninstall           remove the service; keep /etc/edge and /var/lib/edge
+#   sudo scripts/install.sh --python /usr/bin/python3.12   another system interpreter
 #   scripts/install.sh --root DIR ...             install the files under DIR (packaging, tests):
 #                                                 the service user and systemctl steps are skipped
+#
+# The service's virtual environment is built from the system Python (/usr/bin/python3,
+# 3.10 or newer, with python3-venv), never from whatever python3 comes first on PATH:
+# an interpreter under a home folder (pyenv, conda, ~/.local) is refused, because the
+# service runs as its own user with ProtectHome=, which hides /home, /root and /run/user.
 #
 # What it makes:
 #   user and group "edge" (system account, no login, also in group video for the GPU)
@@ -19,8 +25,11 @@
 #   /etc/edge/credentials/            mqtt-password, mqtt-tls-key (root only; empty until set)
 #   /etc/systemd/system/edge.service  the unit, enabled (started by the technician: see README)
 #   /var/lib/edge, /srv/edge/export   state directory and default watch folder
+# Private keys (*.key) under engines/ are never installed: the demo signing key is for
+# a developer's machine, not a box.
 # The only network it uses is the package registry pip is configured with (or none,
 # with --wheelhouse).
+
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,14 +37,17 @@ ROOT=/
 SOURCE=$HERE
 EXTRAS=
 WHEELHOUSE=
-PYTHON=${PYTHON:-python3}
+PYTHON=${PYTHON:-}
+#: the interpreters tried, in order, when --python is not given
+SYSTEM_PYTHONS=(/usr/bin/python3 /usr/local/bin/python3)
 ACTION=install
 SERVICE_USER=edge
 
 say() { echo "install: $*"; }
 die() { echo "install: error: $*" >&2; exit 1; }
 
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
+# The comment block at the top of this file, up to its first empty line.
+usage() { sed -n '2,/^$/p' "$0" | sed -e '/^$/d' -e 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case $1 in
@@ -112,9 +124,57 @@ source_fingerprint() {
   } | sha256sum | cut -d' ' -f1
 }
 
-ensure_venv() {
+# -- the interpreter ---------------------------------------------------------------------
+
+choose_python() {
+  if [ -z "$PYTHON" ]; then
+    local candidate
+    for candidate in "${SYSTEM_PYTHONS[@]}"; do
+      if [ -x "$candidate" ]; then PYTHON=$candidate; break; fi
+    done
+    [ -n "$PYTHON" ] || die "no system Python 3 (${SYSTEM_PYTHONS[*]}): apt-get install python3 python3-venv"
+  fi
+  local given real base home
+  given=$(command -v "$PYTHON") || die "--python $PYTHON: no such interpreter"
+  PYTHON=$given
+  real=$(readlink -f "$given")
+  base=$("$PYTHON" -c 'import os, sys; print(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))') ||
+    die "$PYTHON does not run"
+  for candidate in "$real" "$base"; do
+    if home=$(home_holding "$candidate"); then
+      die "$PYTHON is $candidate, under the home folder $home, which the service (user $SERVICE_USER, ProtectHome=) cannot read: install with the system Python, --python /usr/bin/python3 (apt-get install python3 python3-venv)"
+    fi
+  done
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
-    die "$PYTHON is older than Python 3.10"
+    die "$PYTHON is older than Python 3.10: --python /usr/bin/python3.10 or newer"
+  "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null ||
+    die "$PYTHON cannot make a virtual environment: apt-get install python3-venv"
+  say "using the Python at $base"
+}
+
+# Print the home folder that holds $1 and succeed, or fail: /root, /home, /run/user,
+# the caller's $HOME, and the home of every account that can log in (UID 1000 or more).
+home_holding() {
+  local path=$1 home
+  while IFS= read -r home; do
+    case $home in "" | / | /nonexistent) continue ;; esac
+    case $path in "$home"/*) echo "$home"; return 0 ;; esac
+  done < <(
+    printf '%s\n' /root /home /run/user "${HOME:-}"
+    getent passwd | awk -F: '$3 >= 1000 && $3 < 65534 { print $6 }'
+  )
+  return 1
+}
+
+# On the running system: can the service user run it (a folder above it may be private)?
+check_python_for_service() {
+  on_running_system || return 0
+  command -v runuser >/dev/null 2>&1 || return 0
+  runuser -u "$SERVICE_USER" -- "$PYTHON" -c 'pass' 2>/dev/null ||
+    die "the user $SERVICE_USER cannot run $PYTHON (a folder above it is private): use --python /usr/bin/python3"
+}
+
+ensure_venv() {
   if [ ! -x "$VENV/bin/python" ]; then
     local options=()
     # JetPack installs TensorRT for the system Python (apt), not on PyPI: let the venv see it.
@@ -152,7 +212,12 @@ install_engines() {
   local file
   while IFS= read -r -d '' file; do
     install -C -D -m 0644 "$SOURCE/engines/$file" "$OPT/engines/$file"
-  done < <(cd "$SOURCE/engines" && find . -type f ! -name '*.pyc' -printf '%P\0')
+  done < <(cd "$SOURCE/engines" && find . -type f ! -name '*.pyc' ! -name '*.key' -printf '%P\0')
+  # An earlier version copied the demo's private signing key: take it away.
+  while IFS= read -r -d '' file; do
+    rm -f "$file"
+    say "removed the private key $file (private keys never belong on a box)"
+  done < <(find "$OPT/engines" -type f -name '*.key' -print0 2>/dev/null)
 }
 
 # -- configuration, credentials, unit --------------------------------------------------
@@ -207,7 +272,9 @@ link_command() {
 }
 
 install_all() {
+  choose_python
   ensure_user
+  check_python_for_service
   ensure_venv
   link_command
   install_engines
