@@ -18,10 +18,10 @@ from engine_bundles import edge_cli, make_key, make_signed_bundle
 from support import ROOT
 
 from edge.config import load_config
-from edge.doctor.engine import check_engine
 from edge.engines import commands
 from edge.engines.signing import DEMO_KEY_ID, DEMO_PUBLIC_KEY, KEYS_DIR, load_public_key
 from edge.engines.store import StepFailed
+from edge.tools.doctor.engine import check_engine
 
 DEMO = ROOT / "engines" / "demo"
 EXAMPLE = ROOT / "systemd" / "config.example.yaml"
