@@ -10,20 +10,27 @@ closes. No line carries a UID, a name or an accession.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from daemons import start_daemon, wait_for
+from engine_bundles import make_bundle
 from journal_builders import image_score
 from support import Broker, Subscriber
 
 from edge.common.privacy import study_hash
+from edge.config import load_config
+from edge.engines import commands
 from edge.pipeline.study import StudyAssembler
 from edge.tools.samples import write_samples
 
 __all__ = ["start_daemon"]  # a fixture
+#: an account that is not root, as the service's (nobody)
+SERVICE_UID = 65534
 
 
 def test_a_waiting_study_says_what_it_has_what_it_lacks_and_when_it_closes(
@@ -76,3 +83,24 @@ def test_the_samples_arrive_as_two_four_view_studies_and_the_log_says_so(
     for message in messages:
         assert message["accession"] not in log
     results.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a technician's engines command")
+def test_an_engine_installed_by_root_belongs_to_the_service(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, SERVICE_UID, SERVICE_UID)  # as install.sh leaves /var/lib/edge
+    config = {
+        "site": "clinic-1",
+        "device": "box-1",
+        "state_dir": str(state),
+        "watch": {"dir": str(tmp_path / "export")},
+        "engine": {"backend": "onnxruntime"},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    bundle = make_bundle(tmp_path / "bundle", version="1.0")
+    commands.install(load_config(path), bundle, print, allow_unsigned=True, activate=True)
+    store = state / "engines"
+    owners = {(p.lstat().st_uid, p.lstat().st_gid) for p in (store, *store.rglob("*"))}
+    assert owners == {(SERVICE_UID, SERVICE_UID)}

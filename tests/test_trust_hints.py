@@ -9,6 +9,7 @@ give that fix, not "install again", once a store engine's key is no longer trust
 from __future__ import annotations
 
 import re
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,14 @@ def test_the_demo_key_id_is_the_shipped_public_key() -> None:
 def test_installing_the_demo_bundle_untrusted_says_which_key_and_the_line_to_add(
     tmp_path: Path,
 ) -> None:
-    run = edge_cli("engines", "install", DEMO, "--config", write_config(tmp_path))
+    archive = tmp_path / "demo-1.0.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(DEMO, arcname="demo")
+    run = edge_cli("engines", "install", archive, "--config", write_config(tmp_path))
     assert run.returncode == 1
-    assert f"signed with the demo key {DEMO_KEY_ID}" in run.stderr
+    assert f"{archive}/signature: signed with the demo key {DEMO_KEY_ID}" in run.stderr
+    assert "_incoming" not in run.stderr  # the archive named, not a scratch folder
+    assert "systemctl restart edge" in run.stderr
     assert "engine.trusted_keys lists no key" in run.stderr
     fix = run.stderr.split("fix: ", 1)[1]
     assert f"trusted_keys: [{DEMO_PUBLIC_KEY}]" in fix and "under engine:" in fix

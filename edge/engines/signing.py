@@ -34,6 +34,8 @@ DEMO_KEY_ID = "a2d167b48410186e"
 DEMO_PUBLIC_KEY = "/opt/edge/engines/demo-signing.pub"
 #: where a vendor's public keys go on a box
 KEYS_DIR = "/etc/edge/keys"
+#: the service reads engine.trusted_keys when it starts
+RESTART = "A running service trusts it after: systemctl restart edge"
 
 
 class NotTrusted(EngineError):
@@ -148,14 +150,15 @@ def _untrusted(path: Path, signer: str, trusted: list[TrustedKey]) -> NotTrusted
             "the demo key's private half is public, so it proves nothing: on a test box "
             "only, trust it with the line  trusted_keys: "
             f"[{DEMO_PUBLIC_KEY}]  under engine: in the configuration "
-            "(engines/demo-signing.pub in a source folder); never on a box that scores patients",
+            "(engines/demo-signing.pub in a source folder); never on a box that scores patients. "
+            + RESTART,
         )
     return NotTrusted(
         f"{path}: signed with key {signer}, which is not a trusted key "
         f"(engine.trusted_keys lists {listed})",
         f"copy the vendor's public key (the .pub file of key {signer}) into {KEYS_DIR}/ and "
         f"list it under engine: in the configuration:  trusted_keys: [{KEYS_DIR}/VENDOR.pub]  "
-        "(its file name; keep the keys already listed)",
+        f"(its file name; keep the keys already listed). {RESTART}",
     )
 
 

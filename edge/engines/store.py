@@ -31,6 +31,7 @@ from typing import TypeVar
 
 from edge.bundle.files import copy_durably, fsync_dir, unpack_archive, write_atomically
 from edge.bundle.manifest import MANIFEST, Bundle, Manifest, load_bundle, read_manifest
+from edge.engines.ownership import hand_to_state_owner
 from edge.engines.selftest import SelfTestResult
 from edge.engines.signing import SIGNATURE, NotTrusted, TrustedKey, signer_of, verify_bundle
 from edge.errors import EngineError
@@ -188,6 +189,7 @@ class EngineStore:
                 self._clear_incoming()
                 yield
             finally:
+                hand_to_state_owner(self.root)
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def install(
@@ -272,7 +274,7 @@ class EngineStore:
         manifest = _step("manifest", lambda: _checked_manifest(folder))
         ref = EngineRef(manifest.name, manifest.version)
         report("manifest", f"{ref}")
-        signer, verdict = _step("signature", lambda: trust.judge(folder))
+        signer, verdict = _step("signature", lambda: trust.judge(folder), (folder, source))
         report("signature", verdict)
         _step("sha256", lambda: load_bundle(folder))
         report("sha256", f"{len(manifest.files)} files match")
@@ -323,13 +325,17 @@ class EngineStore:
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
 
-def _step(step: str, action: Callable[[], T]) -> T:
+def _step(step: str, action: Callable[[], T], shown: tuple[Path, Path] | None = None) -> T:
+    """``action()``, its failure named by ``step``; ``shown``: (unpacked folder, source)."""
     try:
         return action()
     except StepFailed:
         raise
     except EngineError as exc:
-        raise StepFailed(step, str(exc), exc.fix) from exc
+        reason = str(exc)
+        if shown is not None:  # the archive the technician named, not our scratch folder
+            reason = reason.replace(str(shown[0]), str(shown[1]))
+        raise StepFailed(step, reason, exc.fix) from exc
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         raise StepFailed(step, f"{where}{exc.strerror or exc}") from exc

@@ -140,7 +140,7 @@ class EngineSwitch:
             )
             engine = load_engine(self._config, self._store, choice.bundle)
         except EngineError as exc:
-            self._failed(serving, str(exc))
+            self._failed(serving, f"{exc}; fix: {exc.fix}" if exc.fix else str(exc))
             return
         except Exception as exc:  # a failed activation must never stop the serving engine
             log.exception("engine activation failed unexpectedly")
