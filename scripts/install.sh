@@ -283,7 +283,7 @@ install_all() {
   make_dir 0755 "$R/srv/edge"
   make_dir 0750 "$EXPORT" service
   install_unit
-  say "done. Next: edit $ETC/config.yaml, run 'edge doctor --config /etc/edge/config.yaml',"
+  say "done. Next: edit $ETC/config.yaml, run 'edge doctor' (it reads /etc/edge/config.yaml),"
   say "then 'systemctl start edge' (see the README, For the field technician)"
 }
 
