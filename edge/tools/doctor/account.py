@@ -101,6 +101,9 @@ def run_as(account: Account, checks: Callable[[], list[Check]]) -> list[Check]:
             os.setgroups(list(account.groups))
             os.setgid(account.gid)
             os.setuid(account.uid)
+            # as systemd starts the service: its own home, not root's (ONNX Runtime
+            # writes there, and warns on a terminal when it cannot)
+            os.environ["HOME"] = pwd.getpwuid(account.uid).pw_dir
             answer = json.dumps([asdict(check) for check in checks()]).encode()
             with os.fdopen(write_end, "wb") as stream:
                 stream.write(answer)
