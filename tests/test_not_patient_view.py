@@ -10,17 +10,25 @@ first test uses a real Agfa header from pydicom's test files.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
+from daemons import start_daemon
 from mammo_files import build, header
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.sequence import Sequence
+from pydicom.uid import generate_uid
+from support import Broker, Subscriber
 
 from edge.errors import IngestError, Skip
+from edge.tools.samples import sample_cases, write_study
+
+__all__ = ["start_daemon"]  # a fixture
 
 VIEW_ATTRIBUTES = ("ImageLaterality", "Laterality", "ViewPosition", "PatientOrientation")
 
@@ -144,3 +152,31 @@ def test_an_image_naming_no_view_at_all_is_still_quarantined_as_unknown_view(
     with pytest.raises(IngestError) as caught:
         header(build(tmp_path / "image.dcm", edit=edited(ImageLaterality="L")))
     assert caught.value.reason == "unknown_view"
+
+
+@pytest.mark.slow
+def test_a_flat_field_in_a_study_is_never_scored_and_is_counted(
+    broker: Broker, start_daemon: Any, tmp_path: Path
+) -> None:
+    """A unit's flat field sharing a real study's UID: the study has four images, not five."""
+    results = Subscriber(broker.port, ["edge/+/+/results", "edge/+/+/health"])
+    start_daemon(broker.port, study={"quiet_s": 120})
+    staging, export = tmp_path / "staging", tmp_path / "export"
+    views = write_study(sample_cases()[0], staging, accession="QC0001")
+    # Hologic's flat-field QC protocol; the view attributes left as the unit had them
+    flat = pydicom.dcmread(views["lcc"])
+    flat.Manufacturer = "HOLOGIC, Inc."
+    flat.ProtocolName = "Flat Field"
+    flat.SOPInstanceUID = flat.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    flat.save_as(staging / "flat.dcm", enforce_file_format=True)
+    shutil.copy(staging / "flat.dcm", export / "flat.dcm")  # the QC exposure first
+    for view in ("rcc", "lcc", "rmlo", "lmlo"):
+        shutil.copy(views[view], export / f"{view}.dcm")
+    message = results.next("/results", timeout=120)
+    assert isinstance(message, dict)
+    assert len(message["images"]) == 4 and message["closed_by"] == "complete"
+    health = results.wait_health(
+        lambda h: h["counters"]["skipped_by_reason"].get("not_patient_view") == 1
+    )
+    assert health["counters"]["quarantined_by_reason"] == {}
+    results.close()
