@@ -342,7 +342,11 @@ def _hub(args: argparse.Namespace) -> int:
         from edge.hub.commands import run_hub
         from edge.hub.errors import HubError
     except ImportError as exc:
-        print(f"edge hub needs the hub extra (pip install 'edge[hub]'): {exc}", file=sys.stderr)
+        print(
+            f"edge hub needs the hub extra ({exc}): in the source folder, "
+            f"{sys.executable} -m pip install '.[hub]'",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     try:
         return run_hub(args)
