@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import sys
@@ -212,6 +213,8 @@ def _doctor(args: argparse.Namespace) -> int:
     from edge.tools.doctor.account import service_account
     from edge.tools.doctor.checks import report, run_checks
 
+    # The checks' own warnings are in their OK/FAIL lines; errors still print.
+    logging.getLogger("edge").setLevel(logging.ERROR)
     try:
         account = service_account(args.user)
     except KeyError:

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 from daemons import start_daemon, wait_for
-from engine_bundles import make_bundle
+from engine_bundles import edge_cli, make_bundle
 from journal_builders import image_score
-from support import Broker, Subscriber
+from support import DEMO_BUNDLE, Broker, Subscriber, free_port
 
 from edge.common.privacy import study_hash
 from edge.config import load_config
@@ -104,3 +104,22 @@ def test_an_engine_installed_by_root_belongs_to_the_service(tmp_path: Path) -> N
     store = state / "engines"
     owners = {(p.lstat().st_uid, p.lstat().st_gid) for p in (store, *store.rglob("*"))}
     assert owners == {(SERVICE_UID, SERVICE_UID)}
+
+
+def test_the_doctors_report_is_its_lines_only(tmp_path: Path) -> None:
+    """A warning logged by a check (an engine.bundle not signature-checked) is in its line."""
+    (tmp_path / "export").mkdir()
+    config = {
+        "site": "clinic-1",
+        "device": "box-1",
+        "state_dir": str(tmp_path),
+        "watch": {"dir": str(tmp_path / "export")},
+        "engine": {"bundle": str(DEMO_BUNDLE), "backend": "onnxruntime"},
+        "mqtt": {"port": free_port()},
+        "health": {"min_free_mb": 1},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = edge_cli("doctor", "--config", path, "--timeout", "1")
+    assert "no signature check (no engine.trusted_keys)" in run.stdout
+    assert "not signature-checked" not in run.stderr, run.stderr
