@@ -30,6 +30,21 @@ F32 = np.float32
 
 
 @dataclass(frozen=True)
+class Lesion:
+    """Where a phantom's lesion was drawn, in output pixels (the truth for localisation).
+
+    ``row`` and ``column`` are the centre in the SCOORD convention: ``(0, 0)`` is the top left
+    corner of the top left pixel, so the centre of pixel ``[r, c]`` is ``(r + 0.5, c + 0.5)``.
+    """
+
+    kind: str  # "mass" or "calcifications"
+    row: float
+    column: float
+    #: the lesion's extent: a mass's boundary radius, twice a cluster's spread
+    radius: float
+
+
+@dataclass(frozen=True)
 class BreastShape:
     """Silhouette parameters, in output pixels; the chest wall is the line x = 0."""
 
@@ -46,6 +61,16 @@ def make_phantom(rng: np.random.Generator, height: int, width: int, *, lesion: b
 
     With ``lesion=True`` the image contains one or more masses and/or calcification clusters;
     with ``lesion=False`` it contains only normal-looking tissue.
+    """
+    return make_phantom_with_lesions(rng, height, width, lesion=lesion)[0]
+
+
+def make_phantom_with_lesions(
+    rng: np.random.Generator, height: int, width: int, *, lesion: bool
+) -> tuple[np.ndarray, tuple[Lesion, ...]]:
+    """Like :func:`make_phantom`, and also where each lesion was drawn.
+
+    Draws exactly the same image as :func:`make_phantom` for the same generator state.
     """
     if height < 64 or width < 64:
         raise ValueError(f"phantom too small: {height}x{width}")
@@ -68,12 +93,11 @@ def make_phantom(rng: np.random.Generator, height: int, width: int, *, lesion: b
     rho = _upscale(rho_coarse, height, width)
     image = _upscale(tissue_half, height, width)
     image += _skin_line(rng, rho)
-    if lesion:
-        _insert_lesions(rng, image, rho, muscle_coarse, shape)
+    lesions = _insert_lesions(rng, image, rho, muscle_coarse, shape) if lesion else ()
     inside = rho < 1.0
     image[~inside] = 0.0
     _draw_view_label(rng, image, inside)
-    return _acquisition(rng, image)
+    return _acquisition(rng, image), lesions
 
 
 def _random_breast_shape(rng: np.random.Generator, height: int, width: int) -> BreastShape:
@@ -191,16 +215,22 @@ def _insert_lesions(
     rho: np.ndarray,
     muscle_coarse: np.ndarray,
     shape: BreastShape,
-) -> None:
+) -> tuple[Lesion, ...]:
     kind = rng.choice(["mass", "calcifications", "both"], p=[0.5, 0.3, 0.2])
     masses = int(rng.integers(1, 3)) if kind in ("mass", "both") else 0
     clusters = int(rng.integers(1, 3)) if kind in ("calcifications", "both") else 0
+    lesions = []
     for _ in range(masses):
         cy, cx = _lesion_site(rng, rho, muscle_coarse, shape)
-        _add_patch(image, _mass_patch(rng), cy, cx)
+        patch, radius = _mass_patch(rng)
+        _add_patch(image, patch, cy, cx)
+        lesions.append(Lesion("mass", cy + 0.5, cx + 0.5, radius))
     for _ in range(clusters):
         cy, cx = _lesion_site(rng, rho, muscle_coarse, shape)
-        _add_patch(image, _calcification_patch(rng), cy, cx)
+        patch, spread = _calcification_patch(rng)
+        _add_patch(image, patch, cy, cx)
+        lesions.append(Lesion("calcifications", cy + 0.5, cx + 0.5, 2.0 * spread))
+    return tuple(lesions)
 
 
 def _lesion_site(
@@ -220,8 +250,8 @@ def _lesion_site(
     return int(np.clip(shape.centre_y, 0, height - 1)), int(shape.depth * 0.6)
 
 
-def _mass_patch(rng: np.random.Generator) -> np.ndarray:
-    """A soft-edged, lobulated blob; about a third of them spiculated."""
+def _mass_patch(rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """A soft-edged, lobulated blob, about a third of them spiculated, and its radius."""
     radius = rng.uniform(15.0, 50.0)
     spiculated = rng.random() < 0.35
     half = int(np.ceil(radius * (3.2 if spiculated else 1.8)))
@@ -239,7 +269,7 @@ def _mass_patch(rng: np.random.Generator) -> np.ndarray:
     patch = body * F32(rng.uniform(0.15, 0.35))
     if spiculated:
         patch += _spicules(rng, dist, radius, half)
-    return patch.astype(F32)
+    return patch.astype(F32), float(radius)
 
 
 def _spicules(rng: np.random.Generator, dist: np.ndarray, radius: float, half: int) -> np.ndarray:
@@ -255,8 +285,8 @@ def _spicules(rng: np.random.Generator, dist: np.ndarray, radius: float, half: i
     return canvas * fade * F32(rng.uniform(0.1, 0.2))
 
 
-def _calcification_patch(rng: np.random.Generator) -> np.ndarray:
-    """A cluster of tiny bright specks of varied size and shape."""
+def _calcification_patch(rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """A cluster of tiny bright specks of varied size and shape, and the cluster's spread."""
     spread = rng.uniform(8.0, 30.0)
     half = int(np.ceil(spread * 2.5)) + 4
     # Draw at 4x sub-pixel precision (cv2 `shift`) so specks can be smaller than a pixel.
@@ -282,7 +312,7 @@ def _calcification_patch(rng: np.random.Generator) -> np.ndarray:
             cv2.LINE_AA,
             subpixel_bits,
         )
-    return cv2.GaussianBlur(canvas, (0, 0), 0.6)
+    return cv2.GaussianBlur(canvas, (0, 0), 0.6), float(spread)
 
 
 def _add_patch(image: np.ndarray, patch: np.ndarray, cy: int, cx: int) -> None:
