@@ -3,11 +3,14 @@
 The model scores an image as sigmoid(scale * mean(image + pad) + bias). ``pad`` is a
 real (zero) constant of the image's size, so the model file is as large as the
 test needs (the interrupted-install tests copy a file bigger than a size limit).
+With ``map_cell`` it also gives a suspicion map: the mean of each ``map_cell`` square
+of the input (an average pool), so a bright spot is a peak exactly where it was drawn.
 The self-test outputs are what ONNX Runtime computes for the self-test inputs.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import subprocess
 import sys
@@ -28,7 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_model(
-    path: Path, *, size: int, scale: float, bias: float, batch: int | str = "batch"
+    path: Path,
+    *,
+    size: int,
+    scale: float,
+    bias: float,
+    batch: int | str = "batch",
+    map_cell: int | None = None,
 ) -> None:
     pad = numpy_helper.from_array(np.zeros((1, 1, size, size), dtype=np.float32), "pad")
     weights = [
@@ -43,11 +52,19 @@ def make_model(
         helper.make_node("Add", ["scaled", "bias"], ["logit"]),
         helper.make_node("Sigmoid", ["logit"], ["score"]),
     ]
+    outputs = [helper.make_tensor_value_info("score", TensorProto.FLOAT, [batch, 1])]
+    if map_cell is not None:
+        cells = size // map_cell
+        pool = {"kernel_shape": [map_cell, map_cell], "strides": [map_cell, map_cell]}
+        nodes.append(helper.make_node("AveragePool", ["padded"], ["suspicion"], **pool))
+        outputs.append(
+            helper.make_tensor_value_info("suspicion", TensorProto.FLOAT, [batch, 1, cells, cells])
+        )
     graph = helper.make_graph(
         nodes,
         "edge-test-model",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 1, size, size])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [batch, 1])],
+        outputs,
         initializer=[pad, *weights],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -71,18 +88,34 @@ def make_bundle(
     bias: float = -1.0,
     selftest_offset: float = 0.0,
     batch: int | str = "batch",
+    map_cell: int | None = None,
+    map_threshold: float = 0.5,
 ) -> Path:
     """Write a complete bundle; ``selftest_offset`` shifts the expected outputs, and
-    ``batch`` (a number) exports the model with a fixed batch."""
+    ``batch`` (a number) exports the model with a fixed batch; ``map_cell`` adds a
+    suspicion map whose findings start at ``map_threshold``."""
     folder.mkdir(parents=True, exist_ok=True)
-    make_model(folder / "model.onnx", size=size, scale=scale, bias=bias)
+    model = functools.partial(make_model, size=size, scale=scale, bias=bias, map_cell=map_cell)
+    model(folder / "model.onnx")
     inputs = np.random.default_rng(7).random((3, 1, size, size), dtype=np.float32)
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    (outputs,) = session.run(["score"], {"image": inputs})
+    outputs, *maps = session.run(None, {"image": inputs})
     if batch != "batch":  # the bundle's model: the same weights, exported for one batch size
-        make_model(folder / "model.onnx", size=size, scale=scale, bias=bias, batch=batch)
-    np.savez(folder / "selftest.npz", inputs=inputs, outputs=outputs + selftest_offset)
-    write_manifest(folder, name=name, version=version, threshold=threshold, size=size, batch=batch)
+        model(folder / "model.onnx", batch=batch)
+    expected = {"outputs": outputs + selftest_offset}
+    if maps:
+        expected["suspicion"] = maps[0]
+    np.savez(folder / "selftest.npz", inputs=inputs, **expected)
+    write_manifest(
+        folder,
+        name=name,
+        version=version,
+        threshold=threshold,
+        size=size,
+        batch=batch,
+        map_cells=None if map_cell is None else size // map_cell,
+        map_threshold=map_threshold,
+    )
     return folder
 
 
@@ -95,8 +128,11 @@ def write_manifest(
     size: int,
     batch: int | str = "batch",
     selftest: bool = True,
+    map_cells: int | None = None,
+    map_threshold: float = 0.5,
 ) -> None:
-    """The manifest of the bundle in ``folder`` (``selftest``: with selftest.npz)."""
+    """The manifest of the bundle in ``folder`` (``selftest``: with selftest.npz;
+    ``map_cells``: with a suspicion map of that many cells a side)."""
     files = ["model.onnx", *(["selftest.npz"] if selftest else [])]
     manifest: dict[str, Any] = {
         "schema": "edge.engine/1",
@@ -112,6 +148,17 @@ def write_manifest(
     }
     if selftest:
         manifest["selftest"] = {"file": "selftest.npz", "tolerance": 1e-4}
+    if map_cells is not None:
+        manifest["outputs"].append(
+            {
+                "name": "suspicion",
+                "shape": [batch, 1, map_cells, map_cells],
+                "dtype": "float32",
+                "meaning": "suspicion_map",
+                "threshold": map_threshold,
+                "max_findings": 4,
+            }
+        )
     (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
 
 

@@ -64,13 +64,13 @@ def test_builds_the_plan_and_matches_onnxruntime(bundle_dir: Path, plans: Path) 
     try:
         assert trt.max_batch == 8
         batch = np.random.default_rng(1).random((4, 1, SIZE, SIZE), dtype=np.float32)
-        np.testing.assert_allclose(trt.infer(batch), reference(bundle_dir, batch), atol=1e-4)
+        np.testing.assert_allclose(trt.infer(batch)[0], reference(bundle_dir, batch), atol=1e-4)
         timings = trt.last_timings_ms()
         assert set(timings) == {"h2d", "compute", "d2h"}
         assert all(value >= 0 for value in timings.values())
         # More images than the profile allows are split into calls the profile allows.
         big = np.random.default_rng(2).random((11, 1, SIZE, SIZE), dtype=np.float32)
-        np.testing.assert_allclose(trt.infer(big), reference(bundle_dir, big), atol=1e-4)
+        np.testing.assert_allclose(trt.infer(big)[0], reference(bundle_dir, big), atol=1e-4)
         assert run_selftest(load_bundle(bundle_dir), trt).max_abs_diff <= 1e-4
     finally:
         trt.close()
@@ -92,7 +92,7 @@ def test_each_thread_gets_its_own_context(bundle_dir: Path, plans: Path) -> None
 
     def work(index: int) -> None:
         for _ in range(20):
-            outputs[index] = trt.infer(batches[index])
+            outputs[index] = trt.infer(batches[index])[0]
 
     threads = [threading.Thread(target=work, args=(i,)) for i in batches]
     try:
@@ -102,6 +102,23 @@ def test_each_thread_gets_its_own_context(bundle_dir: Path, plans: Path) -> None
             thread.join(timeout=120)
         for index, batch in batches.items():
             np.testing.assert_allclose(outputs[index], reference(bundle_dir, batch), atol=1e-4)
+    finally:
+        trt.close()
+
+
+def test_a_suspicion_map_comes_back_beside_the_score(tmp_path: Path) -> None:
+    bundle_dir = make_bundle(tmp_path / "map", version="1.0", size=SIZE, map_cell=16)
+    trt = backend(bundle_dir, tmp_path / "plans")
+    try:
+        batch = np.random.default_rng(4).random((5, 1, SIZE, SIZE), dtype=np.float32)
+        score, suspicion = trt.infer(batch)
+        session = ort.InferenceSession(
+            str(bundle_dir / "model.onnx"), providers=["CPUExecutionProvider"]
+        )
+        expected_score, expected_map = session.run(["score", "suspicion"], {"image": batch})
+        np.testing.assert_allclose(score, expected_score, atol=1e-4)
+        np.testing.assert_allclose(suspicion, expected_map, atol=1e-4)
+        assert run_selftest(load_bundle(bundle_dir), trt).max_abs_diff <= 1e-4
     finally:
         trt.close()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle.manifest import Bundle
+from edge.bundle.manifest import Bundle, OutputSpec
 from edge.engines.selftest import run_selftest
 from edge.errors import EngineError
 from edge.runtimes import registry
@@ -37,6 +37,8 @@ class Engine:
         )
         self.threshold = manifest.threshold
         self.preprocessing = manifest.preprocessing
+        #: the suspicion map the model gives beside its score, if any
+        self.suspicion_map = manifest.suspicion_map
         #: why this backend serves (``auto``'s choice, said in the log and in health)
         self.backend_reason = ""
 
@@ -88,14 +90,32 @@ class Engine:
         self.score(np.zeros((size, 1, spec.height, spec.width), dtype=np.float32))
 
     def score(self, batch: np.ndarray) -> list[float]:
-        output = self.backend.infer(np.ascontiguousarray(batch, dtype=np.float32))
+        return self.evaluate(batch)[0]
+
+    def evaluate(self, batch: np.ndarray) -> tuple[list[float], np.ndarray | None]:
+        """Each image's score and, when the engine gives one, its suspicion map."""
+        outputs = self.backend.infer(np.ascontiguousarray(batch, dtype=np.float32))
+        output = outputs[0]
         if output.shape[0] != batch.shape[0]:
             raise EngineError(f"engine returned {output.shape[0]} rows for {batch.shape[0]} images")
         flat = output.reshape(output.shape[0], -1)
         scores = [float(row[0]) for row in flat]
         if not all(np.isfinite(scores)):
             raise EngineError("engine returned a non-finite score")
-        return scores
+        spec = self.suspicion_map
+        return scores, None if spec is None else checked_maps(outputs[1], spec, len(batch))
 
     def close(self) -> None:
         self.backend.close()
+
+
+def checked_maps(output: np.ndarray, spec: OutputSpec, count: int) -> np.ndarray:
+    """The batch's maps (N, rows, columns), refused unless shaped and valued as declared."""
+    rows, columns = spec.shape[2], spec.shape[3]
+    if output.shape != (count, 1, rows, columns):
+        raise EngineError(
+            f"engine's {spec.name} is {output.shape}, expected {(count, 1, rows, columns)}"
+        )
+    if not np.isfinite(output).all() or output.min() < 0.0 or output.max() > 1.0:
+        raise EngineError(f"engine's {spec.name} has values outside [0, 1]")
+    return np.asarray(output[:, 0], dtype=np.float32)

@@ -23,7 +23,8 @@ import numpy as np
 
 from edge.engines.engine import Engine
 from edge.errors import EngineError
-from edge.types import EngineInfo, ImageScore, ModelInput
+from edge.pipeline import findings
+from edge.types import EngineInfo, Finding, ImageScore, ModelInput
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class InferenceWorker:
         started = time.perf_counter()
         self.busy_since = time.monotonic()
         try:
-            scores = engine.score(_stacked(batch))
+            scores, maps = engine.evaluate(_stacked(batch))
         except Exception as exc:  # any backend failure fails its images
             log.exception("inference failed for a batch of %d", len(batch))
             for item in batch:
@@ -187,10 +188,11 @@ class InferenceWorker:
             self.busy_since = None
         elapsed_ms = (time.perf_counter() - started) * 1000
         device = engine.backend.last_timings_ms()
-        for item, score in zip(batch, scores, strict=True):
+        for index, (item, score) in enumerate(zip(batch, scores, strict=True)):
             timings = {**item.header.timings_ms, **item.timings_ms, "infer": elapsed_ms, **device}
             try:
-                self._on_score(ImageScore(item.header, score, engine.info, timings))
+                located = _findings(engine, None if maps is None else maps[index], item)
+                self._on_score(ImageScore(item.header, score, engine.info, timings, located))
             except Exception as exc:  # a fault past scoring fails this image, not the worker
                 log.exception("handling an image's score failed")
                 self._fail(item, "internal_error", exc)
@@ -201,6 +203,15 @@ class InferenceWorker:
             self._on_failure(item, reason, error)
         except Exception:  # the daemon's health reports the error count and last error
             log.exception("reporting a failed image failed as well (%s)", reason)
+
+
+def _findings(
+    engine: Engine, suspicion: np.ndarray | None, item: ModelInput
+) -> tuple[Finding, ...]:
+    """The image's findings from its suspicion map (none for an engine without one)."""
+    if engine.suspicion_map is None or suspicion is None:
+        return ()
+    return findings.locate(engine.suspicion_map, suspicion, item.header, engine.preprocessing)
 
 
 def _stacked(batch: list[ModelInput]) -> np.ndarray:

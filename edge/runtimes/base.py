@@ -1,7 +1,8 @@
 """The protocol every inference backend implements.
 
 A backend runs one engine bundle's model: it takes a batch in the manifest's input
-layout (N, C, H, W) as float32 and returns the model's output, one row per image.
+layout (N, C, H, W) as float32 and returns every output the manifest declares, in
+its order (the score, then any suspicion map), each with one row per image.
 Backends are created through :mod:`edge.runtimes.registry`, never imported for
 their side effects.
 """
@@ -24,9 +25,9 @@ class Backend(Protocol):
     #: no more); :meth:`infer` splits a larger one
     max_batch: int
 
-    def infer(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def infer(self, batch: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], ...]:
         """Run the model on ``batch`` (N, C, H, W), in passes of at most ``max_batch``;
-        return its output (N, ...)."""
+        return its outputs in the manifest's order, each (N, ...)."""
         ...
 
     def last_timings_ms(self) -> dict[str, float]:

@@ -52,27 +52,30 @@ class OnnxRuntimeBackend:
             raise EngineError(f"{bundle.model_path}: ONNX Runtime cannot load it: {exc}") from exc
         spec = bundle.manifest.inputs[0]
         self._input = spec.name
-        self._output = bundle.manifest.outputs[0].name
+        #: every output the manifest declares (the score, then any suspicion map)
+        self._outputs = [output.name for output in bundle.manifest.outputs]
         batch_dim = spec.shape[0]
         #: a model exported with a fixed batch runs only that batch: smaller ones are padded
         self._static_batch = not isinstance(batch_dim, str)
         self.max_batch = int(batch_dim) if self._static_batch else CPU_MAX_BATCH
 
-    def infer(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        outputs = [
+    def infer(self, batch: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], ...]:
+        passes = [
             self._run(batch[start : start + self.max_batch])
             for start in range(0, len(batch), self.max_batch)
         ]
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=0)
+        if len(passes) == 1:
+            return passes[0]
+        return tuple(np.concatenate(output, axis=0) for output in zip(*passes, strict=True))
 
-    def _run(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def _run(self, batch: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], ...]:
         wanted = len(batch)
         if self._static_batch and wanted < self.max_batch:
             padded = np.zeros((self.max_batch, *batch.shape[1:]), dtype=batch.dtype)
             padded[:wanted] = batch
             batch = padded
-        (output,) = self._session.run([self._output], {self._input: batch})
-        return np.asarray(output, dtype=np.float32)[:wanted]
+        outputs = self._session.run(self._outputs, {self._input: batch})
+        return tuple(np.asarray(output, dtype=np.float32)[:wanted] for output in outputs)
 
     def last_timings_ms(self) -> dict[str, float]:
         return {}

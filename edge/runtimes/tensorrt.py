@@ -20,11 +20,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from edge.bundle.manifest import Bundle
 from edge.errors import EngineError
 from edge.runtimes import cuda
 from edge.runtimes.plans import BuildRequest, PlanCache, PlanKey
+from edge.runtimes.tensor_io import PlanIo, PlanTensor, match_io
 from edge.runtimes.trt_build import (
     add_profile,
     load_timing_cache,
@@ -124,20 +123,6 @@ def _failure(what: str, mark: int) -> EngineError:
 # -- the backend ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Io:
-    input: str
-    output: str
-    input_dtype: np.dtype[Any]
-    output_dtype: np.dtype[Any]
-    #: one image's input (C, H, W) and output shapes, without the batch dimension
-    input_sample: tuple[int, ...]
-    output_sample: tuple[int, ...]
-    max_batch: int
-    #: a plan exported with a fixed batch runs only that batch: smaller ones are padded
-    static_batch: bool
-
-
 class TensorRTBackend:
     name = NAME
 
@@ -173,15 +158,15 @@ class TensorRTBackend:
             raise _failure(f"{plan.name}: TensorRT cannot deserialize the plan", mark)
         return engine
 
-    def infer(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def infer(self, batch: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], ...]:
         context = self._thread_context()
-        outputs, timings = [], {"h2d": 0.0, "compute": 0.0, "d2h": 0.0}
+        passes, timings = [], {"h2d": 0.0, "compute": 0.0, "d2h": 0.0}
         for start in range(0, len(batch), self.max_batch):
-            output, step = context.run(batch[start : start + self.max_batch])
-            outputs.append(output)
+            outputs, step = context.run(batch[start : start + self.max_batch])
+            passes.append(outputs)
             timings = {k: timings[k] + step[k] for k in timings}
         self._local.timings = timings
-        return np.concatenate(outputs, axis=0)
+        return tuple(np.concatenate(output, axis=0) for output in zip(*passes, strict=True))
 
     def last_timings_ms(self) -> dict[str, float]:
         return dict(getattr(self._local, "timings", {}))
@@ -208,35 +193,36 @@ class TensorRTBackend:
 class _ThreadContext:
     """One thread's execution context with its stream, buffers and events."""
 
-    def __init__(self, engine: Any, io: _Io) -> None:
+    def __init__(self, engine: Any, io: PlanIo) -> None:
         mark = capturing_logger().mark()
         self.context = engine.create_execution_context()
         if self.context is None:
             raise _failure("TensorRT cannot create an execution context", mark)
         self.io = io
         self.stream = cuda.Stream()
-        in_bytes = io.max_batch * math.prod(io.input_sample) * io.input_dtype.itemsize
-        out_bytes = io.max_batch * math.prod(io.output_sample) * io.output_dtype.itemsize
-        self.host_in, self.host_out = cuda.PinnedBuffer(in_bytes), cuda.PinnedBuffer(out_bytes)
-        self.device_in, self.device_out = cuda.DeviceBuffer(in_bytes), cuda.DeviceBuffer(out_bytes)
+        in_bytes = io.input.nbytes(io.max_batch)
+        self.host_in, self.device_in = cuda.PinnedBuffer(in_bytes), cuda.DeviceBuffer(in_bytes)
+        out_bytes = [output.nbytes(io.max_batch) for output in io.outputs]
+        self.host_out = [cuda.PinnedBuffer(size) for size in out_bytes]
+        self.device_out = [cuda.DeviceBuffer(size) for size in out_bytes]
         self.events = [cuda.Event() for _ in range(4)]
         # The buffers never move, so their addresses are bound once.
-        self.context.set_tensor_address(io.input, self.device_in.ptr)
-        self.context.set_tensor_address(io.output, self.device_out.ptr)
+        self.context.set_tensor_address(io.input.name, self.device_in.ptr)
+        for output, device in zip(io.outputs, self.device_out, strict=True):
+            self.context.set_tensor_address(output.name, device.ptr)
 
     def run(
         self, batch: npt.NDArray[np.float32]
-    ) -> tuple[npt.NDArray[np.float32], dict[str, float]]:
+    ) -> tuple[tuple[npt.NDArray[np.float32], ...], dict[str, float]]:
         io, wanted = self.io, len(batch)
         count = io.max_batch if io.static_batch else wanted
         mark = capturing_logger().mark()
-        if not self.context.set_input_shape(io.input, (count, *io.input_sample)):
-            raise _failure(f"TensorRT refused the input shape {(count, *io.input_sample)}", mark)
-        in_items = count * math.prod(io.input_sample)
-        host_in = self.host_in.view(io.input_dtype, in_items).reshape(count, *io.input_sample)
+        shape = (count, *io.input.sample)
+        if not self.context.set_input_shape(io.input.name, shape):
+            raise _failure(f"TensorRT refused the input shape {shape}", mark)
+        host_in = self.host_in.view(io.input.dtype, io.input.items(count)).reshape(shape)
         np.copyto(host_in[:wanted], batch, casting="same_kind")
         host_in[wanted:] = 0
-        out_items = count * math.prod(io.output_sample)
         start, copied_in, computed, copied_out = self.events
         start.record(self.stream)
         cuda.copy_to_device(self.device_in, self.host_in, host_in.nbytes, self.stream)
@@ -244,8 +230,8 @@ class _ThreadContext:
         if not self.context.execute_async_v3(self.stream.handle):
             raise _failure("TensorRT execute_async_v3 failed", mark)
         computed.record(self.stream)
-        out_bytes = out_items * io.output_dtype.itemsize
-        cuda.copy_to_host(self.host_out, self.device_out, out_bytes, self.stream)
+        for output, host, device in zip(io.outputs, self.host_out, self.device_out, strict=True):
+            cuda.copy_to_host(host, device, output.nbytes(count), self.stream)
         copied_out.record(self.stream)
         self.stream.synchronize()
         timings = {
@@ -253,48 +239,41 @@ class _ThreadContext:
             "compute": computed.elapsed_ms(copied_in),
             "d2h": copied_out.elapsed_ms(computed),
         }
-        output = self.host_out.view(io.output_dtype, out_items).reshape(count, *io.output_sample)
-        return output[:wanted].astype(np.float32, copy=True), timings
+        outputs = tuple(
+            host.view(output.dtype, output.items(count))
+            .reshape(count, *output.sample)[:wanted]
+            .astype(np.float32, copy=True)
+            for output, host in zip(io.outputs, self.host_out, strict=True)
+        )
+        return outputs, timings
 
     def close(self) -> None:
         self.stream.synchronize()
         for event in self.events:
             event.close()
-        for buffer in (self.host_in, self.host_out, self.device_in, self.device_out):
-            buffer.free()
+        for pinned in (self.host_in, *self.host_out):
+            pinned.free()
+        for device in (self.device_in, *self.device_out):
+            device.free()
         self.stream.close()
         self.context = None
 
 
-def _read_io(engine: Any, bundle: Bundle) -> _Io:
+def _read_io(engine: Any, bundle: Bundle) -> PlanIo:
+    """The plan's tensors, read off the engine and matched to the manifest."""
     trt = _trt()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-    outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-    manifest = bundle.manifest
-    if inputs != [manifest.inputs[0].name] or outputs != [manifest.outputs[0].name]:
-        raise EngineError(
-            f"plan tensors {inputs} -> {outputs} differ from the manifest's "
-            f"{manifest.inputs[0].name} -> {manifest.outputs[0].name}"
-        )
-    input_shape = tuple(engine.get_tensor_shape(inputs[0]))
-    output_shape = tuple(engine.get_tensor_shape(outputs[0]))
-    if any(d < 0 for d in input_shape[1:] + output_shape[1:]):
-        raise EngineError(f"only the batch dimension may be dynamic: {input_shape}, {output_shape}")
-    if input_shape[0] < 0:
-        max_batch = int(engine.get_tensor_profile_shape(inputs[0], 0)[2][0])
-    else:
-        max_batch = int(input_shape[0])
-    return _Io(
-        input=inputs[0],
-        output=outputs[0],
-        input_dtype=np.dtype(trt.nptype(engine.get_tensor_dtype(inputs[0]))),
-        output_dtype=np.dtype(trt.nptype(engine.get_tensor_dtype(outputs[0]))),
-        input_sample=tuple(int(d) for d in input_shape[1:]),
-        output_sample=tuple(int(d) for d in output_shape[1:]),
-        max_batch=max_batch,
-        static_batch=input_shape[0] >= 0,
-    )
+
+    def described(name: str) -> PlanTensor:
+        dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+        return name, tuple(int(d) for d in engine.get_tensor_shape(name)), dtype
+
+    inputs = [described(n) for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    outputs = [described(n) for n in names if engine.get_tensor_mode(n) != trt.TensorIOMode.INPUT]
+    profile_max = None
+    if inputs and inputs[0][1] and inputs[0][1][0] < 0:
+        profile_max = int(engine.get_tensor_profile_shape(inputs[0][0], 0)[2][0])
+    return match_io(inputs, outputs, bundle.manifest, profile_max)
 
 
 # -- the plan for this box --------------------------------------------------------------------
