@@ -66,11 +66,19 @@ def make_phantom(rng: np.random.Generator, height: int, width: int, *, lesion: b
 
 
 def make_phantom_with_lesions(
-    rng: np.random.Generator, height: int, width: int, *, lesion: bool
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    *,
+    lesion: bool,
+    at: tuple[str, int, int] | None = None,
 ) -> tuple[np.ndarray, tuple[Lesion, ...]]:
     """Like :func:`make_phantom`, and also where each lesion was drawn.
 
     Draws exactly the same image as :func:`make_phantom` for the same generator state.
+    ``at`` = (kind, row, column) draws instead one lesion of that kind ("mass" or
+    "calcifications") centred on that pixel, which must lie in breast tissue off the
+    pectoral muscle (ValueError otherwise): a lesion at a known place, for tests.
     """
     if height < 64 or width < 64:
         raise ValueError(f"phantom too small: {height}x{width}")
@@ -93,7 +101,12 @@ def make_phantom_with_lesions(
     rho = _upscale(rho_coarse, height, width)
     image = _upscale(tissue_half, height, width)
     image += _skin_line(rng, rho)
-    lesions = _insert_lesions(rng, image, rho, muscle_coarse, shape) if lesion else ()
+    if at is not None:
+        lesions: tuple[Lesion, ...] = (_insert_lesion_at(rng, image, rho, muscle_coarse, at),)
+    elif lesion:
+        lesions = _insert_lesions(rng, image, rho, muscle_coarse, shape)
+    else:
+        lesions = ()
     inside = rho < 1.0
     image[~inside] = 0.0
     _draw_view_label(rng, image, inside)
@@ -231,6 +244,28 @@ def _insert_lesions(
         _add_patch(image, patch, cy, cx)
         lesions.append(Lesion("calcifications", cy + 0.5, cx + 0.5, 2.0 * spread))
     return tuple(lesions)
+
+
+def _insert_lesion_at(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    rho: np.ndarray,
+    muscle_coarse: np.ndarray,
+    at: tuple[str, int, int],
+) -> Lesion:
+    kind, cy, cx = at
+    scale_y, scale_x = muscle_coarse.shape[0] / rho.shape[0], muscle_coarse.shape[1] / rho.shape[1]
+    if rho[cy, cx] >= 0.8 or muscle_coarse[int(cy * scale_y), int(cx * scale_x)] > 0.1:
+        raise ValueError(f"({cy}, {cx}) is not in breast tissue off the muscle")
+    if kind == "mass":
+        patch, radius = _mass_patch(rng)
+    elif kind == "calcifications":
+        patch, spread = _calcification_patch(rng)
+        radius = 2.0 * spread
+    else:
+        raise ValueError(f"unknown lesion kind {kind!r}")
+    _add_patch(image, patch, cy, cx)
+    return Lesion(kind, cy + 0.5, cx + 0.5, radius)
 
 
 def _lesion_site(
