@@ -45,6 +45,18 @@ class Lesion:
 
 
 @dataclass(frozen=True)
+class LesionSite:
+    """A lesion to draw at a chosen pixel (output pixels), for tests that need its place."""
+
+    kind: str  # "mass" or "calcifications"
+    row: int
+    column: int
+    #: a mass's radius (pixels) and peak contrast; random, as in training, when None
+    radius: float | None = None
+    contrast: float | None = None
+
+
+@dataclass(frozen=True)
 class BreastShape:
     """Silhouette parameters, in output pixels; the chest wall is the line x = 0."""
 
@@ -71,14 +83,14 @@ def make_phantom_with_lesions(
     width: int,
     *,
     lesion: bool,
-    at: tuple[str, int, int] | None = None,
+    at: LesionSite | None = None,
 ) -> tuple[np.ndarray, tuple[Lesion, ...]]:
     """Like :func:`make_phantom`, and also where each lesion was drawn.
 
     Draws exactly the same image as :func:`make_phantom` for the same generator state.
-    ``at`` = (kind, row, column) draws instead one lesion of that kind ("mass" or
-    "calcifications") centred on that pixel, which must lie in breast tissue off the
-    pectoral muscle (ValueError otherwise): a lesion at a known place, for tests.
+    ``at`` draws instead one lesion as :class:`LesionSite` asks, centred on its pixel, which
+    must lie in breast tissue off the pectoral muscle (ValueError otherwise): a lesion at a
+    known place, for tests.
     """
     if height < 64 or width < 64:
         raise ValueError(f"phantom too small: {height}x{width}")
@@ -251,14 +263,14 @@ def _insert_lesion_at(
     image: np.ndarray,
     rho: np.ndarray,
     muscle_coarse: np.ndarray,
-    at: tuple[str, int, int],
+    at: LesionSite,
 ) -> Lesion:
-    kind, cy, cx = at
+    kind, cy, cx = at.kind, at.row, at.column
     scale_y, scale_x = muscle_coarse.shape[0] / rho.shape[0], muscle_coarse.shape[1] / rho.shape[1]
     if rho[cy, cx] >= 0.8 or muscle_coarse[int(cy * scale_y), int(cx * scale_x)] > 0.1:
         raise ValueError(f"({cy}, {cx}) is not in breast tissue off the muscle")
     if kind == "mass":
-        patch, radius = _mass_patch(rng)
+        patch, radius = _mass_patch(rng, at.radius, at.contrast)
     elif kind == "calcifications":
         patch, spread = _calcification_patch(rng)
         radius = 2.0 * spread
@@ -285,9 +297,15 @@ def _lesion_site(
     return int(np.clip(shape.centre_y, 0, height - 1)), int(shape.depth * 0.6)
 
 
-def _mass_patch(rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    """A soft-edged, lobulated blob, about a third of them spiculated, and its radius."""
-    radius = rng.uniform(15.0, 50.0)
+def _mass_patch(
+    rng: np.random.Generator, radius: float | None = None, contrast: float | None = None
+) -> tuple[np.ndarray, float]:
+    """A soft-edged, lobulated blob, about a third of them spiculated, and its radius.
+
+    ``radius`` and ``contrast`` replace the random ones (the draws are made all the same).
+    """
+    drawn = rng.uniform(15.0, 50.0)
+    radius = drawn if radius is None else radius
     spiculated = rng.random() < 0.35
     half = int(np.ceil(radius * (3.2 if spiculated else 1.8)))
     yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(F32)
@@ -301,7 +319,8 @@ def _mass_patch(rng: np.random.Generator) -> tuple[np.ndarray, float]:
     blur = radius * rng.uniform(0.06, 0.3)  # circumscribed ... ill-defined margin
     body = 1.0 / (1.0 + np.exp(np.clip((dist - boundary) / F32(blur), -30, 30)))
     body *= 1.0 - 0.3 * np.clip(dist / boundary, 0, 1) ** 2  # denser centre
-    patch = body * F32(rng.uniform(0.15, 0.35))
+    drawn_contrast = rng.uniform(0.15, 0.35)
+    patch = body * F32(drawn_contrast if contrast is None else contrast)
     if spiculated:
         patch += _spicules(rng, dist, radius, half)
     return patch.astype(F32), float(radius)
