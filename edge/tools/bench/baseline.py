@@ -71,7 +71,8 @@ def score_file(
     pixels = dataset.pixel_array.astype(np.float32)
     image = cv2.resize(pixels, (width, height))
     image = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
-    (output,) = session.run(None, {input_name: image[np.newaxis, np.newaxis].astype(np.float32)})
+    # The first output is the score; a suspicion map beside it is no part of the baseline.
+    output = session.run(None, {input_name: image[np.newaxis, np.newaxis].astype(np.float32)})[0]
     return str(dataset.StudyInstanceUID), float(np.asarray(output).reshape(-1)[0])
 
 
