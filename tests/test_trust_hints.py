@@ -18,6 +18,7 @@ import yaml
 from engine_bundles import edge_cli, make_key, make_signed_bundle
 from support import ROOT
 
+from edge.bundle.manifest import read_manifest
 from edge.config import load_config
 from edge.engines import commands
 from edge.engines.signing import DEMO_KEY_ID, DEMO_PUBLIC_KEY, KEYS_DIR, load_public_key
@@ -84,7 +85,8 @@ def test_allow_unsigned_installs_an_untrusted_signed_bundle_and_says_so_loudly(
     run = edge_cli("engines", "install", DEMO, "--allow-unsigned", "--config", path)
     assert run.returncode == 0, run.stderr
     assert re.search(r"signature\s+ok\s+NOT VERIFIED \(signed with key a2d1", run.stdout)
-    assert "WARNING: demo/1.0.0 is installed WITHOUT a verified signature" in run.stdout
+    version = read_manifest(DEMO).version
+    assert f"WARNING: demo/{version} is installed WITHOUT a verified signature" in run.stdout
     (engine,) = commands.store_of(load_config(path)).installed()
     assert engine.signed_by is None
 
