@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from edge.hub.aggregates import Tally
 from edge.hub.messages import (
     EventRecord,
     HealthRecord,
@@ -93,7 +94,7 @@ class Store:
             Nothing was committed: the caller retries, or writes the records one
             by one to find one the database refuses.
         """
-        report = WriteReport()
+        report, tally = WriteReport(), Tally()
         with self.engine.begin() as connection:
             for record in records:
                 if isinstance(record, Rejected):
@@ -102,8 +103,9 @@ class Store:
             for device, group in _by_device(records):
                 state = self._lock_device(connection, device, received_at)
                 for record in group:
-                    self._apply(connection, state, record, received_at, report)
+                    self._apply(connection, state, record, received_at, report, tally)
                 self._save_device(connection, state)
+            tally.flush(connection)
         return report
 
     # -- devices ----------------------------------------------------------------------------
@@ -144,9 +146,10 @@ class Store:
         record: DeviceRecord,
         now: datetime,
         report: WriteReport,
+        tally: Tally,
     ) -> None:
         if isinstance(record, ResultRecord):
-            self._result(connection, state, record, now, report)
+            self._result(connection, state, record, now, report, tally)
             return
         report.updates += 1
         if isinstance(record, StatusRecord):
@@ -154,6 +157,8 @@ class Store:
                 state.status, state.status_since = record.status, now
         elif isinstance(record, HealthRecord):
             if _is_newer_health(state, record, now):
+                tally.health(state.site, state.device, state.health, record.document,
+                             record.at or now)  # fmt: skip
                 state.health, state.health_at = record.document, record.at
                 state.health_received_at = now
         else:
@@ -186,11 +191,12 @@ class Store:
         record: ResultRecord,
         now: datetime,
         report: WriteReport,
+        tally: Tally,
     ) -> None:
         if self._count_redelivery(connection, record.id, now):
             report.duplicates += 1
             return
-        self._place_in_sequence(connection, state, record, now, report)
+        missing = self._place_in_sequence(connection, state, record, now, report)
         row = _result_row(record, state.epoch, now)
         if not self._insert_new(connection, results, ("id",), row):
             # Another collector stored the same id in between: a re-delivery.
@@ -198,6 +204,8 @@ class Store:
             report.duplicates += 1
             return
         report.stored += 1
+        tally.result(record)
+        tally.missing(state.site, state.device, missing)
         state.max_seq = max(state.max_seq, record.seq)
         if state.last_result_at is None or record.created_at > state.last_result_at:
             state.last_result_at = record.created_at
@@ -217,8 +225,11 @@ class Store:
         record: ResultRecord,
         now: datetime,
         report: WriteReport,
-    ) -> None:
-        """Assign the result's epoch and note the gap it opens or closes."""
+    ) -> int:
+        """Assign the result's epoch and note the gap it opens or closes.
+
+        Returns the change of the device's count of missing seq numbers.
+        """
         seq = record.seq
         if seq <= state.max_seq and self._seq_taken(connection, state, seq):
             self._begin_epoch(connection, state, record, now, report)
@@ -228,11 +239,14 @@ class Store:
             report.notices.append(
                 (logging.WARNING, f"{state.name}: gap, {missing} missing (epoch {state.epoch})")
             )
-        elif seq < state.max_seq:
+            return seq - first
+        if seq < state.max_seq:
             report.notices.append(
                 (logging.INFO, f"{state.name}: late seq {seq} arrived (epoch {state.epoch})")
             )
             report.late.add((state.site, state.device))
+            return -1
+        return 0
 
     def _seq_taken(self, connection: Connection, state: DeviceState, seq: int) -> bool:
         taken = connection.execute(

@@ -17,6 +17,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     Index,
@@ -113,3 +114,117 @@ rejects = Table(
     Column("received_at", DateTime, nullable=False),
     Index("rejects_received", "received_at"),
 )
+
+
+# -- the console's aggregates and outcomes (edge.hub.aggregates keeps them up to date) ------
+#
+# The collector adds to these in the same transaction as the results and health
+# they count, so pages and the read API never scan every result. Counts are only
+# ever incremented (INSERT ... ON CONFLICT DO UPDATE SET n = n + excluded.n),
+# which two collectors may do at once.
+
+result_days = Table(
+    "result_days",
+    metadata,
+    Column("day", Date, primary_key=True, comment="UTC day the result was created on the box"),
+    Column("site", String(64), primary_key=True),
+    Column("engine", String(200), primary_key=True, comment="model name and version"),
+    Column("results", BigInteger, nullable=False),
+    Column("suspicious", BigInteger, nullable=False),
+    Column("incomplete", BigInteger, nullable=False, comment="with a standard view missing"),
+    Column("latency_ms_sum", Float, nullable=False),
+    Column("latency_n", BigInteger, nullable=False),
+)
+
+result_bins = Table(
+    "result_bins",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("site", String(64), primary_key=True),
+    Column("engine", String(200), primary_key=True),
+    Column("kind", String(16), primary_key=True, comment="score or latency"),
+    Column("bin", Integer, primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
+
+defect_hours = Table(
+    "defect_hours",
+    metadata,
+    Column("hour", DateTime, primary_key=True),
+    Column("site", String(64), primary_key=True),
+    Column("device", String(64), primary_key=True),
+    Column("engine", String(200), primary_key=True),
+    Column("kind", String(16), primary_key=True, comment="received, quarantined or skipped"),
+    Column("reason", String(64), primary_key=True, comment="'' for received"),
+    Column("count", BigInteger, nullable=False),
+    Index("defect_hours_site", "site", "hour"),
+)
+
+device_gaps = Table(
+    "device_gaps",
+    metadata,
+    Column("site", String(64), primary_key=True),
+    Column("device", String(64), primary_key=True),
+    Column("missing", BigInteger, nullable=False, comment="seq missing over all epochs"),
+)
+
+outcome_bins = Table(
+    "outcome_bins",
+    metadata,
+    Column("day", Date, primary_key=True, comment="the result's day"),
+    Column("site", String(64), primary_key=True),
+    Column("engine", String(200), primary_key=True),
+    Column("bin", Integer, primary_key=True),
+    Column("suspicious", Boolean, primary_key=True),
+    Column("positives", BigInteger, nullable=False),
+    Column("negatives", BigInteger, nullable=False),
+)
+
+outcomes = Table(
+    "outcomes",
+    metadata,
+    Column("study_uid", String(64), primary_key=True),
+    Column("result_id", String(32), nullable=False, comment="the result it is counted against"),
+    Column("site", String(64), nullable=False),
+    Column("engine", String(200), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("bin", Integer, nullable=False),
+    Column("suspicious", Boolean, nullable=False),
+    Column("decision", String(16), nullable=False),
+    Column("birads", Integer),
+    Column("pathology", String(16)),
+    Column("read_at", DateTime, nullable=False),
+    Column("label", String(16), nullable=False, comment="positive, negative or pending"),
+    Column("recorded_at", DateTime, nullable=False),
+    Column("recorded_by", String(64), nullable=False),
+)
+
+outcome_history = Table(
+    "outcome_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study_uid", String(64), nullable=False),
+    Column("document", JSON, nullable=False, comment="the record as given"),
+    Column("read_at", DateTime, nullable=False),
+    Column("effect", String(16), nullable=False, comment="new, superseded or older"),
+    Column("recorded_at", DateTime, nullable=False),
+    Column("recorded_by", String(64), nullable=False),
+    Index("outcome_history_study", "study_uid", "id"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime, nullable=False),
+    Column("user", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("detail", JSON, nullable=False),
+    Index("audit_at", "at"),
+)
+
+# What the worklist, the study page and outcome matching look results up by.
+Index("results_site_created", results.c.site, results.c.created_at)
+Index("results_score", results.c.score)
+Index("results_study", results.c.study_uid)
+Index("results_accession", results.c.accession)
