@@ -86,10 +86,59 @@ class LogConfig(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class ConsoleConfig(StrictModel):
+    """``edge hub serve``: the console in the browser and the read API."""
+
+    host: str = Field("127.0.0.1", description="Address the console listens on.")
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    users_file: Path = Field(
+        Path("users.yaml"),
+        description="The console's users (argon2 password hashes, roles, API token "
+        "hashes), managed by `edge hub users`.",
+    )
+    session_secret_file: Path = Field(
+        Path("console.secret"),
+        description="Key that signs session cookies; made (mode 0600) when missing.",
+    )
+    secure_cookies: bool = Field(
+        False,
+        description="Mark session cookies Secure (HTTPS only): set it behind TLS.",
+    )
+    session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = Field(
+        12.0, description="A login lasts this long."
+    )
+    forwarded_allow_ips: str | None = Field(
+        None,
+        description="Reverse proxies whose X-Forwarded-For/-Proto are trusted (uvicorn's "
+        "forwarded_allow_ips), e.g. 127.0.0.1.",
+    )
+
+
+class MonitoringConfig(StrictModel):
+    """The programme's alarm levels on the monitoring page."""
+
+    auc_floor: Annotated[float, Field(ge=0.5, le=1.0)] = Field(
+        0.88, description="Alarm when the AUC's 95 % lower bound falls below this."
+    )
+    psi_warn: Annotated[float, Field(gt=0)] = Field(
+        0.1, description="Score drift (PSI) at or above this is a warning."
+    )
+    psi_alarm: Annotated[float, Field(gt=0)] = Field(
+        0.25, description="Score drift (PSI) at or above this is an alarm."
+    )
+    reference_days: Annotated[int, Field(ge=1, le=365)] = Field(
+        30,
+        description="The reference score distribution: the first this many days of an "
+        "engine version at a site (or the period given on the page).",
+    )
+
+
 class HubConfig(StrictModel):
     mqtt: HubMqttConfig = HubMqttConfig()
     database: DatabaseConfig = DatabaseConfig()
     log: LogConfig = LogConfig()
+    console: ConsoleConfig = ConsoleConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     def database_url(self) -> URL:
         """The database URL with its password read from ``database.password_file``."""
@@ -150,10 +199,15 @@ def _resolve_paths(config: HubConfig, base: Path) -> HubConfig:
         "password_file": resolve(config.database.password_file),
         "url": _resolve_sqlite_path(config.database.url, base),
     }
+    console_updates: dict[str, Any] = {
+        "users_file": resolve(config.console.users_file),
+        "session_secret_file": resolve(config.console.session_secret_file),
+    }
     return config.model_copy(
         update={
             "mqtt": config.mqtt.model_copy(update=mqtt_updates),
             "database": config.database.model_copy(update=database_updates),
+            "console": config.console.model_copy(update=console_updates),
         }
     )
 
