@@ -42,7 +42,7 @@ async def worklist_page(visit: Visit) -> Response:
     sites, engines = await read(visit.request, sites_and_engines)
     return render(visit.request, visit.session, visit.user, "worklist.html", items=items,
                   filters=filters, sites=sites, engines=engines,
-                  query=visit.request.query_params)  # fmt: skip
+                  params=visit.request.query_params)  # fmt: skip
 
 
 @page()
