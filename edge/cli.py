@@ -355,6 +355,14 @@ def _add_console_actions(
     verbs.add_parser("remove", parents=[late], help="remove a user").add_argument("name")
     verbs.add_parser("token", parents=[late], help="print a new API token").add_argument("name")
     verbs.add_parser("list", parents=[late], help="the users and their roles")
+    bench = actions.add_parser(
+        "bench", parents=[late], help="fill an empty database and time ingest, pages and API"
+    )
+    bench.add_argument("--results", type=int, default=1_000_000, help="results to fill")
+    bench.add_argument("--boxes", type=int, default=200, help="boxes (4 per site)")
+    bench.add_argument("--days", type=int, default=60, help="days the results span")
+    bench.add_argument("--ingest", type=int, default=20_000, help="results sent over MQTT")
+    bench.add_argument("--samples", type=int, default=40, help="requests per page and API call")
 
 
 def _hub(args: argparse.Namespace) -> int:

@@ -39,11 +39,11 @@ def run_hub(args: argparse.Namespace) -> int:
     action = args.hub_command or "collect"
     if action == "collect":
         return _collect(_config(args))
-    if action in ("serve", "users"):
+    if action in ("serve", "users", "bench"):
         from edge.hub.console import commands as console
 
         config = _config(args)
-        return console.serve(config) if action == "serve" else console.users(config, args)
+        return console.run(action, config, args)
     if action == "check":
         config = _config(args)
         database = config.database_url().render_as_string(hide_password=True)

@@ -43,17 +43,16 @@ def demo_study(
     study_uid = f"{UID_ROOT}.{int(digest[:15], 16)}"
     sick_side = rng.choice("LR")
     views = VIEWS if rng.random() > 0.05 else VIEWS[:3]
-    images = [
+    images: list[dict[str, Any]] = [
         {"sop_uid": f"{study_uid}.{index}", "laterality": side, "view": view, "screening": True,
          "score": round(_score(rng, malignant and side == sick_side), 4)}
         for index, (side, view) in enumerate(views, start=1)
     ]  # fmt: skip
-    breasts = {
-        side: {"score": score, "suspicious": score >= THRESHOLD}
-        for side in "LR"
-        if (score := max((i["score"] for i in images if i["laterality"] == side), default=-1)) >= 0
-    }
-    score = max(image["score"] for image in images)
+    sides: dict[str, float] = {}
+    for image in images:
+        sides[image["laterality"]] = max(sides.get(image["laterality"], 0.0), image["score"])
+    breasts = {side: {"score": s, "suspicious": s >= THRESHOLD} for side, s in sides.items()}
+    score = max(sides.values())
     document = {
         "schema": "edge.result/1", "id": digest[:32], "seq": seq, "site": site,
         "device": device, "study_uid": study_uid, "accession": _accession(digest),

@@ -10,7 +10,9 @@ edge hub users list --config hub.yaml
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
+import json
 import sys
 
 from edge.errors import ConfigError
@@ -18,6 +20,15 @@ from edge.hub.config import HubConfig
 from edge.hub.console.users import add_user, new_token, read_users, remove_user
 from edge.hub.database import open_database
 from edge.logs import setup_logging
+
+
+def run(action: str, config: HubConfig, args: argparse.Namespace) -> int:
+    """``edge hub serve``, ``users`` or ``bench``."""
+    if action == "serve":
+        return serve(config)
+    if action == "users":
+        return users(config, args)
+    return bench(config, args)
 
 
 def serve(config: HubConfig) -> int:
@@ -59,3 +70,22 @@ def _password(from_stdin: bool) -> str:
     if getpass.getpass("again: ") != first:
         raise ConfigError("the two passwords differ")
     return first
+
+
+def bench(config: HubConfig, args: argparse.Namespace) -> int:
+    from edge.hub.bench import Plan
+    from edge.hub.bench_run import run_bench
+
+    setup_logging("WARNING")
+    plan = Plan(results=args.results, boxes=args.boxes, days=args.days, ingest=args.ingest,
+                samples=args.samples)  # fmt: skip
+    engine = open_database(config.database_url(), writer=True)
+    try:
+        report = run_bench(config, engine, plan, lambda line: print(line, flush=True))
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report)))
+    else:
+        print("\n".join(report.lines()))
+    return 0
