@@ -52,6 +52,11 @@ def _create_tables(engine: Engine) -> None:
             # Collectors starting together must not race each other's CREATE TABLE.
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK})
         metadata.create_all(connection)
+        # create_all makes a missing table's indexes only: a table made by an earlier
+        # version gets the indexes added since (the console's) here.
+        for table in metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(connection, checkfirst=True)
 
 
 def _sqlite_engine(url: URL, *, writer: bool) -> Engine:

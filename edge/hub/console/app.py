@@ -29,11 +29,13 @@ log = logging.getLogger(__name__)
 USER_ATTEMPTS, CLIENT_ATTEMPTS, LOGIN_WINDOW_S = 5, 20, 300.0
 
 
-def build_app(config: HubConfig, engine: Engine) -> Starlette:
+def build_app(config: HubConfig, engine: Engine, writer: Engine | None = None) -> Starlette:
+    """The application on ``engine`` (reads) and ``writer`` (outcomes; ``engine`` if None)."""
     settings = config.console
     console = Console(
         config=config,
         engine=engine,
+        writer=writer or engine,
         users=UserBook(settings.users_file),
         signer=SessionSigner(load_secret_key(settings.session_secret_file),
                              settings.session_hours * 3600),
@@ -63,10 +65,10 @@ def _templates() -> jinja2.Environment:
     return environment
 
 
-def serve(config: HubConfig, engine: Engine) -> None:
+def serve(config: HubConfig, engine: Engine, writer: Engine) -> None:
     """Run the console in the foreground until SIGINT or SIGTERM (uvicorn's handlers)."""
     settings = config.console
-    app = build_app(config, engine)
+    app = build_app(config, engine, writer)
     if not app.state.console.users.names():
         log.warning("no users in %s yet: add one with edge hub users add NAME --role admin",
                     settings.users_file)  # fmt: skip

@@ -36,11 +36,13 @@ def serve(config: HubConfig) -> int:
 
     setup_logging(config.log.level)
     # The console writes outcomes and the audit log, and may be the first to open the database.
-    engine = open_database(config.database_url(), writer=True)
+    writer = open_database(config.database_url(), writer=True)
+    engine = open_database(config.database_url(), writer=False)
     try:
-        run_server(config, engine)
+        run_server(config, engine, writer)
     finally:
         engine.dispose()
+        writer.dispose()
     return 0
 
 

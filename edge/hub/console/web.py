@@ -45,7 +45,10 @@ class Console:
     """What the application holds for its whole life."""
 
     config: HubConfig
+    #: reads (on SQLite: deferred transactions, which never hold up the collector)
     engine: Engine
+    #: writes: outcomes and the audit log (on SQLite: BEGIN IMMEDIATE, queued like a collector)
+    writer: Engine
     users: UserBook
     signer: SessionSigner
     #: failed logins per user name, and per client address (a proxy's, behind one)

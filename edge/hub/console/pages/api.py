@@ -89,7 +89,7 @@ async def outcomes_api(request: Request, user: User) -> Response:
     try:
         records = [parse_outcome(item, index) for index, item in enumerate(raw)]
         effects = await run_in_threadpool(
-            record_outcomes, console_of(request).engine, records, user.name, _now()
+            record_outcomes, console_of(request).writer, records, user.name, _now()
         )
     except OutcomeError as exc:
         return _bad(str(exc), 422)

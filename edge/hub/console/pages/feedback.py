@@ -30,7 +30,7 @@ def _now() -> datetime:
 async def take(visit: Visit, raw: list[Any]) -> list[Effect]:
     """Parse and record ``raw`` records as the visiting user; raises OutcomeError."""
     records = [parse_outcome(item, index) for index, item in enumerate(raw)]
-    engine = visit.console.engine
+    engine = visit.console.writer
     return await run_in_threadpool(record_outcomes, engine, records, visit.user.name, _now())
 
 
