@@ -20,12 +20,12 @@ from typing import Any
 import httpx
 import paho.mqtt.client as paho
 import uvicorn
-from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine, select
 
+from edge.common.mqttclient import make_client
 from edge.hub.bench import Plan, Report, count_results, days_ago, fill, time_calls, utc_now
 from edge.hub.collector import Collector
-from edge.hub.config import HubConfig
+from edge.hub.config import HubConfig, read_secret
 from edge.hub.console.app import build_app
 from edge.hub.console.users import add_user, new_token
 from edge.hub.demo import demo_study
@@ -79,14 +79,13 @@ def ingest(
 
 
 def _publisher(config: HubConfig) -> paho.Client:
-    client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                         client_id=f"edge-hub-bench-{time.monotonic_ns()}",
-                         protocol=paho.MQTTv5)  # fmt: skip
+    mqtt = config.mqtt
+    password = read_secret(mqtt.password_file) if mqtt.password_file else None
+    client = make_client(f"edge-hub-bench-{time.monotonic_ns()}", tls=mqtt.tls,
+                         username=mqtt.username, password=password)  # fmt: skip
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
-    if config.mqtt.username:
-        client.username_pw_set(config.mqtt.username)
-    client.connect(config.mqtt.host, config.mqtt.port)
+    client.connect(mqtt.host, mqtt.port)
     client.loop_start()
     return client
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, and_, func, or_, select
 
 from edge.hub.aggregates import LATENCY_BINS, SCORE_BINS, latency_upper_ms
 from edge.hub.config import MonitoringConfig
@@ -91,7 +91,8 @@ class Monitoring:
 def monitoring(connection: Connection, chosen: Selection, config: MonitoringConfig) -> Monitoring:
     current = _score_bins(connection, chosen, chosen.since, chosen.until)
     reference = _reference_bins(connection, chosen, config.reference_days)
-    groups = _groups(connection, chosen, config, current, reference)
+    outcomes_by_group = _outcomes(connection, chosen)
+    groups = _groups(connection, chosen, config, current, reference, outcomes_by_group)
     ref_total, cur_total = _sum_histograms(reference.values()), _sum_histograms(current.values())
     defects, received, defect_days = _defects(connection, chosen)
     psi = stats.psi(ref_total, cur_total)
@@ -106,7 +107,7 @@ def monitoring(connection: Connection, chosen: Selection, config: MonitoringConf
         drift=stats.drift_level(psi, config.psi_warn, config.psi_alarm),
         defects_by_reason=defects,
         received=received,
-        accuracy=_accuracy(_outcomes(connection, chosen).values(), config.auc_floor),
+        accuracy=_accuracy(outcomes_by_group.values(), config.auc_floor),
     )
 
 
@@ -144,18 +145,21 @@ def _reference_bins(
     if not firsts:
         return {}
     span = timedelta(days=reference_days)
+    # Each group's own first days, in the query: only the sums per bin come back.
+    periods = [
+        and_(result_bins.c.site == site, result_bins.c.engine == engine,
+             result_bins.c.day >= first, result_bins.c.day < first + span)
+        for (site, engine), first in sorted(firsts.items())
+    ]  # fmt: skip
     query = (
-        select(result_bins.c.site, result_bins.c.engine, result_bins.c.day, result_bins.c.bin,
+        select(result_bins.c.site, result_bins.c.engine, result_bins.c.bin,
                func.sum(result_bins.c.count))
-        .where(result_bins.c.kind == "score",
-               *_where(result_bins, chosen, min(firsts.values()), max(firsts.values()) + span))
-        .group_by(result_bins.c.site, result_bins.c.engine, result_bins.c.day, result_bins.c.bin)
+        .where(result_bins.c.kind == "score", or_(*periods))
+        .group_by(result_bins.c.site, result_bins.c.engine, result_bins.c.bin)
     )  # fmt: skip
     found: dict[Group, list[int]] = defaultdict(lambda: [0] * SCORE_BINS)
-    for site, engine, day, bin_index, count in connection.execute(query):
-        first = firsts.get((site, engine))
-        if first is not None and day < first + span:
-            found[(site, engine)][bin_index] += int(count)
+    for site, engine, bin_index, count in connection.execute(query):
+        found[(site, engine)][bin_index] += int(count)
     return dict(found)
 
 
@@ -175,9 +179,9 @@ def _groups(
     config: MonitoringConfig,
     current: dict[Group, list[int]],
     reference: dict[Group, list[int]],
+    accuracy: dict[Group, list[list[int]]],
 ) -> list[GroupRow]:
     volumes = _volumes(connection, chosen)
-    accuracy = _outcomes(connection, chosen, by_group=True)
     rows = []
     for group in sorted(set(volumes) | set(accuracy)):
         results, suspicious = volumes.get(group, (0, 0))
@@ -265,9 +269,7 @@ def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day)
 
 
-def _outcomes(
-    connection: Connection, chosen: Selection, *, by_group: bool = False
-) -> dict[Group, list[list[int]]]:
+def _outcomes(connection: Connection, chosen: Selection) -> dict[Group, list[list[int]]]:
     """Per group: [positives per bin, negatives per bin, tp, fn, tn, fp] over the period."""
     table = outcome_bins
     query = (
@@ -278,8 +280,7 @@ def _outcomes(
     )  # fmt: skip
     found: dict[Group, list[list[int]]] = {}
     for site, engine, bin_index, suspicious, pos, neg in connection.execute(query):
-        group = (site, engine) if by_group else ("", "")
-        sums = found.setdefault(group, [[0] * SCORE_BINS, [0] * SCORE_BINS, [0, 0, 0, 0]])
+        sums = found.setdefault((site, engine), [[0] * SCORE_BINS, [0] * SCORE_BINS, [0, 0, 0, 0]])
         sums[0][bin_index] += int(pos)
         sums[1][bin_index] += int(neg)
         confusion = sums[2]
