@@ -34,10 +34,6 @@ class Session:
     #: UNIX time after which the session is void
     expires: float
 
-    def logged_in(self, user: str) -> Session:
-        """A new session for ``user`` (a new CSRF token: a login changes the session)."""
-        return Session(secrets.token_urlsafe(24), user, self.expires)
-
 
 class SessionSigner:
     """Turns sessions into cookie values and back."""
@@ -48,6 +44,10 @@ class SessionSigner:
 
     def new(self) -> Session:
         return Session(secrets.token_urlsafe(24), None, float(round(time.time() + self.lifetime_s)))
+
+    def logged_in(self, user: str) -> Session:
+        """A new session for ``user``: a new CSRF token, and the full lifetime from now."""
+        return Session(secrets.token_urlsafe(24), user, float(round(time.time() + self.lifetime_s)))
 
     def dump(self, session: Session) -> str:
         body = json.dumps(

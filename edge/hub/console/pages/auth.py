@@ -63,7 +63,7 @@ async def login(request: Request) -> Response:
         return await login_form(request, "Wrong user name or password.", 401)
     console.user_limiter.succeeded(name)
     response = RedirectResponse(_next(request, form.get("next")), status_code=303)
-    set_session(response, request, session.logged_in(user.name))
+    set_session(response, request, console.signer.logged_in(user.name))
     return response
 
 
