@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
+from edge.cli_console import add_console_actions
 from edge.config import Config, load_config
 from edge.errors import ConfigError, EngineError, JournalError
 from edge.logs import setup_logging
@@ -338,31 +339,7 @@ def _add_hub_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     results.add_argument("--limit", type=int, default=1000, help="at most this many rows")
     actions.add_parser("gaps", parents=[late], help="seq numbers missing per device")
     actions.add_parser("check", parents=[late], help="validate the configuration and exit")
-    _add_console_actions(actions, late)
-
-
-def _add_console_actions(
-    actions: argparse._SubParsersAction[argparse.ArgumentParser], late: argparse.ArgumentParser
-) -> None:
-    """``edge hub serve``, ``users`` and ``bench``: the console (edge.hub.console)."""
-    actions.add_parser("serve", parents=[late], help="the console in the browser and the API")
-    users = actions.add_parser("users", parents=[late], help="the console's users")
-    verbs = users.add_subparsers(dest="users_command", metavar="VERB", required=True)
-    add = verbs.add_parser("add", parents=[late], help="add a user or change their password")
-    add.add_argument("name")
-    add.add_argument("--role", choices=("viewer", "reader", "admin"), required=True)
-    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    verbs.add_parser("remove", parents=[late], help="remove a user").add_argument("name")
-    verbs.add_parser("token", parents=[late], help="print a new API token").add_argument("name")
-    verbs.add_parser("list", parents=[late], help="the users and their roles")
-    bench = actions.add_parser(
-        "bench", parents=[late], help="fill an empty database and time ingest, pages and API"
-    )
-    bench.add_argument("--results", type=int, default=1_000_000, help="results to fill")
-    bench.add_argument("--boxes", type=int, default=200, help="boxes (4 per site)")
-    bench.add_argument("--days", type=int, default=60, help="days the results span")
-    bench.add_argument("--ingest", type=int, default=20_000, help="results sent over MQTT")
-    bench.add_argument("--samples", type=int, default=40, help="requests per page and API call")
+    add_console_actions(actions, late)
 
 
 def _hub(args: argparse.Namespace) -> int:
