@@ -23,6 +23,7 @@ from pydantic import (
 from edge.common.model import StrictModel, TlsConfig, topic_segment
 from edge.config_errors import describe_validation, describe_yaml_error
 from edge.errors import ConfigError
+from edge.receiver_config import ReceiverConfig
 
 
 class WatchConfig(StrictModel):
@@ -183,6 +184,7 @@ class Config(StrictModel):
     health: HealthConfig = HealthConfig()
     journal: JournalConfig = JournalConfig()
     log: LogConfig = LogConfig()
+    receiver: ReceiverConfig | None = None
 
     _check_site = field_validator("site", "device")(topic_segment)
 
@@ -193,6 +195,11 @@ class Config(StrictModel):
     @property
     def engine_store_dir(self) -> Path:
         return self.state_dir / "engines"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where the DICOM receiver keeps each instance until it is scored."""
+        return self.state_dir / "spool"
 
     def topic(self, leaf: str) -> str:
         """``{topic_prefix}/{site}/{device}/{leaf}``."""
@@ -298,4 +305,17 @@ def _resolve_paths(config: Config, base: Path) -> Config:
                 )
             }
         )
+    if config.receiver is not None and config.receiver.tls is not None:
+        updates["receiver"] = _receiver_paths_resolved(config.receiver, resolve)
     return config.model_copy(update=updates)
+
+
+def _receiver_paths_resolved(receiver: ReceiverConfig, resolve: Any) -> ReceiverConfig:
+    tls = receiver.tls
+    assert tls is not None
+    files = {
+        name: resolve(getattr(tls, name))
+        for name in ("cert_file", "key_file", "ca_file")
+        if getattr(tls, name) is not None
+    }
+    return receiver.model_copy(update={"tls": tls.model_copy(update=files)})
