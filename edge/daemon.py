@@ -37,6 +37,7 @@ from edge import __version__
 from edge.common import signals
 from edge.config import Config
 from edge.credentials import broker_password
+from edge.dicom.receiver import open_receiver
 from edge.engines.store import EngineStore
 from edge.engines.switch import EngineSwitch
 from edge.errors import IngestError, JournalError
@@ -105,9 +106,12 @@ class Daemon:
         self._resume_from_journal()
         self.gpu = open_gpu_telemetry()
         self._build_intake()
+        self.receiver = open_receiver(config, self.journal, self.intake.on_file, self._refusing)
         self.infer.start()
         self.publisher.start()
         self.watcher.start()
+        if self.receiver is not None:
+            self.receiver.start()
         log.info("edge %s%s%s/%s", __version__, SERVING, config.site, config.device)
         self.supervisor = Supervisor(
             Notifier.from_environment(),
@@ -179,6 +183,8 @@ class Daemon:
     def shutdown(self) -> None:
         log.info("stopping: draining the pipeline")
         self.supervisor.stopping("stopping: finishing the files in hand, flushing the outbox")
+        if self.receiver is not None:
+            self.receiver.stop()  # first: no instance is acknowledged that nobody will take
         self.watcher.stop()
         # Files queued but not begun stay in the watch folder, unfinished in the
         # journal, and are taken at the next start: the stop stays within
@@ -281,6 +287,11 @@ class Daemon:
     def _on_request(self, topic: str, payload: bytes) -> None:
         if topic == self.config.topic("health/get"):
             self._health_requested.set()
+
+    def _refusing(self, reason: str | None, detail: str) -> None:
+        """The receiver's alarm, raised or ended at once: an event, and health now."""
+        self.incidents.event("receiver", reason or "receiver_taking", detail, where="receive")
+        self._health_requested.set()
 
     def _forget_old(self) -> None:
         try:
