@@ -1,0 +1,277 @@
+"""The DICOM receiver end to end: real senders, the daemon as a process, a real broker."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dicom_senders import (
+    CALLING,
+    Sender,
+    mounted_tmpfs,
+    needs_dcmtk,
+    receiver_settings,
+    sop_uids,
+    storescu,
+)
+from durability import HubSession, fill
+from support import Broker, DaemonProcess, Subscriber, free_port, wait_for_port
+
+from edge.daemon import SERVING
+from edge.dicom.receiver import OUT_OF_RESOURCES
+from edge.samples import sample_cases, write_study
+
+SLOW_STUDY = {"quiet_s": 300}
+
+
+def spool_of(daemon: DaemonProcess) -> Path:
+    return daemon.config.parent / "state" / "spool"
+
+
+def wait_spool_empty(daemon: DaemonProcess, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(spool_of(daemon).iterdir()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"spool not empty: {sorted(spool_of(daemon).iterdir())}")
+
+
+@needs_dcmtk
+def test_storescu_from_an_allowed_sender_gets_its_result_over_mqtt(
+    daemon_factory: Callable[..., DaemonProcess],
+    subscriber: Subscriber,
+    study_files: dict[str, Path],
+) -> None:
+    port = free_port()
+    daemon = daemon_factory(receiver=receiver_settings(port), study=SLOW_STUDY)
+    wait_for_port(port)
+    files = list(study_files.values())
+
+    sent = storescu(port, files)
+
+    assert sent.returncode == 0, sent.stderr
+    result = subscriber.next("/results", 90)
+    assert isinstance(result, dict)
+    assert {image["sop_uid"] for image in result["images"]} == sop_uids(files)
+    assert result["missing_views"] == []
+    assert result["closed_by"] == "complete"
+    wait_spool_empty(daemon)
+    health = subscriber.wait_health(
+        lambda h: h.get("receiver", {}).get("instances", {}).get("received") == 4
+    )
+    receiver = health["receiver"]
+    assert receiver["associations"]["accepted"] == 1
+    assert receiver["associations"]["active"] == 0
+    assert receiver["instances"]["refused"] == 0
+    assert receiver["spool_files"] == 0
+
+
+@needs_dcmtk
+@pytest.mark.parametrize(
+    ("calling", "called", "reason", "said"),
+    [
+        ("STRANGER", "EDGE_AI", "calling_ae_title", "Calling AE Title Not Recognized"),
+        ("MAMMO2", "EDGE_AI", "host_not_allowed", "Calling AE Title Not Recognized"),
+        (CALLING, "OTHER_AI", "called_ae_title", "Called AE Title Not Recognized"),
+    ],
+)
+def test_an_unregistered_sender_or_a_wrong_called_ae_title_is_rejected_and_nothing_stored(
+    daemon_factory: Callable[..., DaemonProcess],
+    subscriber: Subscriber,
+    study_files: dict[str, Path],
+    calling: str,
+    called: str,
+    reason: str,
+    said: str,
+) -> None:
+    port = free_port()
+    daemon = daemon_factory(receiver=receiver_settings(port))
+    wait_for_port(port)
+
+    sent = storescu(port, list(study_files.values()), calling=calling, called=called)
+
+    assert sent.returncode != 0
+    assert "Association Rejected" in sent.stderr + sent.stdout
+    assert said.lower() in (sent.stderr + sent.stdout).lower()
+    health = subscriber.wait_health(
+        lambda h: h.get("receiver", {}).get("associations", {}).get("rejected") == 1
+    )
+    assert health["receiver"]["associations"]["rejected_by_reason"] == {reason: 1}
+    assert health["receiver"]["associations"]["accepted"] == 0
+    assert health["receiver"]["instances"]["received"] == 0
+    assert health["counters"]["received"] == 0
+    assert list(spool_of(daemon).iterdir()) == []
+
+
+@pytest.fixture(scope="session")
+def eight_studies(tmp_path_factory: pytest.TempPathFactory) -> list[list[Path]]:
+    """Eight real four-view studies (the two CBIS-DDSM cases, each with fresh UIDs)."""
+    folder = tmp_path_factory.mktemp("eight")
+    cases = sample_cases()
+    return [
+        list(write_study(cases[i % 2], folder / f"s{i}", accession=f"ACC{i:04d}").values())
+        for i in range(8)
+    ]
+
+
+def test_four_parallel_associations_deliver_every_result_once_and_leave_the_spool_empty(
+    daemon_factory: Callable[..., DaemonProcess],
+    broker: Broker,
+    eight_studies: list[list[Path]],
+) -> None:
+    port = free_port()
+    hub = HubSession(broker.port, ["edge/#"], f"hub-{time.monotonic_ns()}")
+    daemon = daemon_factory(receiver=receiver_settings(port), study=SLOW_STUDY)
+    wait_for_port(port)
+    senders = [Sender(port) for _ in range(4)]
+    assert all(sender.established for sender in senders)
+    fifth = Sender(port)  # one more than max_associations: refused, local limit exceeded
+    assert not fifth.established
+    assert fifth.assoc.is_rejected
+    fifth.close()
+
+    def send(sender: Sender, studies: list[list[Path]]) -> None:
+        for study in studies:
+            for path in study:
+                sender.send(path)
+        sender.close()
+
+    threads = [
+        threading.Thread(target=send, args=(sender, eight_studies[i * 2 : i * 2 + 2]))
+        for i, sender in enumerate(senders)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+
+    statuses = [status for sender in senders for status in sender.statuses.values()]
+    assert statuses == [0x0000] * 32
+    hub.wait_results(8, 300)
+    wait_spool_empty(daemon)
+    time.sleep(1.0)  # a result published twice would arrive by now
+    results = hub.results()
+    assert sorted(r["study_uid"] for r in results) == sorted({r["study_uid"] for r in results}), (
+        "a study's result arrived more than once"
+    )
+    assert len(results) == 8
+    assert {frozenset(image["sop_uid"] for image in r["images"]) for r in results} == {
+        frozenset(sop_uids(study)) for study in eight_studies
+    }
+    health = _latest_health(hub)
+    assert health["receiver"]["associations"]["rejected_by_reason"] == {"too_many_associations": 1}
+    assert health["counters"]["duplicates"] == 0
+    hub.close()
+
+
+def _latest_health(hub: HubSession, timeout: float = 10.0) -> dict[str, Any]:
+    """The newest health message, once one arrived after this call."""
+    seen = len(hub.topics())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with hub._lock:
+            fresh = [p for t, p in hub.received[seen:] if t.endswith("/health")]
+        if fresh:
+            loaded: dict[str, Any] = json.loads(fresh[-1])
+            return loaded
+        time.sleep(0.1)
+    raise AssertionError("no health message")
+
+
+@pytest.mark.slow
+def test_kill_9_during_an_association_loses_no_acknowledged_instance_and_takes_the_retry_once(
+    daemon_factory: Callable[..., DaemonProcess],
+    broker: Broker,
+    eight_studies: list[list[Path]],
+) -> None:
+    port = free_port()
+    hub = HubSession(broker.port, ["edge/#"], f"hub-{time.monotonic_ns()}")
+    daemon = daemon_factory(receiver=receiver_settings(port), study=SLOW_STUDY)
+    wait_for_port(port)
+    studies = eight_studies[:2]
+    files = [path for study in studies for path in study]
+    sender = Sender(port)
+
+    def send_all() -> None:
+        for path in files:
+            if sender.send(path) is None:
+                return  # the receiver is gone: no status, the sender will retry
+
+    thread = threading.Thread(target=send_all)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while sum(s == 0 for s in sender.statuses.values()) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    daemon.stop(signal.SIGKILL)  # the sender is in the middle of its sixth instance, or later
+    thread.join(timeout=120)
+    sender.close()
+    acknowledged = {uid for uid, status in sender.statuses.items() if status == 0}
+    assert 5 <= len(acknowledged) < len(files)
+
+    daemon.start()
+    daemon.wait_log(SERVING, 60)
+    wait_for_port(port)
+    retry = Sender(port)
+    unacknowledged = [path for path in files if sop_uids([path]) - acknowledged]
+    assert [retry.send(path) for path in unacknowledged] == [0x0000] * len(unacknowledged)
+    retry.close()
+
+    hub.wait_results(2, 300)
+    wait_spool_empty(daemon)
+    time.sleep(1.0)
+    results = hub.results()
+    assert len(results) == 2, "a study's result arrived more than once"
+    assert {frozenset(image["sop_uid"] for image in r["images"]) for r in results} == {
+        frozenset(sop_uids(study)) for study in studies
+    }
+    assert all(r["missing_views"] == [] for r in results)
+    hub.close()
+
+
+@pytest.mark.slow
+def test_a_full_state_disk_answers_out_of_resources_and_the_retry_succeeds_once_space_returns(
+    daemon_factory: Callable[..., DaemonProcess],
+    subscriber: Subscriber,
+    tmp_path: Path,
+    study_files: dict[str, Path],
+) -> None:
+    port = free_port()
+    files = list(study_files.values())
+    with mounted_tmpfs(tmp_path / "state", 64) as state:
+        daemon = daemon_factory(
+            receiver=receiver_settings(port),
+            study=SLOW_STUDY,
+            health={"interval_s": 1, "min_free_mb": 1},
+        )
+        wait_for_port(port)
+        filler = fill(state)
+        sender = Sender(port)
+
+        assert sender.send(files[0]) == OUT_OF_RESOURCES
+
+        event = subscriber.next("/events", 10)
+        assert isinstance(event, dict)
+        assert (event["kind"], event["reason"]) == ("receiver", "state_disk_low")
+        alarm = subscriber.wait_health(lambda h: "receiver_refusing" in h["alarms"])
+        assert "state_disk_low" in alarm["alarms"]
+        assert alarm["receiver"]["instances"]["refused_by_reason"] == {"state_disk_low": 1}
+        assert alarm["receiver"]["refusing"] == "state_disk_low"
+        assert list(spool_of(daemon).iterdir()) == []
+
+        filler.unlink()
+        assert [sender.send(path) for path in files] == [0x0000] * 4
+        sender.close()
+        result = subscriber.next("/results", 120)
+        assert isinstance(result, dict)
+        assert {image["sop_uid"] for image in result["images"]} == sop_uids(files)
+        cleared = subscriber.wait_health(lambda h: "receiver_refusing" not in h["alarms"])
+        assert cleared["receiver"]["refusing"] is None
+        wait_spool_empty(daemon)
+        daemon.stop(signal.SIGKILL)
