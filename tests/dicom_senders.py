@@ -82,7 +82,7 @@ class Sender:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
         self.statuses: dict[str, int | None] = {}
         self.assoc: Association = ae.associate(
-            "127.0.0.1", port, ae_title=called, tls_args=None if tls is None else (tls, None)
+            "127.0.0.1", port, ae_title=called, tls_args=None if tls is None else (tls, "localhost")
         )
         # pynetdicom drops its socket unclosed when the peer vanished (its shutdown()
         # raises first); held here, it is closed by close().
