@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -71,6 +73,10 @@ def test_storescu_from_an_allowed_sender_gets_its_result_over_mqtt(
     assert receiver["associations"]["active"] == 0
     assert receiver["instances"]["refused"] == 0
     assert receiver["spool_files"] == 0
+    line = status_of_receiver(daemon)
+    assert f"EDGE_AI on port {port}" in line
+    assert "1 associations (0 open), 0 rejected; 4 instances received, 0 refused" in line
+    assert "0 in the spool" in line
 
 
 @needs_dcmtk
@@ -108,6 +114,20 @@ def test_an_unregistered_sender_or_a_wrong_called_ae_title_is_rejected_and_nothi
     assert health["receiver"]["instances"]["received"] == 0
     assert health["counters"]["received"] == 0
     assert list(spool_of(daemon).iterdir()) == []
+    assert f"0 associations (0 open), 1 rejected ({reason} 1)" in status_of_receiver(daemon)
+
+
+def status_of_receiver(daemon: DaemonProcess) -> str:
+    """The receiver line of ``edge status``, once the daemon wrote its counters."""
+    time.sleep(0.5)  # the counters are written at most every 0.25 s
+    status = subprocess.run(
+        [sys.executable, "-m", "edge", "status", "--config", str(daemon.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    return next(line for line in status.splitlines() if line.startswith("receiver"))
 
 
 @pytest.fixture(scope="session")

@@ -112,3 +112,32 @@ def read_stats(state_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return loaded if isinstance(loaded, dict) else None
+
+
+def status_line(state_dir: Path, spooled: int, ae_title: str, port: int) -> str:
+    """``edge status``'s receiver line: what the daemon last wrote, and ``spooled``
+    instances in the spool now (received, not yet done)."""
+    stats = read_stats(state_dir)
+    if stats is None:
+        return f"{ae_title} on port {port}: no counts yet (the daemon has not run with it)"
+    associations = stats.get("associations", {})
+    instances = stats.get("instances", {})
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(stats.get("since", 0))))
+    line = (
+        f"{stats.get('ae_title', ae_title)} on port {stats.get('port', port)}, since {since}: "
+        f"{associations.get('accepted', 0)} associations ({associations.get('active', 0)} "
+        f"open), {associations.get('rejected', 0)} rejected"
+        f"{_by_reason(associations.get('rejected_by_reason', {}))}; "
+        f"{instances.get('received', 0)} instances received, {instances.get('refused', 0)} "
+        f"refused{_by_reason(instances.get('refused_by_reason', {}))}; "
+        f"{spooled} in the spool"
+    )
+    if stats.get("refusing"):
+        line += f"; REFUSING instances now ({stats['refusing']})"
+    return line
+
+
+def _by_reason(counts: dict[str, int]) -> str:
+    if not counts:
+        return ""
+    return " (" + ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items())) + ")"

@@ -50,6 +50,8 @@ OUT_OF_RESOURCES = 0xA700
 SWEEP_S = 0.25
 #: on stop, how long associations in progress may take to finish before they are aborted
 DRAIN_S = 5.0
+#: connections beyond max_associations that may wait for their A-ASSOCIATE-RQ
+HALF_OPEN_SPARE = 16
 
 FileCallback = Callable[[IncomingFile], None]
 #: told when instances start being refused (the reason) and when they are taken again (None)
@@ -77,6 +79,8 @@ class Receiver:
         self._done = done
         self._on_refusing = on_refusing
         self._stats_dir = stats_dir
+        #: associations let through the policy and not yet closed, and those established
+        self._admitted: set[int] = set()
         self._established: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -152,15 +156,19 @@ class Receiver:
         assoc = event.assoc
         primitive = assoc.requestor.primitive
         assert primitive is not None
-        request = Request(
-            called_ae_title=str(primitive.called_ae_title),
-            calling_ae_title=str(primitive.calling_ae_title),
-            address=assoc.requestor.address,
-            active=sum(1 for other in assoc.ae.active_associations if other.is_acceptor),
-        )
-        refusal = self._policy.judge(request)
-        if refusal is None:
-            return
+        with self._lock:
+            # Counted here, not from pynetdicom's threads: a connection that never
+            # sends its A-ASSOCIATE-RQ (a port probe) holds a thread, not a slot.
+            request = Request(
+                called_ae_title=str(primitive.called_ae_title),
+                calling_ae_title=str(primitive.calling_ae_title),
+                address=assoc.requestor.address,
+                active=len(self._admitted) + 1,
+            )
+            refusal = self._policy.judge(request)
+            if refusal is None:
+                self._admitted.add(id(assoc))
+                return
         log.warning(
             "refused an association from %r at %s calling %r: %s",
             request.calling_ae_title.strip(),
@@ -192,6 +200,7 @@ class Receiver:
         with self._lock:
             established = id(event.assoc) in self._established
             self._established.discard(id(event.assoc))
+            self._admitted.discard(id(event.assoc))
         if established:
             self.counters.closed()
 
@@ -259,8 +268,9 @@ def _application_entity(config: ReceiverConfig) -> AE:
     for sop_class in STORAGE_SOP_CLASSES.values():
         ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
     ae.add_supported_context(VERIFICATION)
-    # The policy refuses first, with the counted reason; this is pynetdicom's backstop.
-    ae.maximum_associations = config.max_associations
+    # The policy refuses first, with the counted reason. pynetdicom's own limit counts
+    # every connection's thread, half-open ones too: it only stops a flood of those.
+    ae.maximum_associations = config.max_associations + HALF_OPEN_SPARE
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = config.timeout_s
     return ae
 

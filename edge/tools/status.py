@@ -19,6 +19,8 @@ from pathlib import Path
 from edge.bundle.manifest import read_manifest
 from edge.common.privacy import study_hash
 from edge.config import Config
+from edge.dicom.counters import status_line as receiver_line
+from edge.dicom.spool import Spool
 from edge.engines.store import EngineStore
 from edge.errors import EngineError
 from edge.journal import FILENAME, Backlog, EventRecord, Journal, ResultSummary
@@ -48,10 +50,21 @@ def show_status(config: Config, out: Out, *, limit: int = 10) -> None:
         out(f"engine    {engine_line(config)}")
         out(f"queue     {queue_line(journal.file_counts(), len(open_studies(journal)))}")
         out(f"outbox    {outbox_line(journal.backlog())}")
+        if config.receiver is not None:
+            out(f"receiver  {receiver_status(config)}")
         show_studies(journal.recent_results(limit), out)
         show_events(journal.recent_events(limit), out)
     finally:
         journal.close()
+
+
+def receiver_status(config: Config) -> str:
+    """The DICOM receiver's counters and what waits in its spool."""
+    assert config.receiver is not None
+    spooled = (
+        len(Spool(config.spool_dir, min_free_mb=0).files()) if config.spool_dir.is_dir() else 0
+    )
+    return receiver_line(config.state_dir, spooled, config.receiver.ae_title, config.receiver.port)
 
 
 def read_as_journal_owner(path: Path) -> None:
