@@ -378,6 +378,9 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench.add_argument("--idle-s", type=float, help="seconds of idle CPU measurement (default 30)")
     bench.add_argument("--cache-dir", type=Path, help="where re-encoded templates are kept")
     bench.add_argument("--keep", action="store_true", help="keep the bench's working folder")
+    bench.add_argument(
+        "--cstore-only", action="store_true", help="only the studies sent by DICOM C-STORE"
+    )
     bench.set_defaults(handler=_bench)
 
 

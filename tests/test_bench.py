@@ -37,6 +37,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "burst": ("images_per_s", "ideal_images_per_s"),
     "rss_mb": ("warm", "after_soak", "decode_workers"),
     "baseline.e2e": ("p50_ms", "p95_ms"),
+    "cstore.e2e": ("p50_ms", "p95_ms", "p99_ms"),
+    "cstore.e2e_burst": ("p50_ms", "p95_ms"),
     "": ("overhead_ratio", "idle_cpu_percent"),
 }
 

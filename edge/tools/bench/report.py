@@ -57,6 +57,8 @@ class Measured:
     baseline: list[StudySample]
     baseline_poll_s: float
     cores: int
+    #: the C-STORE phase's section (:func:`edge.tools.bench.cstore.section`)
+    cstore: dict[str, Any] | None = None
 
 
 def build(measured: Measured, header: dict[str, Any]) -> dict[str, Any]:
@@ -90,6 +92,9 @@ def build(measured: Measured, header: dict[str, Any]) -> dict[str, Any]:
         "by_encoding": {e: _encoding(m, e, last_compute) for e in encodings},
     }
     document["targets"] = targets(document)
+    if m.cstore is not None:
+        document["cstore"] = m.cstore
+        document["targets"]["cstore_e2e_p50_ms"] = m.cstore["target"]
     return document
 
 

@@ -27,7 +27,7 @@ from edge.engines.engine import Engine
 from edge.engines.serving import choose_serving
 from edge.engines.store import EngineStore
 from edge.runtimes import registry
-from edge.tools.bench import BenchError, chart, isolated, phases, report, table
+from edge.tools.bench import BenchError, chart, cstore, isolated, phases, report, table
 from edge.tools.bench.corpus import ENCODINGS, Case, default_cache_dir, templates
 from edge.tools.bench.session import BenchSession, FootprintFigures, LatencyFigures
 from edge.tools.samples import VIEW_ORDER
@@ -92,6 +92,8 @@ class BenchOptions:
     soak_encodings: tuple[str, ...]
     cache_dir: Path
     keep: bool
+    #: only the C-STORE phase (with its templates), nothing else
+    cstore_only: bool = False
 
 
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
@@ -117,6 +119,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         soak_encodings=_encodings(args.soak_encodings, "--soak-encodings"),
         cache_dir=args.cache_dir or default_cache_dir(),
         keep=args.keep,
+        cstore_only=args.cstore_only,
     )
 
 
@@ -135,6 +138,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     print(f"bench: working in {work}; load average {load_start[0]:.2f}")
     try:
         config = _base_config(options.config, work)
+        if options.cstore_only:
+            return _cstore_only(options, config, work, load_start)
         measured, engine_info = _measure(options, config, work)
     finally:
         if options.keep:
@@ -174,7 +179,9 @@ def _measure(options: BenchOptions, config: Config, work: Path) -> tuple[report.
             last_view=LAST_VIEW,
             repeats=plan.isolated_repeats,
         )
-        latency, footprint, baseline = _pipeline_phases(options, config, work, cases, engine)
+        latency, footprint, baseline, by_cstore = _pipeline_phases(
+            options, config, work, cases, engine
+        )
     finally:
         engine.close()
     measured = report.Measured(
@@ -192,6 +199,7 @@ def _measure(options: BenchOptions, config: Config, work: Path) -> tuple[report.
         baseline=baseline,
         baseline_poll_s=plan.baseline_poll_s,
         cores=cores,
+        cstore=cstore.section(by_cstore, options.encodings),
     )
     return measured, alone.engine
 
@@ -202,8 +210,8 @@ def _pipeline_phases(
     work: Path,
     cases: dict[str, list[Case]],
     engine: Engine,
-) -> tuple[LatencyFigures, FootprintFigures, list[phases.StudySample]]:
-    """Latency, footprint and baseline, measured on running daemons."""
+) -> tuple[LatencyFigures, FootprintFigures, list[phases.StudySample], cstore.CstoreFigures]:
+    """Latency, footprint, baseline and C-STORE, measured on running daemons."""
     plan = options.plan
     max_pixels = config.decode.max_pixels
     with BenchSession(config, work, cases) as session:
@@ -220,7 +228,30 @@ def _pipeline_phases(
             soak=plan.soak_images,
         )
         baseline = session.baseline(options.encodings, plan.baseline_repeats, plan.baseline_poll_s)
-    return latency, footprint, baseline
+        by_cstore = session.cstore(options.encodings, plan.repeats)
+    return latency, footprint, baseline, by_cstore
+
+
+def _cstore_only(
+    options: BenchOptions, config: Config, work: Path, load_start: tuple[float, float, float]
+) -> dict[str, Any]:
+    """``--cstore-only``: the C-STORE phase alone, printed and written as its section."""
+    cases = templates(
+        options.cache_dir, options.encodings, cases=options.plan.cases, workers=os.cpu_count() or 1
+    )
+    with BenchSession(config, work, cases) as session:
+        figures = session.cstore(options.encodings, options.plan.repeats)
+    section = cstore.section(figures, options.encodings)
+    document = {
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "edge_version": __version__,
+        "machine": _machine(config, load_start),
+        "cstore": section,
+    }
+    print()
+    print(cstore.render(section))
+    _write_outputs(document, replace(options, chart_path=None))
+    return document
 
 
 def _base_config(path: Path | None, work: Path) -> Config:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from edge.config import Config
 from edge.daemon import SERVING
-from edge.tools.bench import BenchError, phases
+from edge.tools.bench import BenchError, cstore, phases
 from edge.tools.bench.baseline import READY as BASELINE_READY
 from edge.tools.bench.baseline import TOPIC as BASELINE_TOPIC
 from edge.tools.bench.corpus import Case
@@ -156,6 +156,14 @@ class BenchSession:
                 return phases.arrivals(rig, encodings, repeats, gap_s=MODALITY_GAP_S)
         finally:
             child.stop()
+
+    def cstore(self, encodings: tuple[str, ...], repeats: int) -> cstore.CstoreFigures:
+        """Studies sent by C-STORE to a daemon's receiver (:mod:`edge.tools.bench.cstore`)."""
+        folder = _folder(self.work, "daemon-cstore")
+        path, port = cstore.receiver_daemon_config(self.config, folder, self._broker.port)
+        rig = self._rig(folder / "export", _folder(self.work, "staging-cstore"))
+        with _phase(f"C-STORE: {repeats} per encoding, views {MODALITY_GAP_S:g} s apart, at once"):
+            return cstore.measure(rig, path, port, encodings, repeats)
 
     @contextmanager
     def _daemon(

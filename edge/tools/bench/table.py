@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edge.tools.bench import cstore
 from edge.tools.bench.report import STAGES
 
 STAGE_LABELS = {
@@ -21,6 +22,8 @@ STAGE_LABELS = {
 def render(doc: dict[str, Any]) -> str:
     """The whole report, ready to print."""
     parts = [_heading(doc), _end_to_end(doc), _stages(doc), _isolated(doc), _rest(doc)]
+    if "cstore" in doc:
+        parts.insert(2, cstore.render(doc["cstore"]))
     parts.append(_targets(doc))
     return "\n\n".join(parts) + "\n"
 
