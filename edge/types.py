@@ -20,7 +20,8 @@ STANDARD_VIEWS: tuple[tuple[str, str], ...] = (("L", "CC"), ("L", "MLO"), ("R", 
 
 @dataclass(frozen=True)
 class IncomingFile:
-    """A complete file that appeared in the watch folder."""
+    """A complete file to ingest: from the watch folder, or received by C-STORE and
+    durable in the receiver's spool (:mod:`edge.dicom.receiver`)."""
 
     path: Path
     size: int
@@ -28,7 +29,8 @@ class IncomingFile:
     #: monotonic time at which the watcher saw the file complete
     detected_at: float
     #: what made the watcher take it: ``close_write``, ``moved``, ``arrived`` (moved or
-    #: linked in from outside the folder), ``settled`` or ``scan``
+    #: linked in from outside the folder), ``settled`` or ``scan`` (found at start-up, in
+    #: the folder or the spool); ``received`` for an instance the receiver acknowledged
     trigger: str
 
 
