@@ -14,7 +14,7 @@ from typing import Any
 from edge import __version__
 from edge.cli_console import add_console_actions
 from edge.config import Config, load_config
-from edge.errors import ConfigError, EngineError, JournalError
+from edge.errors import ConfigError, EngineError, JournalError, ReceiverError
 from edge.logs import setup_logging
 
 EXIT_OK = 0
@@ -48,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"engine error: {exc}", file=sys.stderr)
         if exc.fix:
             print(f"  fix: {exc.fix}", file=sys.stderr)
+        code = EXIT_FAILURE
+    except ReceiverError as exc:
+        print(f"receiver error: {exc}", file=sys.stderr)
         code = EXIT_FAILURE
     except JournalError as exc:
         print(f"journal error: {exc}", file=sys.stderr)

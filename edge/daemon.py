@@ -40,7 +40,7 @@ from edge.credentials import broker_password
 from edge.dicom.receiver import open_receiver
 from edge.engines.store import EngineStore
 from edge.engines.switch import EngineSwitch
-from edge.errors import IngestError, JournalError
+from edge.errors import IngestError, JournalError, ReceiverError
 from edge.health.gpu import GpuTelemetry, open_gpu_telemetry
 from edge.health.incidents import Incidents
 from edge.health.liveness import Stage, Supervisor
@@ -107,11 +107,10 @@ class Daemon:
         self.gpu = open_gpu_telemetry()
         self._build_intake()
         self.receiver = open_receiver(config, self.journal, self.intake.on_file, self._refusing)
+        self._start_receiver()
         self.infer.start()
         self.publisher.start()
         self.watcher.start()
-        if self.receiver is not None:
-            self.receiver.start()
         log.info("edge %s%s%s/%s", __version__, SERVING, config.site, config.device)
         self.supervisor = Supervisor(
             Notifier.from_environment(),
@@ -287,6 +286,16 @@ class Daemon:
     def _on_request(self, topic: str, payload: bytes) -> None:
         if topic == self.config.topic("health/get"):
             self._health_requested.set()
+
+    def _start_receiver(self) -> None:
+        """Listen before the other stages start: a port it cannot bind stops the start."""
+        if self.receiver is None:
+            return
+        try:
+            self.receiver.start()
+        except ReceiverError:
+            self.decoder.close()
+            raise
 
     def _refusing(self, reason: str | None, detail: str) -> None:
         """The receiver's alarm, raised or ended at once: an event, and health now."""

@@ -40,6 +40,11 @@ class Skip(EdgeError):
         self.detail = detail
 
 
+class ReceiverError(EdgeError):
+    """The DICOM receiver cannot listen: its port is taken or not allowed, or a TLS
+    file cannot be loaded. The daemon does not start without it."""
+
+
 class EngineError(EdgeError):
     """An engine bundle that cannot be loaded, verified or run.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from dicom_senders import (
     storescu,
 )
 from durability import HubSession, fill
-from support import Broker, DaemonProcess, Subscriber, free_port, wait_for_port
+from support import Broker, DaemonProcess, Subscriber, free_port, wait_for_port, write_config
 
 from edge.daemon import SERVING
 from edge.dicom.receiver import OUT_OF_RESOURCES
@@ -295,3 +296,23 @@ def test_a_full_state_disk_answers_out_of_resources_and_the_retry_succeeds_once_
         assert cleared["receiver"]["refusing"] is None
         wait_spool_empty(daemon)
         daemon.stop(signal.SIGKILL)
+
+
+def test_a_port_the_receiver_cannot_bind_stops_the_start_with_the_reason(
+    tmp_path: Path, broker: Broker
+) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        config = write_config(tmp_path, broker.port, receiver=receiver_settings(port))
+        run = subprocess.run(
+            [sys.executable, "-m", "edge", "run", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert run.returncode == 1
+    assert f"receiver error: cannot listen on 127.0.0.1 port {port}" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -19,7 +19,9 @@ modality may send one study over several associations, or several in one).
 
 from __future__ import annotations
 
+import errno
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +38,7 @@ from edge.dicom.counters import ReceiverCounters, write_stats
 from edge.dicom.policy import Request, SenderPolicy
 from edge.dicom.spool import Spool, SpoolFull
 from edge.dicom.tls import server_context
-from edge.errors import JournalError
+from edge.errors import JournalError, ReceiverError
 from edge.journal import DONE_STATES, Journal
 from edge.receiver_config import ReceiverConfig
 from edge.types import IncomingFile
@@ -92,24 +94,18 @@ class Receiver:
     # -- life cycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Take again what the spool holds, then listen.
+        """Listen, then take again what the spool holds.
 
         Raises
         ------
-        OSError
+        ReceiverError
             The port cannot be bound (in use; below 1024 without CAP_NET_BIND_SERVICE),
-            or a TLS file cannot be read.
+            or a TLS file cannot be loaded.
         """
         waiting = self.spool.prepare()
+        tls = self._listen()
         for path in waiting:
             self._hand_on(path, "scan")
-        tls = None if self.config.tls is None else server_context(self.config.tls)
-        self._server = self._ae.start_server(
-            (self.config.bind, self.config.port),
-            block=False,
-            ssl_context=tls,
-            evt_handlers=self._handlers(),
-        )
         self._sweeper.start()
         log.info(
             "receiving DICOM as %s on port %d%s (%d instances waiting in the spool)",
@@ -118,6 +114,27 @@ class Receiver:
             " with TLS" if tls is not None else "",
             len(waiting),
         )
+
+    def _listen(self) -> ssl.SSLContext | None:
+        where = f"{self.config.bind} port {self.config.port}"
+        try:
+            tls = None if self.config.tls is None else server_context(self.config.tls)
+            self._server = self._ae.start_server(
+                (self.config.bind, self.config.port),
+                block=False,
+                ssl_context=tls,
+                evt_handlers=self._handlers(),
+            )
+        except ssl.SSLError as exc:
+            raise ReceiverError(f"cannot load receiver.tls: {exc}") from exc
+        except OSError as exc:
+            hint = (
+                " (see edge doctor and docs/receiver.md, port 104)"
+                if exc.errno == errno.EACCES
+                else ""
+            )
+            raise ReceiverError(f"cannot listen on {where}: {exc.strerror or exc}{hint}") from exc
+        return tls
 
     def stop(self) -> None:
         """Stop listening, let associations in progress finish briefly, abort the rest."""
