@@ -288,9 +288,12 @@ def test_a_full_state_disk_answers_out_of_resources_and_the_retry_succeeds_once_
 
         filler.unlink()
         assert [sender.send(path) for path in files] == [0x0000] * 4
-        sender.close()
+        # The association is still open: the study closes at its fourth view regardless.
         result = subscriber.next("/results", 120)
+        assert sender.established
+        sender.close()
         assert isinstance(result, dict)
+        assert result["closed_by"] == "complete"
         assert {image["sop_uid"] for image in result["images"]} == sop_uids(files)
         cleared = subscriber.wait_health(lambda h: "receiver_refusing" not in h["alarms"])
         assert cleared["receiver"]["refusing"] is None
