@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import socket
 from pathlib import Path
@@ -16,6 +17,9 @@ from edge.config import ReceiverConfig
 from edge.dicom.receiver import Receiver
 from edge.dicom.spool import Spool
 
+#: the doctor checks as the user running the tests, whether or not an edge account exists
+AS_ME = ("--user", getpass.getuser())
+
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Path:
@@ -24,9 +28,8 @@ def engine(tmp_path: Path) -> Path:
 
 def test_a_free_port_passes(tmp_path: Path, broker: Broker, engine: Path) -> None:
     port = free_port()
-    code, checks = doctor(
-        healthy_config(tmp_path, broker.port, engine, receiver=receiver_settings(port))
-    )
+    config = healthy_config(tmp_path, broker.port, engine, receiver=receiver_settings(port))
+    code, checks = doctor(config, *AS_ME)
     assert code == 0, checks
     assert status_of(checks, "dicom") == "OK"
     assert f"can listen on 127.0.0.1 port {port} as EDGE_AI" in text_of(checks, "dicom")
@@ -41,7 +44,7 @@ def test_a_port_taken_by_another_program_fails_with_how_to_find_it(
         squatter.listen()
         port = squatter.getsockname()[1]
         config = healthy_config(tmp_path, broker.port, engine, receiver=receiver_settings(port))
-        code, checks = doctor(config)
+        code, checks = doctor(config, *AS_ME)
     assert code == 1
     assert status_of(checks, "dicom") == "FAIL"
     assert "is taken by another program" in text_of(checks, "dicom")
@@ -63,7 +66,8 @@ def test_a_port_served_by_the_running_receiver_passes(
     )
     receiver.start()
     try:
-        code, checks = doctor(healthy_config(tmp_path, broker.port, engine, receiver=settings))
+        config = healthy_config(tmp_path, broker.port, engine, receiver=settings)
+        code, checks = doctor(config, *AS_ME)
     finally:
         receiver.stop()
     assert code == 0, checks
