@@ -37,10 +37,10 @@ from edge import __version__
 from edge.common import signals
 from edge.config import Config
 from edge.credentials import broker_password
-from edge.dicom.receiver import open_receiver
+from edge.dicom.service import daemon_hooks, open_receiver
 from edge.engines.store import EngineStore
 from edge.engines.switch import EngineSwitch
-from edge.errors import IngestError, JournalError, ReceiverError
+from edge.errors import IngestError, JournalError
 from edge.health.gpu import GpuTelemetry, open_gpu_telemetry
 from edge.health.incidents import Incidents
 from edge.health.liveness import Stage, Supervisor
@@ -99,6 +99,7 @@ class Daemon:
         config = self.config
         for folder in (config.state_dir, config.quarantine_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        self.receiver = open_receiver(config)  # first: a port it cannot bind stops the start
         self.journal = Journal.open(
             config.state_dir, device=config.device, outbox_max=config.mqtt.outbox_max
         )
@@ -106,8 +107,8 @@ class Daemon:
         self._resume_from_journal()
         self.gpu = open_gpu_telemetry()
         self._build_intake()
-        self.receiver = open_receiver(config, self.journal, self.intake.on_file, self._refusing)
-        self._start_receiver()
+        hooks = daemon_hooks(self.journal, self.incidents, self._health_requested.set)
+        self.receiver.start(self.intake.on_file, **hooks)
         self.infer.start()
         self.publisher.start()
         self.watcher.start()
@@ -182,8 +183,7 @@ class Daemon:
     def shutdown(self) -> None:
         log.info("stopping: draining the pipeline")
         self.supervisor.stopping("stopping: finishing the files in hand, flushing the outbox")
-        if self.receiver is not None:
-            self.receiver.stop()  # first: no instance is acknowledged that nobody will take
+        self.receiver.stop()  # first: no instance is acknowledged that nobody will take
         self.watcher.stop()
         # Files queued but not begun stay in the watch folder, unfinished in the
         # journal, and are taken at the next start: the stop stays within
@@ -287,21 +287,6 @@ class Daemon:
         if topic == self.config.topic("health/get"):
             self._health_requested.set()
 
-    def _start_receiver(self) -> None:
-        """Listen before the other stages start: a port it cannot bind stops the start."""
-        if self.receiver is None:
-            return
-        try:
-            self.receiver.start()
-        except ReceiverError:
-            self.decoder.close()
-            raise
-
-    def _refusing(self, reason: str | None, detail: str) -> None:
-        """The receiver's alarm, raised or ended at once: an event, and health now."""
-        self.incidents.event("receiver", reason or "receiver_taking", detail, where="receive")
-        self._health_requested.set()
-
     def _forget_old(self) -> None:
         try:
             self.retention.step()
@@ -344,7 +329,9 @@ class Daemon:
                 journal_error=self.journal.write_error,
                 state_disk=state_disk,
                 min_free_mb=config.health.min_free_mb,
+                receiver_refusing=self.receiver.refusing,
             ),
+            receiver=self.receiver.snapshot(),
             gpu=None
             if self.gpu is None
             else {"source": self.gpu.source, "devices": self.gpu.snapshot()},
@@ -388,6 +375,7 @@ class Daemon:
             Stage("ingest", lambda: True, self.intake.clock.oldest),
             Stage("infer", self.infer.is_alive, lambda: self.infer.busy_since),
             Stage("publish", self.publisher.is_alive, lambda: None),
+            *self.receiver.stages(),
         ]
 
     def _status_line(self) -> str:

@@ -13,9 +13,9 @@ from support import Broker, free_port
 from systemd_engines import make_bundle
 from test_doctor import doctor, healthy_config, status_of, text_of
 
-from edge.config import ReceiverConfig
 from edge.dicom.receiver import Receiver
 from edge.dicom.spool import Spool
+from edge.receiver_config import ReceiverConfig
 
 #: the doctor checks as the user running the tests, whether or not an edge account exists
 AS_ME = ("--user", getpass.getuser())
@@ -59,12 +59,11 @@ def test_a_port_served_by_the_running_receiver_passes(
     receiver = Receiver(
         ReceiverConfig.model_validate(settings),
         Spool(tmp_path / "spool", min_free_mb=0),
-        lambda incoming: None,
-        done=lambda path: False,
-        on_refusing=lambda reason, detail: None,
         stats_dir=tmp_path,
     )
-    receiver.start()
+    receiver.start(
+        lambda incoming: None, done=lambda path: False, on_refusing=lambda reason, detail: None
+    )
     try:
         config = healthy_config(tmp_path, broker.port, engine, receiver=settings)
         code, checks = doctor(config, *AS_ME)

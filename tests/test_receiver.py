@@ -23,12 +23,14 @@ from dicom_senders import (
     sop_uids,
     storescu,
 )
-from durability import HubSession, fill
+from hub_session import HubSession
+from schemas import conforms
 from support import Broker, DaemonProcess, Subscriber, free_port, wait_for_port, write_config
+from tmpfs import fill
 
 from edge.daemon import SERVING
 from edge.dicom.receiver import OUT_OF_RESOURCES
-from edge.samples import sample_cases, write_study
+from edge.tools.samples import sample_cases, write_study
 
 SLOW_STUDY = {"quiet_s": 300}
 
@@ -69,6 +71,7 @@ def test_storescu_from_an_allowed_sender_gets_its_result_over_mqtt(
     health = subscriber.wait_health(
         lambda h: h.get("receiver", {}).get("instances", {}).get("received") == 4
     )
+    conforms(health)
     receiver = health["receiver"]
     assert receiver["associations"]["accepted"] == 1
     assert receiver["associations"]["active"] == 0
@@ -110,6 +113,7 @@ def test_an_unregistered_sender_or_a_wrong_called_ae_title_is_rejected_and_nothi
     health = subscriber.wait_health(
         lambda h: h.get("receiver", {}).get("associations", {}).get("rejected") == 1
     )
+    conforms(health)
     assert health["receiver"]["associations"]["rejected_by_reason"] == {reason: 1}
     assert health["receiver"]["associations"]["accepted"] == 0
     assert health["receiver"]["instances"]["received"] == 0
@@ -283,7 +287,9 @@ def test_a_full_state_disk_answers_out_of_resources_and_the_retry_succeeds_once_
         event = subscriber.next("/events", 10)
         assert isinstance(event, dict)
         assert (event["kind"], event["reason"]) == ("receiver", "state_disk_low")
+        conforms(event)
         alarm = subscriber.wait_health(lambda h: "receiver_refusing" in h["alarms"])
+        conforms(alarm)
         assert "state_disk_low" in alarm["alarms"]
         assert alarm["receiver"]["instances"]["refused_by_reason"] == {"state_disk_low": 1}
         assert alarm["receiver"]["refusing"] == "state_disk_low"

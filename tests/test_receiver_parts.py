@@ -7,15 +7,16 @@ import ssl
 from pathlib import Path
 
 import pytest
+from certificates import make_certificates
 from dicom_senders import Sender, sop_uids
-from durability import make_certificates
 from support import free_port
 
-from edge.config import AllowedSender, ReceiverConfig, load_config
+from edge.config import load_config
 from edge.dicom.policy import Request, SenderPolicy
 from edge.dicom.receiver import Receiver
 from edge.dicom.spool import PARTIAL_PREFIX, Spool, SpoolFull
 from edge.errors import ConfigError
+from edge.receiver_config import AllowedSender, ReceiverConfig
 from edge.types import IncomingFile
 
 CONFIG = """\
@@ -143,15 +144,8 @@ def test_dicom_tls_takes_a_sender_with_a_certificate_and_refuses_one_without(
         }
     )
     taken: list[IncomingFile] = []
-    receiver = Receiver(
-        config,
-        Spool(tmp_path / "spool", min_free_mb=0),
-        taken.append,
-        done=lambda path: False,
-        on_refusing=lambda reason, detail: None,
-        stats_dir=tmp_path,
-    )
-    receiver.start()
+    receiver = Receiver(config, Spool(tmp_path / "spool", min_free_mb=0), stats_dir=tmp_path)
+    receiver.start(taken.append, done=lambda path: False, on_refusing=lambda reason, detail: None)
     try:
         client = ssl.create_default_context(cafile=str(pki.ca))
         client.load_cert_chain(str(pki.client_cert), str(pki.client_key))

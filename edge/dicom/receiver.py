@@ -32,14 +32,12 @@ from pynetdicom import AE, evt
 from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
-from edge.config import Config
 from edge.dicom.contexts import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES, VERIFICATION
 from edge.dicom.counters import ReceiverCounters, write_stats
 from edge.dicom.policy import Request, SenderPolicy
 from edge.dicom.spool import Spool, SpoolFull
 from edge.dicom.tls import server_context
-from edge.errors import JournalError, ReceiverError
-from edge.journal import DONE_STATES, Journal
+from edge.errors import ReceiverError
 from edge.receiver_config import ReceiverConfig
 from edge.types import IncomingFile
 
@@ -63,38 +61,8 @@ RefusingCallback = Callable[[str | None, str], None]
 class Receiver:
     """The storage SCP of ``edge run``: its AE, its policy, its spool and its counters."""
 
-    def __init__(
-        self,
-        config: ReceiverConfig,
-        spool: Spool,
-        on_file: FileCallback,
-        *,
-        done: Callable[[Path], bool],
-        on_refusing: RefusingCallback,
-        stats_dir: Path,
-    ) -> None:
-        self.config = config
-        self.spool = spool
-        self.counters = ReceiverCounters(config.ae_title, config.port)
-        self._policy = SenderPolicy(config.ae_title, config.allowed, config.max_associations)
-        self._on_file = on_file
-        self._done = done
-        self._on_refusing = on_refusing
-        self._stats_dir = stats_dir
-        #: associations let through the policy and not yet closed, and those established
-        self._admitted: set[int] = set()
-        self._established: set[int] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._ae = _application_entity(config)
-        self._server: ThreadedAssociationServer | None = None
-        self._sweeper = threading.Thread(target=self._sweep_loop, name="receive-spool", daemon=True)
-        self._stats_failing = False
-
-    # -- life cycle ---------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Listen, then take again what the spool holds.
+    def __init__(self, config: ReceiverConfig, spool: Spool, *, stats_dir: Path) -> None:
+        """Bind the port (and load the TLS files) at once; serve only from :meth:`start`.
 
         Raises
         ------
@@ -102,8 +70,45 @@ class Receiver:
             The port cannot be bound (in use; below 1024 without CAP_NET_BIND_SERVICE),
             or a TLS file cannot be loaded.
         """
+        self.config = config
+        self.spool = spool
+        self.counters = ReceiverCounters(config.ae_title, config.port)
+        self._policy = SenderPolicy(config.ae_title, config.allowed, config.max_associations)
+        self._on_file: FileCallback = _not_started
+        self._done: Callable[[Path], bool] = lambda path: False
+        self._on_refusing: RefusingCallback = lambda reason, detail: None
+        self._stats_dir = stats_dir
+        #: associations let through the policy and not yet closed, and those established
+        self._admitted: set[int] = set()
+        self._established: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ae = _application_entity(config)
+        self._tls = self._load_tls()
+        self._server = self._bind()
+        self._accepting = threading.Thread(
+            target=self._server.serve_forever, name="receive-accept", daemon=True
+        )
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="receive-spool", daemon=True)
+        self._stats_failing = False
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(
+        self,
+        on_file: FileCallback,
+        *,
+        done: Callable[[Path], bool],
+        on_refusing: RefusingCallback,
+    ) -> None:
+        """Serve, and take again what the spool holds.
+
+        ``on_file`` takes each instance once it is durable; ``done`` says when the
+        journal has finished with one; ``on_refusing`` hears refusals begin and end.
+        """
+        self._on_file, self._done, self._on_refusing = on_file, done, on_refusing
         waiting = self.spool.prepare()
-        tls = self._listen()
+        self._accepting.start()
         for path in waiting:
             self._hand_on(path, "scan")
         self._sweeper.start()
@@ -111,35 +116,40 @@ class Receiver:
             "receiving DICOM as %s on port %d%s (%d instances waiting in the spool)",
             self.config.ae_title,
             self.config.port,
-            " with TLS" if tls is not None else "",
+            " with TLS" if self._tls is not None else "",
             len(waiting),
         )
 
-    def _listen(self) -> ssl.SSLContext | None:
+    def _load_tls(self) -> ssl.SSLContext | None:
+        try:
+            return None if self.config.tls is None else server_context(self.config.tls)
+        except (OSError, ssl.SSLError) as exc:
+            raise ReceiverError(f"cannot load receiver.tls: {exc}") from exc
+
+    def _bind(self) -> ThreadedAssociationServer:
         where = f"{self.config.bind} port {self.config.port}"
         try:
-            tls = None if self.config.tls is None else server_context(self.config.tls)
-            self._server = self._ae.start_server(
+            server = self._ae.make_server(
                 (self.config.bind, self.config.port),
-                block=False,
-                ssl_context=tls,
+                ssl_context=self._tls,
                 evt_handlers=self._handlers(),
+                server_class=ThreadedAssociationServer,
             )
-        except ssl.SSLError as exc:
-            raise ReceiverError(f"cannot load receiver.tls: {exc}") from exc
         except OSError as exc:
-            hint = (
-                " (see edge doctor and docs/receiver.md, port 104)"
-                if exc.errno == errno.EACCES
-                else ""
-            )
+            hint = " (see edge doctor, and port 104 in docs/receiver.md)"
+            hint = hint if exc.errno == errno.EACCES else ""
             raise ReceiverError(f"cannot listen on {where}: {exc.strerror or exc}{hint}") from exc
-        return tls
+        # As AE.start_server does: the AE shuts down the servers it lists.
+        self._ae._servers.append(server)
+        return server
 
     def stop(self) -> None:
         """Stop listening, let associations in progress finish briefly, abort the rest."""
-        if self._server is not None:
-            self._server.shutdown()
+        if self._accepting.is_alive():
+            self._server.shutdown()  # waits for serve_forever, which never ran otherwise
+        else:
+            self._server.server_close()
+            self._ae._servers.remove(self._server)
         deadline = time.monotonic() + DRAIN_S
         while self._ae.active_associations and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -150,7 +160,12 @@ class Receiver:
         self._write_stats()
 
     def is_alive(self) -> bool:
-        return self._sweeper.is_alive() and self._server is not None
+        return self._sweeper.is_alive() and self._accepting.is_alive()
+
+    @property
+    def refusing(self) -> str | None:
+        """Why instances are refused now (0xA700), or None while they are taken."""
+        return self.counters.refusing
 
     def snapshot(self) -> dict[str, Any]:
         """The ``receiver`` section of health: counters, and what waits in the spool."""
@@ -292,32 +307,5 @@ def _application_entity(config: ReceiverConfig) -> AE:
     return ae
 
 
-def open_receiver(
-    config: Config,
-    journal: Journal,
-    on_file: FileCallback,
-    on_refusing: RefusingCallback,
-) -> Receiver | None:
-    """The receiver ``config.receiver`` describes, or None when it has none."""
-    if config.receiver is None:
-        return None
-    # pynetdicom's INFO and DEBUG lines quote UIDs and element values of what it
-    # receives; the receiver logs what matters itself.
-    logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLogger().level))
-    return Receiver(
-        config.receiver,
-        Spool(config.spool_dir, min_free_mb=config.health.min_free_mb),
-        on_file,
-        done=lambda path: _finished(journal, path),
-        on_refusing=on_refusing,
-        stats_dir=config.state_dir,
-    )
-
-
-def _finished(journal: Journal, path: Path) -> bool:
-    """Whether the journal says the instance at ``path`` needs no more work."""
-    try:
-        record = journal.file(path)
-    except JournalError:
-        return False  # read again at the next sweep
-    return record is not None and record.state in DONE_STATES
+def _not_started(incoming: IncomingFile) -> None:
+    raise RuntimeError("the receiver hands instances on only once started")

@@ -94,12 +94,15 @@ def alarms(
     journal_error: str | None,
     state_disk: dict[str, Any],
     min_free_mb: int,
+    receiver_refusing: str | None = None,
 ) -> list[str]:
     """The conditions a hub operator must act on, by name (documented in docs/messages.md).
 
     ``outbox_full``: results wait in the journal behind a full outbox.
     ``journal_write_failed``: the last journal write failed; new files wait.
     ``state_disk_low``: less than ``health.min_free_mb`` free in ``state_dir``.
+    ``receiver_refusing``: the DICOM receiver answers 0xA700 (``receiver_refusing``
+    says why).
     """
     raised = []
     if results_waiting > 0:
@@ -109,6 +112,8 @@ def alarms(
     free_mb = state_disk.get("free_mb")
     if not isinstance(free_mb, int) or free_mb < min_free_mb:
         raised.append("state_disk_low")
+    if receiver_refusing is not None:
+        raised.append("receiver_refusing")
     return raised
 
 

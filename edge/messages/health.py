@@ -60,6 +60,8 @@ class HealthSnapshot:
     last_error: dict[str, Any] | None
     alarms: list[str]
     gpu: dict[str, Any] | None
+    #: the DICOM receiver's counters (:mod:`edge.dicom.counters`), where one is configured
+    receiver: dict[str, Any] | None = None
 
 
 def health_message(snapshot: HealthSnapshot) -> dict[str, Any]:
@@ -95,6 +97,8 @@ def health_message(snapshot: HealthSnapshot) -> dict[str, Any]:
         "last_error": snapshot.last_error,
         "alarms": snapshot.alarms,
     }
+    if snapshot.receiver is not None:
+        message["receiver"] = snapshot.receiver
     if snapshot.gpu is not None:
         message["gpu"] = snapshot.gpu
     return message
