@@ -59,8 +59,16 @@ def test_storescu_from_an_allowed_sender_gets_its_result_over_mqtt(
     wait_for_port(port)
     files = list(study_files.values())
 
+    echo = subprocess.run(
+        ["echoscu", "-aet", CALLING, "-aec", "EDGE_AI", "127.0.0.1", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     sent = storescu(port, files)
 
+    assert echo.returncode == 0, echo.stderr
     assert sent.returncode == 0, sent.stderr
     result = subscriber.next("/results", 90)
     assert isinstance(result, dict)
@@ -73,13 +81,14 @@ def test_storescu_from_an_allowed_sender_gets_its_result_over_mqtt(
     )
     conforms(health)
     receiver = health["receiver"]
-    assert receiver["associations"]["accepted"] == 1
+    assert receiver["associations"]["accepted"] == 2  # the C-ECHO's and the C-STOREs'
+    assert receiver["echoes"] == 1
     assert receiver["associations"]["active"] == 0
     assert receiver["instances"]["refused"] == 0
     assert receiver["spool_files"] == 0
     line = status_of_receiver(daemon)
     assert f"EDGE_AI on port {port}" in line
-    assert "1 associations (0 open), 0 rejected; 4 instances received, 0 refused" in line
+    assert "2 associations (0 open), 0 rejected; 4 instances received, 0 refused" in line
     assert "0 in the spool" in line
 
 
