@@ -10,9 +10,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import ssl
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,21 @@ from edge.dicom.contexts import STORAGE_SOP_CLASSES, VERIFICATION
 CALLING = "MAMMO1"
 CALLED = "EDGE_AI"
 
+
+def dcmtk(tool: str) -> str | None:
+    """The path of dcmtk's ``tool``, not pynetdicom's console script of the same name.
+
+    pynetdicom installs ``storescu``, ``storescp``, ``echoscu``... into the virtual
+    environment's ``bin``, which ``scripts/test`` puts first on PATH.
+    """
+    venv_bin = Path(sys.prefix) / "bin"
+    folders = [f for f in os.environ.get("PATH", "").split(os.pathsep) if Path(f) != venv_bin]
+    return shutil.which(tool, path=os.pathsep.join(folders))
+
+
 needs_dcmtk = pytest.mark.skipif(
-    shutil.which("storescu") is None,
-    reason="dcmtk's storescu not installed (scripts/bootstrap installs dcmtk)",
+    dcmtk("storescu") is None or dcmtk("echoscu") is None,
+    reason="dcmtk's storescu and echoscu not installed (scripts/bootstrap installs dcmtk)",
 )
 
 
@@ -53,7 +67,7 @@ def storescu(
 ) -> subprocess.CompletedProcess[str]:
     """Send ``files`` in one association, proposing RLE (as the sample files are)."""
     return subprocess.run(
-        ["storescu", "-aet", calling, "-aec", called, "-xr", "127.0.0.1", str(port)]
+        [str(dcmtk("storescu")), "-aet", calling, "-aec", called, "-xr", "127.0.0.1", str(port)]
         + [str(path) for path in files],
         capture_output=True,
         text=True,

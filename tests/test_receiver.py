@@ -17,6 +17,7 @@ import pytest
 from dicom_senders import (
     CALLING,
     Sender,
+    dcmtk,
     mounted_tmpfs,
     needs_dcmtk,
     receiver_settings,
@@ -60,7 +61,7 @@ def test_storescu_from_an_allowed_sender_gets_its_result_over_mqtt(
     files = list(study_files.values())
 
     echo = subprocess.run(
-        ["echoscu", "-aet", CALLING, "-aec", "EDGE_AI", "127.0.0.1", str(port)],
+        [str(dcmtk("echoscu")), "-aet", CALLING, "-aec", "EDGE_AI", "127.0.0.1", str(port)],
         capture_output=True,
         text=True,
         timeout=60,

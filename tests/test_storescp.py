@@ -7,7 +7,6 @@ extension), as the modality's transfer syntax (RLE here, accepted as is).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +14,11 @@ from typing import Any
 
 import pydicom
 import pytest
+from dicom_senders import dcmtk
 from support import Subscriber, free_port, wait_for_port
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("storescp") is None or shutil.which("storescu") is None,
+    dcmtk("storescp") is None or dcmtk("storescu") is None,
     reason="dcmtk's storescp/storescu not installed (scripts/bootstrap installs dcmtk)",
 )
 
@@ -32,7 +32,15 @@ def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     with (tmp_path / "storescp.log").open("ab") as log:
         process = subprocess.Popen(
             # +xr: accept RLE as sent; default file names: SC.<uid>, no extension.
-            ["storescp", "--output-directory", str(export), "+xr", "-aet", "EDGE", str(port)],
+            [
+                str(dcmtk("storescp")),
+                "--output-directory",
+                str(export),
+                "+xr",
+                "-aet",
+                "EDGE",
+                str(port),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -54,7 +62,7 @@ def test_a_study_sent_by_storescu_is_scored(
     port, export = storescp
     sent = subprocess.run(
         [
-            "storescu",
+            str(dcmtk("storescu")),
             "-aec",
             "EDGE",
             "-xr",
