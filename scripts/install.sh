@@ -204,6 +204,9 @@ ensure_venv() {
   if [ -n "$WHEELHOUSE" ]; then pip+=(--no-index --find-links "$WHEELHOUSE"); fi
   say "installing edge from $SOURCE${EXTRAS:+ with [$EXTRAS]} into $VENV"
   "${pip[@]}" "$target"
+  # pynetdicom's wheel carries its own test suite, throwaway TLS keys included: no
+  # private key, not even a published test one, belongs on a box.
+  find "$VENV" -path '*/site-packages/pynetdicom/tests' -type d -prune -exec rm -rf {} +
   echo "$fingerprint" >"$stamp"
 }
 
