@@ -188,6 +188,10 @@ def _add_engine_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     activate = action("activate", "make an installed engine the serving one", _activate)
     activate.add_argument("version", help="version, or name/version")
     action("rollback", "make the previous engine current again", _rollback)
+    shadow = action("shadow", "score an installed engine in shadow beside the serving one", _shadow)
+    shadow_what = shadow.add_mutually_exclusive_group(required=True)
+    shadow_what.add_argument("version", nargs="?", help="version, or name/version")
+    shadow_what.add_argument("--off", action="store_true", help="stop shadowing")
     remove = action("remove", "delete an installed engine (never the current one)", _remove)
     remove.add_argument("version", help="version, or name/version")
     # Run by the plan cache in a child process; not a technician's command, so not
@@ -293,6 +297,13 @@ def _rollback(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _shadow(args: argparse.Namespace) -> int:
+    from edge.engines import commands
+
+    commands.shadow(_load(args.config), None if args.off else args.version, print)
+    return EXIT_OK
+
+
 def _remove(args: argparse.Namespace) -> int:
     from edge.engines import commands
 
@@ -341,6 +352,13 @@ def _add_hub_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     results.add_argument("--suspicious", action="store_true", help="only suspicious studies")
     results.add_argument("--limit", type=int, default=1000, help="at most this many rows")
     actions.add_parser("gaps", parents=[late], help="seq numbers missing per device")
+    compare = actions.add_parser(
+        "compare", parents=[late], help="two engines on the studies both scored (shadow)"
+    )
+    compare.add_argument("--site", required=True, help="the site")
+    compare.add_argument("--engine", required=True, help="an engine version (e.g. the serving)")
+    compare.add_argument("--with", dest="other", required=True, help="the other engine version")
+    compare.add_argument("--outcomes", type=Path, help="CSV: study (accession or UID), cancer")
     actions.add_parser("check", parents=[late], help="validate the configuration and exit")
     add_console_actions(actions, late)
 

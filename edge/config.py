@@ -48,6 +48,25 @@ class StudyConfig(StrictModel):
     )
 
 
+class ShadowConfig(StrictModel):
+    """The budget of a shadow engine (``edge engines shadow``), so that it never starves
+    the serving engine on a box without a GPU."""
+
+    when_idle: bool = Field(
+        True,
+        title="Shadow only when idle",
+        description="Score an image in shadow only when no other image waits for the "
+        "serving engine; images skipped are counted (health counters.shadow_skipped).",
+    )
+    max_share: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.5,
+        title="Maximum share of inference time",
+        description="The shadow engine's largest share of the inference worker's time "
+        "over its recent batches (0.5: as much as the serving engine); beyond it, images "
+        "are skipped and counted.",
+    )
+
+
 class EngineConfig(StrictModel):
     bundle: Path | None = Field(
         None,
@@ -65,6 +84,10 @@ class EngineConfig(StrictModel):
     )
     threads: Annotated[int, Field(ge=0, le=256)] = Field(
         0, description="Intra-op threads for ONNX Runtime; 0 means one per core."
+    )
+    shadow: ShadowConfig = Field(
+        default_factory=ShadowConfig,
+        description="The budget of a candidate engine scoring in shadow.",
     )
 
 

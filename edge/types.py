@@ -97,6 +97,18 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class ShadowScore:
+    """A candidate engine's score for an image, scored in shadow after the serving one.
+
+    It never changes the image's serving score or its study's ``suspicious``."""
+
+    engine: EngineInfo
+    score: float
+    #: the shadow engine's own suspicion threshold (its manifest's)
+    threshold: float
+
+
+@dataclass(frozen=True)
 class ImageScore:
     """The engine's score for one image."""
 
@@ -106,12 +118,29 @@ class ImageScore:
     timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
     #: regions the engine located, strongest first (empty for an engine without a map)
     findings: tuple[Finding, ...] = ()
+    #: the shadow engine's score of the same model input (None: no shadow, or skipped)
+    shadow: ShadowScore | None = None
 
 
 @dataclass(frozen=True)
 class BreastScore:
     score: float
     suspicious: bool
+
+
+@dataclass(frozen=True)
+class ShadowResult:
+    """A study as the shadow engine scored it, at its own threshold (``edge.result/1``'s
+    ``shadow`` object). ``skipped`` counts the study's images it did not score."""
+
+    engine: EngineInfo
+    score: float
+    suspicious: bool
+    threshold: float
+    breasts: dict[str, BreastScore]
+    #: (SOP Instance UID, score) of every image it scored
+    images: tuple[tuple[str, float], ...]
+    skipped: int
 
 
 @dataclass(frozen=True)
@@ -136,3 +165,5 @@ class StudyResult:
     created_at: str
     #: monotonic time of assembly (the start of the ``publish`` timing)
     assembled_at: float = field(default_factory=time.monotonic, compare=False)
+    #: the shadow engine's view of the same study, when one scored it
+    shadow: ShadowResult | None = None

@@ -13,6 +13,7 @@ from pathlib import Path
 from edge.bundle.manifest import Bundle
 from edge.config import Config
 from edge.engines.selftest import SelfTestResult, run_selftest
+from edge.engines.shadow import clear_shadow, set_shadow, shadow_ref
 from edge.engines.signing import NotTrusted, load_public_key
 from edge.engines.store import PLANS, EngineRef, EngineStore, StepFailed, TrustPolicy
 from edge.errors import EngineError
@@ -168,6 +169,10 @@ def _activate(
         out(f"{ref} was already current (to reload a daemon anyway: systemctl reload edge)")
     else:
         out(f"{ref} is now current (was {before or 'none'}); a running daemon switches to it")
+    if shadow_ref(store) == ref:
+        # After ``current``: the daemon keeps the loaded shadow engine and serves it.
+        clear_shadow(store)
+        out(f"{ref} no longer scores in shadow: the daemon serves it, already loaded and warm")
 
 
 def rollback(config: Config, out: Out) -> None:
@@ -179,8 +184,28 @@ def rollback(config: Config, out: Out) -> None:
     out(f"rolled back from {current} to {target}")
 
 
+def shadow(config: Config, version: str | None, out: Out) -> None:
+    """Name an installed engine to score in shadow (checked and self-tested as for an
+    activation), or stop shadowing (``version`` None); a running daemon follows."""
+    store = store_of(config)
+    if version is None:
+        stopped = clear_shadow(store)
+        out(f"{stopped} no longer scores in shadow" if stopped else "no engine scored in shadow")
+        return
+    ref = store.resolve(version)
+    out(f"checking {ref} to score in shadow")
+    set_shadow(
+        store, ref, trust_of(config), selftest_on_serving_backend(config), _step_printer(out)
+    )
+    serving = store.current() or "engine.bundle"
+    out(f"{ref} scores in shadow beside {serving}; a running daemon loads it")
+    out(f"compare at the hub: edge hub compare --site SITE --engine VERSION --with {ref.version}")
+
+
 def remove(config: Config, version: str, out: Out) -> None:
     store = store_of(config)
     ref = store.resolve(version)
+    if shadow_ref(store) == ref:
+        raise EngineError(f"{ref} scores in shadow; stop it first: edge engines shadow --off")
     store.remove(ref)
     out(f"removed {ref}")

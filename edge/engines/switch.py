@@ -8,6 +8,10 @@ ready, new studies are bound to it and it becomes current; the previous engine
 finishes the studies it started and closes (:class:`~edge.pipeline.infer.
 InferenceWorker`). A failed load leaves the serving engine serving, and is
 logged, counted and reported in health's ``engine.last_activation``.
+
+The same loader keeps the shadow engine (:mod:`edge.engines.shadow`) as the store's
+``shadow`` pointer names it, after the serving engine: an activation of the engine
+that scores in shadow takes it, loaded and warm, instead of loading it again.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from typing import Any, Protocol
 from edge.common.clock import now_iso
 from edge.config import Config
 from edge.engines.engine import Engine
-from edge.engines.serving import choose_serving, load_engine, same_model
-from edge.engines.store import EngineStore
+from edge.engines.serving import ServingChoice, choose_serving, load_engine, same_model
+from edge.engines.shadow import check_same_input, shadow_ref, shadow_text
+from edge.engines.signing import load_public_key
+from edge.engines.store import EngineRef, EngineStore, TrustPolicy
 from edge.errors import EngineError
 from edge.health.metrics import Metrics
 from edge.types import EngineInfo
@@ -43,6 +49,13 @@ class EngineHolder(Protocol):
     def add(self, engine: Engine) -> Engine: ...
 
     def make_current(self, info: EngineInfo) -> None: ...
+
+    @property
+    def shadow(self) -> Engine | None: ...
+
+    def set_shadow(self, engine: Engine | None) -> None: ...
+
+    def take_shadow(self, info: EngineInfo) -> Engine | None: ...
 
 
 class StudyBinder(Protocol):
@@ -71,6 +84,9 @@ class EngineSwitch:
         self._requested = threading.Event()
         self._loader: threading.Thread | None = None
         self._pointer_seen: str | None = None
+        self._shadow_seen: str | None = None
+        #: the last change of the shadow engine: when, which, whether it worked (health)
+        self.shadow_activation: dict[str, Any] | None = None
         self._next_pointer_check = 0.0
         self._infer: EngineHolder | None = None
         self._assembler: StudyBinder | None = None
@@ -85,7 +101,8 @@ class EngineSwitch:
         return engine
 
     def attach(self, infer: EngineHolder, assembler: StudyBinder) -> None:
-        """The stages a switch acts on, once the daemon has built them."""
+        """The stages a switch acts on, once the daemon has built them (a shadow engine
+        named in the store loads at the first tick, beside the serving one)."""
         self._infer, self._assembler = infer, assembler
 
     def threshold_of(self, info: EngineInfo) -> float:
@@ -106,6 +123,11 @@ class EngineSwitch:
                 self._pointer_seen = text
                 log.info("engine store: current pointer changed to %s", (text or "none").strip())
                 self._requested.set()
+            shadow = shadow_text(self._store)
+            if shadow != self._shadow_seen:
+                self._shadow_seen = shadow
+                log.info("engine store: shadow pointer is %s", (shadow or "none").strip())
+                self._requested.set()
         if self._requested.is_set():
             self._start_load()
 
@@ -123,6 +145,11 @@ class EngineSwitch:
         self._loader.start()
 
     def _load(self) -> None:
+        """Bring the serving engine, then the shadow engine, to what the store names."""
+        self._load_serving()
+        self._load_shadow()
+
+    def _load_serving(self) -> None:
         """Load the engine that should serve beside the serving one, then switch to it."""
         assert self._infer is not None, "attach the stages first"
         serving = self._infer.engine
@@ -132,13 +159,15 @@ class EngineSwitch:
                 log.info("engine %s already serving; nothing to switch", serving.info.version)
                 return
             manifest = choice.bundle.manifest
-            log.info(
-                "loading engine %s %s beside %s",
-                manifest.name,
-                manifest.version,
-                serving.info.version,
-            )
-            engine = load_engine(self._config, self._store, choice.bundle)
+            engine = self._take_shadow(choice.bundle.manifest.version, choice)
+            if engine is None:
+                log.info(
+                    "loading engine %s %s beside %s",
+                    manifest.name,
+                    manifest.version,
+                    serving.info.version,
+                )
+                engine = load_engine(self._config, self._store, choice.bundle)
         except EngineError as exc:
             self._failed(serving, f"{exc}; fix: {exc.fix}" if exc.fix else str(exc))
             return
@@ -150,6 +179,51 @@ class EngineSwitch:
             engine.close()
             return
         self._switch_to(engine, choice.origin)
+
+    def _take_shadow(self, version: str, choice: ServingChoice) -> Engine | None:
+        """The shadow engine, loaded and warm, when it is the engine that should serve."""
+        assert self._infer is not None
+        shadow = self._infer.shadow
+        if shadow is None or not same_model(choice.bundle, shadow.info):
+            return None
+        log.info("engine %s scores in shadow: it serves now, with no reload", version)
+        return self._infer.take_shadow(shadow.info)
+
+    def _load_shadow(self) -> None:
+        """Load the store's shadow engine beside the serving one, or stop shadowing."""
+        assert self._infer is not None
+        wanted, loaded = shadow_ref(self._store), self._infer.shadow
+        current = self._store.current()
+        if wanted is None or wanted == current:
+            # Keep a shadow that is about to be activated (the pointers change in turn).
+            if loaded is not None and not (current is not None and _is(loaded, current)):
+                log.info("engine %s stops scoring in shadow", loaded.info.version)
+                self._infer.set_shadow(None)
+            return
+        if loaded is not None and _is(loaded, wanted):
+            return
+        try:
+            engine = self._shadow_engine(wanted)
+        except Exception as exc:  # a candidate that fails to load never touches serving
+            log.exception("shadow engine %s not loaded; serving goes on", wanted)
+            self._metrics.count("errors")
+            self._metrics.error("engine", f"shadow {wanted}: {exc}")
+            self.shadow_activation = {"at": now_iso(), "ok": False, "error": str(exc)}
+            return
+        self._thresholds[engine.info] = engine.threshold
+        self._infer.set_shadow(engine)
+        log.info("engine %s %s now scores in shadow", engine.info.name, engine.info.version)
+        self.shadow_activation = {"at": now_iso(), "version": engine.info.version, "ok": True}
+
+    def _shadow_engine(self, ref: EngineRef) -> Engine:
+        """Check, load, warm up and self-test ``ref`` as an activation does."""
+        assert self._infer is not None
+        trust = TrustPolicy([load_public_key(path) for path in self._config.engine.trusted_keys])
+        bundle = self._store.load(ref, trust)
+        check_same_input(self._infer.engine, bundle)
+        if self._stopping.is_set():
+            raise EngineError("stopping")
+        return load_engine(self._config, self._store, bundle)
 
     def _switch_to(self, engine: Engine, origin: str) -> None:
         assert self._infer is not None and self._assembler is not None
@@ -179,3 +253,7 @@ class EngineSwitch:
         self._metrics.count("errors")
         self._metrics.error("engine", reason)
         self.activation = {"at": now_iso(), "ok": False, "error": reason}
+
+
+def _is(engine: Engine, ref: EngineRef) -> bool:
+    return (engine.info.name, engine.info.version) == (ref.name, ref.version)

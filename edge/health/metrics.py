@@ -85,6 +85,10 @@ COUNTERS = (
     "duplicates",
     "errors",
     "journal_errors",
+    # images the shadow engine scored, skipped (its budget) and failed on
+    "shadow_scored",
+    "shadow_skipped",
+    "shadow_failed",
 )
 
 

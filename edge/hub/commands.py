@@ -4,6 +4,8 @@
     edge hub devices [--json]                   every device: online?, engine, backlog, GPU
     edge hub results --since 24h [--site S] [--suspicious] [--json]
     edge hub gaps [--json]                      seq numbers missing, per device
+    edge hub compare --site S --engine A --with B [--outcomes CSV] [--json]
+                                                two engines on the studies both scored
     edge hub check --config hub.yaml            validate the configuration and exit
 
 The queries read the database named by ``--db URL`` or by the configuration's
@@ -14,19 +16,24 @@ imports this module only when ``edge hub`` runs (the appliance never does).
 from __future__ import annotations
 
 import argparse
+import csv
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
+from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
 from edge.errors import ConfigError
 from edge.hub.collector import Collector
+from edge.hub.compare import compare_engines
 from edge.hub.config import HubConfig, load_hub_config
 from edge.hub.database import open_database
 from edge.hub.errors import HubError
 from edge.hub.queries import find_gaps, list_devices, list_results
-from edge.hub.report import as_json, devices_table, gaps_table, results_table
+from edge.hub.report import as_json, comparison_text, devices_table, gaps_table, results_table
 from edge.hub.store import Store
 from edge.logs import setup_logging
 
@@ -65,6 +72,8 @@ def run_hub(args: argparse.Namespace) -> int:
                     limit=args.limit,
                 )
                 print(as_json(found) if args.json else results_table(found))
+            elif action == "compare":
+                print(_compare(connection, args))
             else:
                 gaps = find_gaps(connection)
                 print(as_json(gaps) if args.json else gaps_table(gaps))
@@ -73,6 +82,38 @@ def run_hub(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     return 0
+
+
+def _compare(connection: Connection, args: argparse.Namespace) -> str:
+    outcomes = None if args.outcomes is None else read_outcomes(args.outcomes)
+    comparison = compare_engines(
+        connection, site=args.site, engine=args.engine, other=args.other, outcomes=outcomes
+    )
+    return as_json([comparison]) if args.json else comparison_text(comparison)
+
+
+def read_outcomes(path: Path) -> Mapping[str, bool]:
+    """The outcome source for ``edge hub compare``: a CSV file with the columns ``study``
+    (accession number or Study Instance UID) and ``cancer`` (1/0, true/false, yes/no).
+
+    Raises
+    ------
+    HubError
+        When the file cannot be read or a row does not say.
+    """
+    answers = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise HubError(f"--outcomes {path}: {exc.strerror or exc}") from exc
+    outcomes = {}
+    for line, row in enumerate(rows, start=2):
+        study, cancer = (row.get("study") or "").strip(), (row.get("cancer") or "").strip().lower()
+        if not study or cancer not in answers:
+            raise HubError(f"--outcomes {path} line {line}: expected study and cancer (1 or 0)")
+        outcomes[study] = answers[cancer]
+    return outcomes
 
 
 def _collect(config: HubConfig) -> int:

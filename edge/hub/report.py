@@ -8,6 +8,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
+from edge.hub.compare import Accuracy, Comparison, Interval
 from edge.hub.queries import DeviceRow, Gap, ResultRow
 
 MISSING = "-"
@@ -96,7 +97,7 @@ def gaps_table(rows: Sequence[Gap]) -> str:
     )
 
 
-def as_json(rows: Sequence[DeviceRow | ResultRow | Gap]) -> str:
+def as_json(rows: Sequence[DeviceRow | ResultRow | Gap | Comparison]) -> str:
     """A JSON array of the rows, times as RFC 3339 UTC."""
     documents = []
     for row in rows:
@@ -108,3 +109,45 @@ def as_json(rows: Sequence[DeviceRow | ResultRow | Gap]) -> str:
                 document[key] = time_text(value)
         documents.append(document)
     return json.dumps(documents, indent=1)
+
+
+def comparison_text(c: Comparison) -> str:
+    """``edge hub compare``: the two engines on the studies both scored, one line each."""
+    lines = [
+        f"site {c.site}: engine {c.engine} vs {c.other}, on {c.studies} studies scored by both"
+        f" ({c.partial} left out: shadow skipped some images)",
+        f"suspicious calls: both {c.both}, {c.engine} only {c.engine_only},"
+        f" {c.other} only {c.other_only}, neither {c.neither}",
+        f"agreement {_percent(c.agreement)}, Cohen's kappa {_number(c.kappa)}",
+        f"suspicious rate {c.engine} {_percent(c.suspicious_rate)},"
+        f" {c.other} {_percent(c.other_suspicious_rate)}"
+        f" (change {_number(c.rate_change_pp, '{:+.1f} pp')})",
+        f"score correlation: Pearson {_number(c.pearson)}, Spearman {_number(c.spearman)}",
+    ]
+    if c.accuracy is None or c.other_accuracy is None:
+        lines.append("outcomes: none given (--outcomes FILE.csv)")
+        return "\n".join(lines)
+    lines.append(f"outcomes known for {c.with_outcome} studies, {c.cancers} cancers:")
+    lines += [_accuracy_line(c.engine, c.accuracy), _accuracy_line(c.other, c.other_accuracy)]
+    return "\n".join(lines)
+
+
+def _accuracy_line(name: str, a: Accuracy) -> str:
+    return (
+        f"  {name}: sensitivity {_interval(a.sensitivity)}, specificity "
+        f"{_interval(a.specificity)}, AUC {_interval(a.auc)}"
+    )
+
+
+def _interval(value: Interval | None) -> str:
+    if value is None:
+        return MISSING
+    return f"{value.value:.3f} (95% CI {value.low:.3f}-{value.high:.3f})"
+
+
+def _percent(value: float | None) -> str:
+    return MISSING if value is None else f"{100 * value:.1f}%"
+
+
+def _number(value: float | None, form: str = "{:.3f}") -> str:
+    return MISSING if value is None else form.format(value)

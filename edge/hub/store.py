@@ -34,7 +34,7 @@ from edge.hub.messages import (
     ResultRecord,
     StatusRecord,
 )
-from edge.hub.tables import devices, events, rejects, results, seq_resets
+from edge.hub.tables import devices, events, rejects, results, seq_resets, shadow_scores
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,9 @@ class Store:
             self._count_redelivery(connection, record.id, now)
             report.duplicates += 1
             return
+        shadow = _shadow_row(record)
+        if shadow is not None:
+            connection.execute(shadow_scores.insert().values(**shadow))
         report.stored += 1
         tally.result(record)
         tally.missing(state.site, state.device, missing)
@@ -367,6 +370,28 @@ def _result_row(record: ResultRecord, epoch: int, now: datetime) -> dict[str, An
         "received_at": now,
         "deliveries": 1,
         "last_delivery_at": now,
+    }
+
+
+def _shadow_row(record: ResultRecord) -> dict[str, Any] | None:
+    """The result's ``shadow`` object as a ``shadow_scores`` row (None: it has none)."""
+    shadow = record.document.get("shadow")
+    if not isinstance(shadow, dict):
+        return None
+    model, study = shadow["model"], shadow["study"]
+    return {
+        "result_id": record.id,
+        "site": record.site,
+        "device": record.device,
+        "model_name": model["name"],
+        "model_version": model["version"],
+        "model_sha256": model["sha256"],
+        "score": study["score"],
+        "suspicious": study["suspicious"],
+        "threshold": study["threshold"],
+        "skipped": shadow["skipped"],
+        "breasts": shadow["breasts"],
+        "images": shadow["images"],
     }
 
 

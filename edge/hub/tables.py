@@ -3,6 +3,8 @@
 Times are stored as UTC without a zone (the two databases agree on that form).
 
 - ``results``: one row per result ``id``, however often it was delivered.
+- ``shadow_scores``: a result's ``shadow`` object (a candidate engine's scores of the
+  same study), one row per result that has one, for ``edge hub compare``.
 - ``devices``: one row per appliance: its latest status and health, and where its
   ``seq`` numbering stands (``epoch`` counts the times it started again from 1).
 - ``events``: quarantined files, errors and the like, one row per distinct message.
@@ -57,6 +59,24 @@ results = Table(
     Column("last_delivery_at", DateTime, nullable=False),
     Index("results_device_seq", "site", "device", "epoch", "seq"),
     Index("results_created", "created_at"),
+)
+
+shadow_scores = Table(
+    "shadow_scores",
+    metadata,
+    Column("result_id", String(32), primary_key=True, comment="the results row it belongs to"),
+    Column("site", String(64), nullable=False),
+    Column("device", String(64), nullable=False),
+    Column("model_name", Text, nullable=False, comment="the engine that scored in shadow"),
+    Column("model_version", Text, nullable=False),
+    Column("model_sha256", String(64), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("suspicious", Boolean, nullable=False, comment="at the shadow engine's threshold"),
+    Column("threshold", Float, nullable=False),
+    Column("skipped", Integer, nullable=False, comment="images of the study it did not score"),
+    Column("breasts", JSON, nullable=False),
+    Column("images", JSON, nullable=False),
+    Index("shadow_scores_site_model", "site", "model_version"),
 )
 
 devices = Table(

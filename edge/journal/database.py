@@ -93,6 +93,15 @@ CREATE TABLE IF NOT EXISTS sequence (
     device TEXT PRIMARY KEY,
     seq INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS shadow_images (
+    sop_uid TEXT PRIMARY KEY REFERENCES images (sop_uid),
+    engine_name TEXT NOT NULL,
+    engine_version TEXT NOT NULL,
+    engine_sha256 TEXT NOT NULL,
+    engine_backend TEXT NOT NULL,
+    score REAL NOT NULL,
+    threshold REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at TEXT NOT NULL,

@@ -1,7 +1,8 @@
 """The ``images``, ``results``, ``outbox`` and ``sequence`` tables.
 
 ``images`` holds one row per scored SOP Instance UID: what the study assembler
-needs to rebuild an open study without decoding again. ``results`` holds one row
+needs to rebuild an open study without decoding again; ``shadow_images`` the shadow
+engine's score of it, when one scored it (in the same transaction). ``results`` holds one row
 per study result with its per-device ``seq`` and exact payload, so that a result is
 replayed after a crash, never recomputed differently. ``outbox`` holds the results
 on their way to the broker, at most ``outbox_max``, deleted at the broker's PUBACK;
@@ -19,7 +20,14 @@ from typing import Any
 
 from edge.journal.database import JournalBase, path_key
 from edge.journal.records import Backlog, OutboxEntry, ResultSummary
-from edge.types import EngineInfo, ImageHeader, ImageScore, IncomingFile, StudyResult
+from edge.types import (
+    EngineInfo,
+    ImageHeader,
+    ImageScore,
+    IncomingFile,
+    ShadowScore,
+    StudyResult,
+)
 
 
 class ResultRows(JournalBase):
@@ -45,6 +53,17 @@ class ResultRows(JournalBase):
                     time.time(),
                 ),
             )
+            if score.shadow is not None:
+                shadow = score.shadow
+                db.execute(
+                    "INSERT INTO shadow_images VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        header.sop_uid,
+                        *_engine_columns(shadow.engine),
+                        shadow.score,
+                        shadow.threshold,
+                    ),
+                )
             db.execute(
                 "UPDATE files SET state = 'scored', updated_at = ? WHERE path = ? AND sop_uid = ?",
                 (time.time(), path_key(source.path), header.sop_uid),
@@ -54,7 +73,13 @@ class ResultRows(JournalBase):
         """Scores of images whose study has no result yet, to rebuild open studies."""
         with self._reading() as db:
             rows = db.execute(
-                "SELECT * FROM images WHERE result_entry IS NULL ORDER BY scored_at"
+                "SELECT images.*, shadow_images.engine_name AS shadow_name,"
+                " shadow_images.engine_version AS shadow_version,"
+                " shadow_images.engine_sha256 AS shadow_sha256,"
+                " shadow_images.engine_backend AS shadow_backend,"
+                " shadow_images.score AS shadow_score, shadow_images.threshold AS shadow_threshold"
+                " FROM images LEFT JOIN shadow_images USING (sop_uid)"
+                " WHERE result_entry IS NULL ORDER BY scored_at"
             ).fetchall()
         now = time.monotonic()
         return [_image_score(row, now) for row in rows]
@@ -152,6 +177,11 @@ class ResultRows(JournalBase):
             if not entries:
                 return 0, 0
             marks = ",".join("?" * len(entries))
+            db.execute(
+                "DELETE FROM shadow_images WHERE sop_uid IN"
+                f" (SELECT sop_uid FROM images WHERE result_entry IN ({marks}))",
+                entries,
+            )
             images = db.execute(f"DELETE FROM images WHERE result_entry IN ({marks})", entries)
             db.execute(f"DELETE FROM results WHERE entry IN ({marks})", entries)
         return len(entries), images.rowcount
@@ -204,4 +234,17 @@ def _image_score(row: sqlite3.Row, detected_at: float) -> ImageScore:
     engine = EngineInfo(
         row["engine_name"], row["engine_version"], row["engine_sha256"], row["engine_backend"]
     )
-    return ImageScore(header, row["score"], engine, timings)
+    return ImageScore(header, row["score"], engine, timings, shadow=_shadow_score(row))
+
+
+def _shadow_score(row: sqlite3.Row) -> ShadowScore | None:
+    if row["shadow_name"] is None:
+        return None
+    engine = EngineInfo(
+        row["shadow_name"], row["shadow_version"], row["shadow_sha256"], row["shadow_backend"]
+    )
+    return ShadowScore(engine, row["shadow_score"], row["shadow_threshold"])
+
+
+def _engine_columns(engine: EngineInfo) -> tuple[str, str, str, str]:
+    return engine.name, engine.version, engine.sha256, engine.backend

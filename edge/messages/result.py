@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-from edge.types import ImageScore, StudyResult
+from edge.types import EngineInfo, ImageScore, ShadowResult, StudyResult
 
 RESULT_SCHEMA = "edge.result/1"
 
@@ -29,7 +29,7 @@ def result_id(
 def result_message(result: StudyResult, *, site: str, device: str, seq: int) -> dict[str, Any]:
     """The ``edge.result/1`` document for ``result``, the ``seq``-th of this device."""
     sop_uids = [image.header.sop_uid for image in result.images]
-    return {
+    message = {
         "schema": RESULT_SCHEMA,
         "id": result_id(site, device, seq, result.study_uid, sop_uids, result.engine.sha256),
         "seq": seq,
@@ -37,12 +37,7 @@ def result_message(result: StudyResult, *, site: str, device: str, seq: int) -> 
         "device": device,
         "study_uid": result.study_uid,
         "accession": result.accession,
-        "model": {
-            "name": result.engine.name,
-            "version": result.engine.version,
-            "sha256": result.engine.sha256,
-            "backend": result.engine.backend,
-        },
+        "model": _model(result.engine),
         "study": {
             "score": _round(result.score),
             "suspicious": result.suspicious,
@@ -58,10 +53,40 @@ def result_message(result: StudyResult, *, site: str, device: str, seq: int) -> 
         "timings_ms": {name: round(value, 2) for name, value in result.timings_ms.items()},
         "created_at": result.created_at,
     }
+    if result.shadow is not None:
+        message["shadow"] = _shadow(result.shadow)
+    return message
 
 
 def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _model(engine: EngineInfo) -> dict[str, str]:
+    return {
+        "name": engine.name,
+        "version": engine.version,
+        "sha256": engine.sha256,
+        "backend": engine.backend,
+    }
+
+
+def _shadow(shadow: ShadowResult) -> dict[str, Any]:
+    """The shadow engine's view of the study: informative only, never the answer."""
+    return {
+        "model": _model(shadow.engine),
+        "study": {
+            "score": _round(shadow.score),
+            "suspicious": shadow.suspicious,
+            "threshold": shadow.threshold,
+        },
+        "breasts": {
+            side: {"score": _round(breast.score), "suspicious": breast.suspicious}
+            for side, breast in sorted(shadow.breasts.items())
+        },
+        "images": [{"sop_uid": sop, "score": _round(score)} for sop, score in shadow.images],
+        "skipped": shadow.skipped,
+    }
 
 
 def _image(image: ImageScore) -> dict[str, Any]:

@@ -22,9 +22,10 @@ from collections.abc import Callable
 import numpy as np
 
 from edge.engines.engine import Engine
+from edge.engines.shadow import ShadowBudget
 from edge.errors import EngineError
 from edge.pipeline import findings
-from edge.types import EngineInfo, Finding, ImageScore, ModelInput
+from edge.types import EngineInfo, Finding, ImageScore, ModelInput, ShadowScore
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,12 @@ ScoreCallback = Callable[[ImageScore], None]
 #: called with the image, the reason (``infer_failed``: the engine failed on its
 #: batch; ``internal_error``: handling its score failed) and the exception
 FailureCallback = Callable[[ModelInput, str, Exception], None]
+#: a health counter: name and amount (``shadow_scored``, ``shadow_skipped``, ``shadow_failed``)
+CountCallback = Callable[[str, int], None]
+
+
+def _no_count(name: str, amount: int) -> None:
+    """Counters dropped: for a worker built without health (the tests' own)."""
 
 
 class InferenceWorker:
@@ -47,8 +54,16 @@ class InferenceWorker:
         on_score: ScoreCallback,
         on_failure: FailureCallback,
         in_use: Callable[[], set[EngineInfo]] = set,
+        *,
+        budget: ShadowBudget | None = None,
+        count: CountCallback = _no_count,
     ) -> None:
         self._engines: dict[EngineInfo, Engine] = {engine.info: engine}
+        self._shadow: Engine | None = None
+        #: shadow engines replaced or dropped, closed by the worker thread between batches
+        self._unshadowed: list[Engine] = []
+        self._budget = budget
+        self._count = count
         self._current = engine.info
         self._engines_lock = threading.Lock()
         self._in_use = in_use
@@ -97,10 +112,40 @@ class InferenceWorker:
                 raise EngineError(f"engine {info.version} is not loaded")
             self._current = info
 
+    @property
+    def shadow(self) -> Engine | None:
+        """The engine scoring in shadow, if any."""
+        with self._engines_lock:
+            return self._shadow
+
+    def set_shadow(self, engine: Engine | None) -> None:
+        """Shadow with ``engine`` from the next batch (None: stop); the one it replaces
+        closes on the worker thread, never under a batch."""
+        with self._engines_lock:
+            previous, self._shadow = self._shadow, engine
+            if previous is not None and previous is not engine:
+                self._unshadowed.append(previous)
+
+    def take_shadow(self, info: EngineInfo) -> Engine | None:
+        """Stop shadowing and hand over the shadow engine, still loaded and warm, when it
+        is ``info`` (an activation of the shadow engine: no reload)."""
+        with self._engines_lock:
+            shadow = self._shadow
+            if shadow is None or (shadow.info.name, shadow.info.version, shadow.info.sha256) != (
+                info.name,
+                info.version,
+                info.sha256,
+            ):
+                return None
+            self._shadow = None
+            return shadow
+
     def close_engines(self) -> None:
         """Close every engine (after :meth:`stop`)."""
         with self._engines_lock:
             engines, self._engines = list(self._engines.values()), {}
+            engines += self._unshadowed + ([self._shadow] if self._shadow else [])
+            self._shadow, self._unshadowed = None, []
         for engine in engines:
             engine.close()
 
@@ -162,6 +207,11 @@ class InferenceWorker:
     def _close_retired(self) -> None:
         # Runs on the worker thread only, so no batch is ever scored by a closing engine.
         with self._engines_lock:
+            unshadowed, self._unshadowed = self._unshadowed, []
+        for engine in unshadowed:
+            engine.close()
+            log.info("engine %s no longer scores in shadow: closed", engine.info.version)
+        with self._engines_lock:
             if len(self._engines) == 1:  # only the current one: nothing to retire
                 return
         in_use = self._in_use()
@@ -177,8 +227,9 @@ class InferenceWorker:
     def _score(self, engine: Engine, batch: list[ModelInput]) -> None:
         started = time.perf_counter()
         self.busy_since = time.monotonic()
+        tensors = _stacked(batch)
         try:
-            scores, maps = engine.evaluate(_stacked(batch))
+            scores, maps = engine.evaluate(tensors)
         except Exception as exc:  # any backend failure fails its images
             log.exception("inference failed for a batch of %d", len(batch))
             for item in batch:
@@ -188,14 +239,45 @@ class InferenceWorker:
             self.busy_since = None
         elapsed_ms = (time.perf_counter() - started) * 1000
         device = engine.backend.last_timings_ms()
+        shadows = self._shadow_scores(engine, tensors, elapsed_ms)
         for index, (item, score) in enumerate(zip(batch, scores, strict=True)):
             timings = {**item.header.timings_ms, **item.timings_ms, "infer": elapsed_ms, **device}
             try:
                 located = _findings(engine, None if maps is None else maps[index], item)
-                self._on_score(ImageScore(item.header, score, engine.info, timings, located))
+                self._on_score(
+                    ImageScore(
+                        item.header, score, engine.info, timings, located, shadow=shadows[index]
+                    )
+                )
             except Exception as exc:  # a fault past scoring fails this image, not the worker
                 log.exception("handling an image's score failed")
                 self._fail(item, "internal_error", exc)
+
+    def _shadow_scores(
+        self, engine: Engine, tensors: np.ndarray, serving_ms: float
+    ) -> list[ShadowScore | None]:
+        """The shadow engine's scores of the batch just served, where its budget admits it;
+        a failure of the shadow is counted and logged, and never fails an image."""
+        count = len(tensors)
+        shadow = self.shadow
+        if shadow is None or shadow.info == engine.info or self._budget is None:
+            return [None] * count
+        admission = self._budget.admit(self.depth)
+        if not admission.admitted or shadow.preprocessing != engine.preprocessing:
+            self._budget.record(serving_ms, 0.0)
+            self._count("shadow_skipped", count)
+            return [None] * count
+        started = time.perf_counter()
+        try:
+            scores = _in_batches(shadow, tensors)
+        except Exception:  # a candidate's fault must never touch the serving path
+            log.exception("shadow engine %s failed on a batch of %d", shadow.info.version, count)
+            self._budget.record(serving_ms, 0.0)
+            self._count("shadow_failed", count)
+            return [None] * count
+        self._budget.record(serving_ms, (time.perf_counter() - started) * 1000)
+        self._count("shadow_scored", count)
+        return [ShadowScore(shadow.info, score, shadow.threshold) for score in scores]
 
     def _fail(self, item: ModelInput, reason: str, error: Exception) -> None:
         """Report ``item`` as failed; the worker thread outlives any fault in doing so."""
@@ -212,6 +294,16 @@ def _findings(
     if engine.suspicion_map is None or suspicion is None:
         return ()
     return findings.locate(engine.suspicion_map, suspicion, item.header, engine.preprocessing)
+
+
+def _in_batches(engine: Engine, tensors: np.ndarray) -> list[float]:
+    """Score ``tensors`` on ``engine`` in batches it accepts (its limit may be lower)."""
+    size = engine.backend.max_batch
+    return [
+        score
+        for at in range(0, len(tensors), size)
+        for score in engine.score(tensors[at : at + size])
+    ]
 
 
 def _stacked(batch: list[ModelInput]) -> np.ndarray:
