@@ -184,11 +184,7 @@ class StudyAssembler:
 
     def _result(self, study: _OpenStudy, closed_by: str) -> StudyResult:
         started = time.perf_counter()
-        images = tuple(
-            sorted(
-                study.scores, key=lambda s: (s.header.laterality, s.header.view, s.header.sop_uid)
-            )
-        )
+        images = _in_view_order(study.scores)
         engine = images[-1].engine
         threshold = self._threshold(engine)
         breasts = {}
@@ -233,3 +229,9 @@ class StudyAssembler:
             f", missing {','.join(missing)}" if missing else "",
         )
         return result
+
+
+def _in_view_order(scores: list[ImageScore]) -> tuple[ImageScore, ...]:
+    return tuple(
+        sorted(scores, key=lambda s: (s.header.laterality, s.header.view, s.header.sop_uid))
+    )
