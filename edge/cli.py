@@ -402,15 +402,22 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench.add_argument(
         "--cstore-only", action="store_true", help="only the studies sent by DICOM C-STORE"
     )
+    bench.add_argument(
+        "--shadow",
+        action="store_true",
+        help="only the serving latency with and without a shadow engine (its own run)",
+    )
     bench.set_defaults(handler=_bench)
 
 
 def _bench(args: argparse.Namespace) -> int:
     from edge.tools.bench import BenchError
     from edge.tools.bench.runner import options_from_args, run_bench
+    from edge.tools.bench.shadow import run_shadow_bench
 
     try:
-        run_bench(options_from_args(args))
+        options = options_from_args(args)
+        run_shadow_bench(options) if args.shadow else run_bench(options)
     except BenchError as exc:
         print(f"bench error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -119,6 +119,14 @@ def test_the_budget_refuses_while_images_wait_and_beyond_its_share() -> None:
     assert shared.admit(waiting=5).admitted
 
 
+def test_a_study_is_shadowed_whole_or_not_at_all() -> None:
+    budget = ShadowBudget(ShadowConfig(when_idle=True))
+    assert budget.admit_study("1.1", waiting=0)  # admitted at its first image
+    assert budget.admit_study("1.1", waiting=7)  # its later images follow, however busy
+    assert not budget.admit_study("1.2", waiting=7)  # refused at its first image...
+    assert not budget.admit_study("1.2", waiting=0)  # ...and for the rest of it
+
+
 def test_a_failing_shadow_is_counted_and_never_fails_the_image(tmp_path: Path) -> None:
     a = engine(tmp_path, "A")
     b = engine(tmp_path, "B", scale=2.0)

@@ -164,3 +164,35 @@ def test_serve_a_shadow_b_compare_then_activate_b(
     assert health["counters"]["shadow_scored"] == 4 * shadowed_count
     assert health["counters"]["errors"] == 0
     assert daemon.stop() == 0
+
+
+def test_restart_hot_swap_and_rollback_keep_the_shadow(
+    tmp_path: Path, broker: Broker, subscriber: Subscriber
+) -> None:
+    config = install_engines(tmp_path, broker.port)
+    private = tmp_path / "keys" / "vendor.key"
+    c = make_signed_bundle(tmp_path / "C", private, version="C", threshold=0.6, scale=5.0)
+    assert edge_cli("engines", "install", c, "--config", config).returncode == 0
+    shadow = edge_cli("engines", "shadow", "B", "--config", config)
+    assert shadow.returncode == 0, shadow.stderr
+    export = tmp_path / "export"
+    first = 0
+    for step, serving in (("start", "A"), ("activate C", "C"), ("rollback", "A"), ("restart", "A")):
+        if step == "start" or step == "restart":
+            daemon = DaemonProcess(config)
+            daemon.start()
+            daemon.wait_log(SERVING, timeout=120)
+            daemon.wait_log("engine test-engine B now scores in shadow", timeout=120)
+        else:
+            done = edge_cli(*step.split(), "--config", config)
+            assert done.returncode == 0, done.stderr
+            daemon.wait_log(f"engine test-engine {serving} now scores new studies", timeout=120)
+        got = collect(subscriber, len(stream(export, [0, 1], first)))
+        first += 2
+        for result in got.values():
+            assert result["model"]["version"] == serving, step
+            assert result["shadow"]["model"]["version"] == "B", step
+            assert result["shadow"]["skipped"] == 0, step
+        if step == "rollback":
+            assert daemon.stop() == 0
+    assert daemon.stop() == 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from edge.bundle.files import write_atomically
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 SHADOW = "shadow"
 #: batches over which the shadow's share of inference time is measured
 SHARE_WINDOW = 64
+#: studies whose admission is remembered (far more than are ever open at once)
+STUDIES_REMEMBERED = 1000
 
 
 # -- the store's ``shadow`` pointer -----------------------------------------------------------
@@ -107,13 +109,33 @@ class Admission:
 
 
 class ShadowBudget:
-    """Admits shadow batches within ``engine.shadow``: idle only, and a time share."""
+    """Admits studies to the shadow within ``engine.shadow``: idle only, and a time share.
+
+    The decision is taken at a study's first image scored and kept for the rest of it,
+    so that a study is shadowed whole or not at all: a partly shadowed study cannot be
+    compared with its serving result. An admitted study's few remaining images are
+    scored in shadow whatever waits (at most a study's worth of shadow work).
+    """
 
     def __init__(self, config: ShadowConfig) -> None:
         self._config = config
         #: (serving ms, shadow ms) of the last batches; 0 shadow ms when not shadowed
         self._window: deque[tuple[float, float]] = deque(maxlen=SHARE_WINDOW)
+        self._decided: OrderedDict[str, bool] = OrderedDict()
         self._lock = threading.Lock()
+
+    def admit_study(self, study_uid: str, waiting: int) -> bool:
+        """Whether the study's images are scored in shadow (decided at its first image)."""
+        with self._lock:
+            known = self._decided.get(study_uid)
+        if known is not None:
+            return known
+        admitted = self.admit(waiting).admitted
+        with self._lock:
+            self._decided[study_uid] = admitted
+            while len(self._decided) > STUDIES_REMEMBERED:
+                self._decided.popitem(last=False)
+        return admitted
 
     def admit(self, waiting: int) -> Admission:
         """``waiting``: images queued for the serving engine right now."""

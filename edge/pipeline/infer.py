@@ -239,7 +239,7 @@ class InferenceWorker:
             self.busy_since = None
         elapsed_ms = (time.perf_counter() - started) * 1000
         device = engine.backend.last_timings_ms()
-        shadows = self._shadow_scores(engine, tensors, elapsed_ms)
+        shadows = self._shadow_scores(engine, batch, tensors, elapsed_ms)
         for index, (item, score) in enumerate(zip(batch, scores, strict=True)):
             timings = {**item.header.timings_ms, **item.timings_ms, "infer": elapsed_ms, **device}
             try:
@@ -254,30 +254,39 @@ class InferenceWorker:
                 self._fail(item, "internal_error", exc)
 
     def _shadow_scores(
-        self, engine: Engine, tensors: np.ndarray, serving_ms: float
+        self, engine: Engine, batch: list[ModelInput], tensors: np.ndarray, serving_ms: float
     ) -> list[ShadowScore | None]:
-        """The shadow engine's scores of the batch just served, where its budget admits it;
-        a failure of the shadow is counted and logged, and never fails an image."""
-        count = len(tensors)
-        shadow = self.shadow
-        if shadow is None or shadow.info == engine.info or self._budget is None:
-            return [None] * count
-        admission = self._budget.admit(self.depth)
-        if not admission.admitted or shadow.preprocessing != engine.preprocessing:
-            self._budget.record(serving_ms, 0.0)
-            self._count("shadow_skipped", count)
-            return [None] * count
+        """The shadow engine's scores of the batch just served, for the images of studies
+        its budget admitted; a failure of the shadow is counted and logged, and never
+        fails an image."""
+        scores: list[ShadowScore | None] = [None] * len(batch)
+        shadow, budget = self.shadow, self._budget
+        if shadow is None or shadow.info == engine.info or budget is None:
+            return scores
+        chosen = [
+            index
+            for index, item in enumerate(batch)
+            if shadow.preprocessing == engine.preprocessing
+            and budget.admit_study(item.header.study_uid, self.depth)
+        ]
+        if len(chosen) < len(batch):
+            self._count("shadow_skipped", len(batch) - len(chosen))
+        if not chosen:
+            budget.record(serving_ms, 0.0)
+            return scores
         started = time.perf_counter()
         try:
-            scores = _in_batches(shadow, tensors)
+            values = _in_batches(shadow, tensors[chosen])
         except Exception:  # a candidate's fault must never touch the serving path
-            log.exception("shadow engine %s failed on a batch of %d", shadow.info.version, count)
-            self._budget.record(serving_ms, 0.0)
-            self._count("shadow_failed", count)
-            return [None] * count
-        self._budget.record(serving_ms, (time.perf_counter() - started) * 1000)
-        self._count("shadow_scored", count)
-        return [ShadowScore(shadow.info, score, shadow.threshold) for score in scores]
+            log.exception("shadow engine %s failed on %d images", shadow.info.version, len(chosen))
+            budget.record(serving_ms, 0.0)
+            self._count("shadow_failed", len(chosen))
+            return scores
+        budget.record(serving_ms, (time.perf_counter() - started) * 1000)
+        self._count("shadow_scored", len(chosen))
+        for index, value in zip(chosen, values, strict=True):
+            scores[index] = ShadowScore(shadow.info, value, shadow.threshold)
+        return scores
 
     def _fail(self, item: ModelInput, reason: str, error: Exception) -> None:
         """Report ``item`` as failed; the worker thread outlives any fault in doing so."""

@@ -137,7 +137,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     print(f"bench: working in {work}; load average {load_start[0]:.2f}")
     try:
-        config = _base_config(options.config, work)
+        config = base_config(options.config, work)
         if options.cstore_only:
             return _cstore_only(options, config, work, load_start)
         measured, engine_info = _measure(options, config, work)
@@ -151,7 +151,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         "edge_version": __version__,
         "quick": options.quick,
         "notes": _notes(options),
-        "machine": _machine(config, load_start),
+        "machine": machine(config, load_start),
         "engine": engine_info,
         "encodings": list(options.encodings),
     }
@@ -245,7 +245,7 @@ def _cstore_only(
     document = {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "edge_version": __version__,
-        "machine": _machine(config, load_start),
+        "machine": machine(config, load_start),
         "cstore": section,
     }
     print()
@@ -254,7 +254,7 @@ def _cstore_only(
     return document
 
 
-def _base_config(path: Path | None, work: Path) -> Config:
+def base_config(path: Path | None, work: Path) -> Config:
     """The configuration the bench's daemons start from, in the bench's own folders.
 
     The engine the box serves now (the store's current one, else ``engine.bundle``)
@@ -286,7 +286,7 @@ def _demo_config(work: Path) -> Config:
     )
 
 
-def _machine(config: Config, load_start: tuple[float, float, float]) -> dict[str, Any]:
+def machine(config: Config, load_start: tuple[float, float, float]) -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count() or 1,
         "cpu_model": _cpu_model(),

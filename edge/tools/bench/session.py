@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge.config import Config
 from edge.daemon import SERVING
@@ -105,6 +106,16 @@ class BenchSession:
             with _phase(f"burst: {burst_studies} studies dropped at once"):
                 burst = phases.burst(rig, encodings, burst_studies, daemon.pid)
         return LatencyFigures(e2e, e2e_burst, publish_ms, burst)
+
+    def serving_latency(
+        self, name: str, encodings: tuple[str, ...], repeats: int
+    ) -> tuple[list[phases.StudySample], dict[str, Any]]:
+        """``e2e`` alone on a daemon of ``self.config``, and its last health (counters)."""
+        with self._daemon(name, health_interval_s=1.0) as (_daemon, rig):
+            with _phase(f"{name}: views {MODALITY_GAP_S:g} s apart, {repeats} per encoding"):
+                samples = phases.arrivals(rig, encodings, repeats, MODALITY_GAP_S)
+            health = self.listener.wait_health(after=time.monotonic(), timeout=30)
+        return samples, health
 
     def footprint(
         self, encodings: tuple[str, ...], *, idle_s: float, warm_up: int, soak: int
