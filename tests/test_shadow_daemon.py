@@ -184,7 +184,7 @@ def test_restart_hot_swap_and_rollback_keep_the_shadow(
             daemon.wait_log(SERVING, timeout=120)
             daemon.wait_log("engine test-engine B now scores in shadow", timeout=120)
         else:
-            done = edge_cli(*step.split(), "--config", config)
+            done = edge_cli("engines", *step.split(), "--config", config)
             assert done.returncode == 0, done.stderr
             daemon.wait_log(f"engine test-engine {serving} now scores new studies", timeout=120)
         got = collect(subscriber, len(stream(export, [0, 1], first)))
