@@ -190,6 +190,8 @@ def test_edge_engines_shadow_names_checks_and_clears_the_candidate(tmp_path: Pat
     done = edge_cli("engines", "shadow", "B", "--config", config)
     assert done.returncode == 0, done.stderr
     assert "self-test" in done.stdout and (store.root / SHADOW).read_text() == "test-engine/B\n"
+    listing = edge_cli("engines", "list", "--config", config).stdout
+    assert "shadow   test-engine/B" in listing and "current  test-engine/A" in listing
     removal = edge_cli("engines", "remove", "B", "--config", config)
     assert removal.returncode != 0 and "scores in shadow" in removal.stderr
     off = edge_cli("engines", "shadow", "--off", "--config", config)

@@ -57,12 +57,13 @@ def _step_printer(out: Out) -> Callable[[str, str], None]:
 
 def list_engines(config: Config, out: Out) -> None:
     store = store_of(config)
-    current, previous = store.current(), store.previous()
+    current, previous, shadow = store.current(), store.previous(), shadow_ref(store)
     engines = store.installed()
     if not engines:
         out(f"no engines installed in {store.root}")
+    marks = {previous: "previous", shadow: "shadow", current: "current"}
     for engine in engines:
-        mark = "current" if engine.ref == current else "previous" if engine.ref == previous else ""
+        mark = marks.get(engine.ref, "")
         signed = f"signed by {engine.signed_by}" if engine.signed_by else "UNSIGNED"
         out(f"{mark:<8} {engine.ref}  {signed}  installed {engine.installed_at}")
     ok, why = _backend_line(config.engine.backend)
