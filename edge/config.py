@@ -55,15 +55,16 @@ class ShadowConfig(StrictModel):
     when_idle: bool = Field(
         True,
         title="Shadow only when idle",
-        description="Score an image in shadow only when no other image waits for the "
-        "serving engine; images skipped are counted (health counters.shadow_skipped).",
+        description="Admit a study to the shadow (at its first image) only when no other "
+        "image waits for the serving engine; images skipped are counted (health "
+        "counters.shadow_skipped).",
     )
     max_share: Annotated[float, Field(gt=0, le=1)] = Field(
         0.5,
         title="Maximum share of inference time",
         description="The shadow engine's largest share of the inference worker's time "
-        "over its recent batches (0.5: as much as the serving engine); beyond it, images "
-        "are skipped and counted.",
+        "over its recent batches (0.5: as much as the serving engine); beyond it, new "
+        "studies are not shadowed, and their images are counted as skipped.",
     )
 
 

@@ -129,13 +129,9 @@ class Daemon:
         self.assembler = StudyAssembler(config.study.quiet_s, self.switch.threshold_of)
         self.assembler.serve(engine.info)
         self.infer = InferenceWorker(
-            engine,
-            self._on_score,
-            self._on_infer_failure,
-            self.assembler.engines_in_use,
-            budget=ShadowBudget(config.engine.shadow),
-            count=self.metrics.count,
-        )
+            engine, self._on_score, self._on_infer_failure, self.assembler.engines_in_use,
+            budget=ShadowBudget(config.engine.shadow), count=self.metrics.count,
+        )  # fmt: skip
         self.switch.attach(self.infer, self.assembler)
         self.publisher = Publisher(
             self._make_link,

@@ -19,10 +19,11 @@ from schemas import conforms
 from support import write_config
 
 from edge.bundle.manifest import load_bundle
-from edge.config import ShadowConfig
+from edge.config import ShadowConfig, load_config
 from edge.engines.engine import Engine
 from edge.engines.shadow import SHADOW, ShadowBudget
 from edge.engines.store import EngineStore
+from edge.errors import ConfigError
 from edge.journal import Journal
 from edge.messages.result import result_message
 from edge.pipeline.infer import InferenceWorker
@@ -201,3 +202,12 @@ def test_edge_engines_shadow_names_checks_and_clears_the_candidate(tmp_path: Pat
     assert activation.returncode == 0, activation.stderr
     assert "no longer scores in shadow" in activation.stdout
     assert not (store.root / SHADOW).exists() and str(store.current()) == "test-engine/B"
+
+
+def test_an_invalid_shadow_budget_fails_at_load_with_its_key(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 1883, engine={"shadow": {"max_share": 0}})
+    with pytest.raises(ConfigError, match=r"engine\.shadow\.max_share"):
+        load_config(path)
+    path = write_config(tmp_path, 1883, engine={"shadow": {"idle": True}})
+    with pytest.raises(ConfigError, match=r"engine\.shadow\.idle"):
+        load_config(path)
