@@ -352,13 +352,9 @@ def _add_hub_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     results.add_argument("--suspicious", action="store_true", help="only suspicious studies")
     results.add_argument("--limit", type=int, default=1000, help="at most this many rows")
     actions.add_parser("gaps", parents=[late], help="seq numbers missing per device")
-    compare = actions.add_parser(
-        "compare", parents=[late], help="two engines on the studies both scored (shadow)"
-    )
-    compare.add_argument("--site", required=True, help="the site")
-    compare.add_argument("--engine", required=True, help="an engine version (e.g. the serving)")
-    compare.add_argument("--with", dest="other", required=True, help="the other engine version")
-    compare.add_argument("--outcomes", type=Path, help="CSV: study (accession or UID), cancer")
+    from edge.hub.arguments import add_compare  # argparse only: no hub extra needed
+
+    add_compare(actions, late)
     actions.add_parser("check", parents=[late], help="validate the configuration and exit")
     add_console_actions(actions, late)
 
@@ -385,28 +381,9 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench = commands.add_parser(
         "bench", help="measure latency, throughput and footprint against a naive pipeline"
     )
-    bench.add_argument("--config", type=Path, help="a box's configuration (default: demo engine)")
-    bench.add_argument("--json", type=Path, dest="json_path", help="write the figures here")
-    bench.add_argument("--chart", type=Path, dest="chart_path", help="write the PNG chart here")
-    bench.add_argument("--quick", action="store_true", help="a short run (under two minutes)")
-    bench.add_argument("--encodings", default="rle,explicit_vr,jpeg2000", help="comma-separated")
-    bench.add_argument(
-        "--soak-encodings", default="rle,explicit_vr", help="encodings fed in the soak"
-    )
-    bench.add_argument("--repeats", type=int, help="studies per encoding and arrival pattern")
-    bench.add_argument("--burst-studies", type=int, help="studies dropped at once (default 50)")
-    bench.add_argument("--soak-images", type=int, help="images fed in the soak (default 2000)")
-    bench.add_argument("--idle-s", type=float, help="seconds of idle CPU measurement (default 30)")
-    bench.add_argument("--cache-dir", type=Path, help="where re-encoded templates are kept")
-    bench.add_argument("--keep", action="store_true", help="keep the bench's working folder")
-    bench.add_argument(
-        "--cstore-only", action="store_true", help="only the studies sent by DICOM C-STORE"
-    )
-    bench.add_argument(
-        "--shadow",
-        action="store_true",
-        help="only the serving latency with and without a shadow engine (its own run)",
-    )
+    from edge.tools.bench.arguments import add_arguments
+
+    add_arguments(bench)
     bench.set_defaults(handler=_bench)
 
 
