@@ -352,9 +352,11 @@ def _add_hub_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     results.add_argument("--suspicious", action="store_true", help="only suspicious studies")
     results.add_argument("--limit", type=int, default=1000, help="at most this many rows")
     actions.add_parser("gaps", parents=[late], help="seq numbers missing per device")
-    from edge.hub.arguments import add_compare  # argparse only: no hub extra needed
-
-    add_compare(actions, late)
+    compare = actions.add_parser("compare", parents=[late], help="two engines, studies both scored")
+    compare.add_argument("--site", required=True, help="the site")
+    compare.add_argument("--engine", required=True, help="an engine version (e.g. the serving)")
+    compare.add_argument("--with", dest="other", required=True, help="the other engine version")
+    compare.add_argument("--outcomes", type=Path, help="CSV: study (accession or UID), cancer")
     actions.add_parser("check", parents=[late], help="validate the configuration and exit")
     add_console_actions(actions, late)
 
