@@ -189,9 +189,8 @@ def _add_engine_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     activate.add_argument("version", help="version, or name/version")
     action("rollback", "make the previous engine current again", _rollback)
     shadow = action("shadow", "score an installed engine in shadow beside the serving one", _shadow)
-    shadow_what = shadow.add_mutually_exclusive_group(required=True)
-    shadow_what.add_argument("version", nargs="?", help="version, or name/version")
-    shadow_what.add_argument("--off", action="store_true", help="stop shadowing")
+    shadow.add_argument("version", nargs="?", help="version, or name/version")
+    shadow.add_argument("--off", action="store_true", help="stop shadowing (no VERSION)")
     remove = action("remove", "delete an installed engine (never the current one)", _remove)
     remove.add_argument("version", help="version, or name/version")
     # Run by the plan cache in a child process; not a technician's command, so not
@@ -300,7 +299,7 @@ def _rollback(args: argparse.Namespace) -> int:
 def _shadow(args: argparse.Namespace) -> int:
     from edge.engines import commands
 
-    commands.shadow(_load(args.config), None if args.off else args.version, print)
+    commands.shadow(_load(args.config), args.version, print, off=args.off)
     return EXIT_OK
 
 
@@ -392,11 +391,9 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _bench(args: argparse.Namespace) -> int:
     from edge.tools.bench import BenchError
     from edge.tools.bench.runner import options_from_args, run_bench
-    from edge.tools.bench.shadow import run_shadow_bench
 
     try:
-        options = options_from_args(args)
-        run_shadow_bench(options) if args.shadow else run_bench(options)
+        run_bench(options_from_args(args))
     except BenchError as exc:
         print(f"bench error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -38,7 +38,6 @@ from edge.common import signals
 from edge.config import Config
 from edge.credentials import broker_password
 from edge.dicom.service import daemon_hooks, open_receiver
-from edge.engines.shadow import ShadowBudget
 from edge.engines.store import EngineStore
 from edge.engines.switch import EngineSwitch
 from edge.errors import IngestError, JournalError
@@ -129,9 +128,8 @@ class Daemon:
         self.assembler = StudyAssembler(config.study.quiet_s, self.switch.threshold_of)
         self.assembler.serve(engine.info)
         self.infer = InferenceWorker(
-            engine, self._on_score, self._on_infer_failure, self.assembler.engines_in_use,
-            budget=ShadowBudget(config.engine.shadow), count=self.metrics.count,
-        )  # fmt: skip
+            engine, self._on_score, self._on_infer_failure, self.assembler.engines_in_use
+        )
         self.switch.attach(self.infer, self.assembler)
         self.publisher = Publisher(
             self._make_link,
@@ -348,8 +346,7 @@ class Daemon:
             source=self.switch.origin,
             finishing=[info.version for info in self.infer.retiring()],
             last_activation=self.switch.activation,
-            shadow=None if self.infer.shadow is None else self.infer.shadow.info.version,
-            shadow_activation=self.switch.shadow_activation,
+            shadow=self.switch.shadow_state(),
         )
 
     def _backlog(self) -> Backlog | None:

@@ -18,6 +18,7 @@ from edge.hub.compare import auc_interval, compare_engines, wilson
 from edge.hub.database import open_database
 from edge.hub.errors import HubError
 from edge.hub.messages import decode
+from edge.hub.outcomes import parse_outcome, record_outcomes
 from edge.hub.store import Store
 from edge.hub.tables import shadow_scores
 
@@ -129,4 +130,27 @@ def test_edge_hub_compare_prints_the_comparison(tmp_path: Path) -> None:
     engine.dispose()
     text = hub_table(url, "compare", "--site", "clinic-1", "--engine", "1", "--with", "2")
     assert "on 6 studies scored by both" in text and "agreement 66.7%" in text
-    assert "outcomes: none given" in text
+    assert "outcomes: none known" in text
+
+
+def test_accuracy_comes_from_the_hubs_recorded_outcomes(engine: Engine) -> None:
+    documents = [shadowed(i + 1, a, b) for i, (a, b) in enumerate(PAIRS)]
+    store(engine, documents)
+    records = [
+        parse_outcome(
+            {
+                "study_uid": d["study_uid"],
+                "decision": "recall" if d["study"]["score"] >= 0.6 else "no_recall",
+                "pathology": "malignant" if d["study"]["score"] >= 0.6 else None,
+                "read_at": "2025-03-02T09:00:00Z",
+            },
+            index,
+        )
+        for index, d in enumerate(documents[:5])  # the sixth has no outcome yet
+    ]
+    record_outcomes(engine, records, "quality-lead", NOW)
+    with engine.connect() as connection:
+        found = compare_engines(connection, site="clinic-1", engine="1", other="2")
+    assert (found.with_outcome, found.cancers) == (5, 2)
+    assert found.accuracy is not None and found.accuracy.sensitivity is not None
+    assert found.accuracy.sensitivity.value == 1.0

@@ -185,9 +185,11 @@ def rollback(config: Config, out: Out) -> None:
     out(f"rolled back from {current} to {target}")
 
 
-def shadow(config: Config, version: str | None, out: Out) -> None:
+def shadow(config: Config, version: str | None, out: Out, *, off: bool = False) -> None:
     """Name an installed engine to score in shadow (checked and self-tested as for an
-    activation), or stop shadowing (``version`` None); a running daemon follows."""
+    activation), or stop shadowing (``off``); a running daemon follows."""
+    if (version is None) == (not off):
+        raise EngineError("give the VERSION to score in shadow, or --off to stop shadowing")
     store = store_of(config)
     if version is None:
         stopped = clear_shadow(store)

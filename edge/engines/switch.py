@@ -19,13 +19,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from edge.common.clock import now_iso
 from edge.config import Config
 from edge.engines.engine import Engine
 from edge.engines.serving import ServingChoice, choose_serving, load_engine, same_model
-from edge.engines.shadow import check_same_input, shadow_ref, shadow_text
+from edge.engines.shadow import ShadowBudget, check_same_input, shadow_ref, shadow_text
 from edge.engines.signing import load_public_key
 from edge.engines.store import EngineRef, EngineStore, TrustPolicy
 from edge.errors import EngineError
@@ -56,6 +57,8 @@ class EngineHolder(Protocol):
     def set_shadow(self, engine: Engine | None) -> None: ...
 
     def take_shadow(self, info: EngineInfo) -> Engine | None: ...
+
+    def use_budget(self, budget: ShadowBudget, count: Callable[[str, int], None]) -> None: ...
 
 
 class StudyBinder(Protocol):
@@ -102,8 +105,18 @@ class EngineSwitch:
 
     def attach(self, infer: EngineHolder, assembler: StudyBinder) -> None:
         """The stages a switch acts on, once the daemon has built them (a shadow engine
-        named in the store loads at the first tick, beside the serving one)."""
+        named in the store loads at the first tick, beside the serving one, within the
+        budget given to the worker here)."""
         self._infer, self._assembler = infer, assembler
+        infer.use_budget(ShadowBudget(self._config.engine.shadow), self._metrics.count)
+
+    def shadow_state(self) -> dict[str, Any]:
+        """The shadow engine for health: ``version`` (None: none) and ``last_change``."""
+        shadow = None if self._infer is None else self._infer.shadow
+        return {
+            "version": None if shadow is None else shadow.info.version,
+            "last_change": self.shadow_activation,
+        }
 
     def threshold_of(self, info: EngineInfo) -> float:
         """The suspicion threshold of an engine that served or serves."""

@@ -7,7 +7,9 @@ B serving with A in shadow, as after a switch), and reports what a programme's
 quality lead weighs before an upgrade: how often the two agree on the suspicious
 call, each at its own threshold; how the suspicious (recall) rate would move; how
 closely the scores follow each other; and, where outcomes are known, both engines'
-sensitivity, specificity and AUC with 95 % confidence intervals.
+sensitivity, specificity and AUC with 95 % confidence intervals. The outcomes are the
+hub's own (the ``outcomes`` table the console records: ``positive`` or ``negative``;
+``pending`` is not counted), unless the caller gives another source.
 
 A study whose shadow skipped some of its images (the shadow's budget) is left out,
 and counted: its shadow score is not comparable.
@@ -18,10 +20,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, select
 
+from edge.hub.messages import ResultRecord
+from edge.hub.tables import outcomes as outcome_rows
 from edge.hub.tables import results, shadow_scores
 
 #: the normal quantile of a two-sided 95 % interval
@@ -84,6 +89,36 @@ class Comparison:
     other_accuracy: Accuracy | None = None
 
 
+def store_shadow(connection: Connection, record: ResultRecord) -> None:
+    """Keep a result's ``shadow`` object as a ``shadow_scores`` row (called by the store
+    in the transaction that stores the result)."""
+    row = _shadow_row(record)
+    if row is not None:
+        connection.execute(shadow_scores.insert().values(**row))
+
+
+def _shadow_row(record: ResultRecord) -> dict[str, Any] | None:
+    """The result's ``shadow`` object as a ``shadow_scores`` row (None: it has none)."""
+    shadow = record.document.get("shadow")
+    if not isinstance(shadow, dict):
+        return None
+    model, study = shadow["model"], shadow["study"]
+    return {
+        "result_id": record.id,
+        "site": record.site,
+        "device": record.device,
+        "model_name": model["name"],
+        "model_version": model["version"],
+        "model_sha256": model["sha256"],
+        "score": study["score"],
+        "suspicious": study["suspicious"],
+        "threshold": study["threshold"],
+        "skipped": shadow["skipped"],
+        "breasts": shadow["breasts"],
+        "images": shadow["images"],
+    }
+
+
 def compare_engines(
     connection: Connection,
     *,
@@ -95,14 +130,24 @@ def compare_engines(
     """Compare engine versions ``engine`` and ``other`` at ``site`` from the stored rows.
 
     ``outcomes`` maps a study's accession number or Study Instance UID to whether a
-    cancer was found (from the programme's outcome source); without it the accuracy
-    fields stay None.
+    cancer was found; by default the hub's ``outcomes`` table. Without any known
+    outcome the accuracy fields stay None.
     """
     pairs, partial = study_pairs(connection, site=site, engine=engine, other=other)
     comparison = summarise(pairs, partial, site=site, engine=engine, other=other)
-    if outcomes is None:
+    known = stored_outcomes(connection, site) if outcomes is None else outcomes
+    if not known:
         return comparison
-    return with_accuracy(comparison, pairs, outcomes)
+    return with_accuracy(comparison, pairs, known)
+
+
+def stored_outcomes(connection: Connection, site: str) -> dict[str, bool]:
+    """The hub's recorded outcomes at ``site``: Study Instance UID -> cancer (pending
+    outcomes, still waiting for pathology, are left out)."""
+    query = select(outcome_rows.c.study_uid, outcome_rows.c.label).where(
+        outcome_rows.c.site == site, outcome_rows.c.label.in_(("positive", "negative"))
+    )
+    return {row.study_uid: row.label == "positive" for row in connection.execute(query)}
 
 
 def study_pairs(

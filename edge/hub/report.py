@@ -125,7 +125,7 @@ def comparison_text(c: Comparison) -> str:
         f"score correlation: Pearson {_number(c.pearson)}, Spearman {_number(c.spearman)}",
     ]
     if c.accuracy is None or c.other_accuracy is None:
-        lines.append("outcomes: none given (--outcomes FILE.csv)")
+        lines.append("outcomes: none known (the hub's outcomes, or --outcomes FILE.csv)")
         return "\n".join(lines)
     lines.append(f"outcomes known for {c.with_outcome} studies, {c.cancers} cancers:")
     lines += [_accuracy_line(c.engine, c.accuracy), _accuracy_line(c.other, c.other_accuracy)]

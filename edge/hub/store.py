@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from edge.hub.aggregates import Tally
+from edge.hub.compare import store_shadow
 from edge.hub.messages import (
     EventRecord,
     HealthRecord,
@@ -34,7 +35,7 @@ from edge.hub.messages import (
     ResultRecord,
     StatusRecord,
 )
-from edge.hub.tables import devices, events, rejects, results, seq_resets, shadow_scores
+from edge.hub.tables import devices, events, rejects, results, seq_resets
 
 log = logging.getLogger(__name__)
 
@@ -203,9 +204,7 @@ class Store:
             self._count_redelivery(connection, record.id, now)
             report.duplicates += 1
             return
-        shadow = _shadow_row(record)
-        if shadow is not None:
-            connection.execute(shadow_scores.insert().values(**shadow))
+        store_shadow(connection, record)
         report.stored += 1
         tally.result(record)
         tally.missing(state.site, state.device, missing)
@@ -370,28 +369,6 @@ def _result_row(record: ResultRecord, epoch: int, now: datetime) -> dict[str, An
         "received_at": now,
         "deliveries": 1,
         "last_delivery_at": now,
-    }
-
-
-def _shadow_row(record: ResultRecord) -> dict[str, Any] | None:
-    """The result's ``shadow`` object as a ``shadow_scores`` row (None: it has none)."""
-    shadow = record.document.get("shadow")
-    if not isinstance(shadow, dict):
-        return None
-    model, study = shadow["model"], shadow["study"]
-    return {
-        "result_id": record.id,
-        "site": record.site,
-        "device": record.device,
-        "model_name": model["name"],
-        "model_version": model["version"],
-        "model_sha256": model["sha256"],
-        "score": study["score"],
-        "suspicious": study["suspicious"],
-        "threshold": study["threshold"],
-        "skipped": shadow["skipped"],
-        "breasts": shadow["breasts"],
-        "images": shadow["images"],
     }
 
 

@@ -27,9 +27,9 @@ class EngineState:
     #: versions of engines still finishing studies they started
     finishing: list[str]
     last_activation: dict[str, Any] | None
-    #: the engine scoring in shadow (its version), and its last load or failure
-    shadow: str | None = None
-    shadow_activation: dict[str, Any] | None = None
+    #: the engine scoring in shadow: ``version`` (None: none) and ``last_change`` (its
+    #: last load or failure)
+    shadow: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -118,5 +118,5 @@ def _engine(engine: EngineState) -> dict[str, Any]:
         "source": engine.source,
         "finishing": engine.finishing,
         "last_activation": engine.last_activation,
-        "shadow": {"version": engine.shadow, "last_change": engine.shadow_activation},
+        "shadow": engine.shadow or {"version": None, "last_change": None},
     }

@@ -112,6 +112,10 @@ class InferenceWorker:
                 raise EngineError(f"engine {info.version} is not loaded")
             self._current = info
 
+    def use_budget(self, budget: ShadowBudget, count: CountCallback) -> None:
+        """Score in shadow within ``budget``, counting with ``count`` (health's counters)."""
+        self._budget, self._count = budget, count
+
     @property
     def shadow(self) -> Engine | None:
         """The engine scoring in shadow, if any."""

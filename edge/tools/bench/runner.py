@@ -94,6 +94,8 @@ class BenchOptions:
     keep: bool
     #: only the C-STORE phase (with its templates), nothing else
     cstore_only: bool = False
+    #: only the serving latency with and without a shadow engine (edge.tools.bench.shadow)
+    shadow: bool = False
 
 
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
@@ -120,6 +122,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         cache_dir=args.cache_dir or default_cache_dir(),
         keep=args.keep,
         cstore_only=args.cstore_only,
+        shadow=args.shadow,
     )
 
 
@@ -133,6 +136,10 @@ def _encodings(text: str, option: str) -> tuple[str, ...]:
 
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Run every phase, print the table, write the JSON and the chart; return the JSON."""
+    if options.shadow:
+        from edge.tools.bench.shadow import run_shadow_bench  # it builds on this module
+
+        return run_shadow_bench(options)
     load_start = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     print(f"bench: working in {work}; load average {load_start[0]:.2f}")
