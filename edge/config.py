@@ -111,6 +111,18 @@ class DecodeConfig(StrictModel):
         description="A decode running longer is stopped and its file quarantined "
         "(process pool only).",
     )
+    score_tolerance: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.01,
+        description="JPEG 2000 and HTJ2K decode at the coarsest resolution level measured "
+        "to keep the 99th percentile of |score - score of a full decode| within this; "
+        "0 decodes at full resolution.",
+    )
+    gpu: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: JPEG 2000 and HTJ2K decode on the GPU where nvImageCodec and a GPU "
+        "are present, any failure falling back to the CPU (counted in health as "
+        "gpu_decode_fallbacks); off: always on the CPU.",
+    )
 
 
 class MqttConfig(StrictModel):

@@ -65,6 +65,8 @@ class ModelInput:
     timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
     #: the engine it was prepared for and must be scored by (its study's engine)
     engine: EngineInfo | None = field(default=None, compare=False)
+    #: why the GPU decoder failed on it before the CPU decoded it ("": it did not)
+    gpu_fallback: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ PACKAGE = ROOT / "edge"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 50
 #: the libraries only the GPU leaves may import
-GPU_LIBRARIES = {"tensorrt", "cuda", "pycuda"}
-GPU_LEAVES = {"edge.runtimes.tensorrt", "edge.runtimes.cuda"}
+GPU_LIBRARIES = {"tensorrt", "cuda", "pycuda", "nvidia.nvimgcodec"}
+#: the GPU decoder (nvImageCodec) is a leaf of its own beside the runtimes' two
+GPU_LEAVES = {"edge.runtimes.tensorrt", "edge.runtimes.cuda", "edge.pipeline.gpudecode"}
 #: what is not the appliance: the hub, the tools, and the command line that starts them all
 NOT_APPLIANCE = ("edge.hub", "edge.tools", "edge.cli", "edge.__main__")
 

@@ -89,6 +89,7 @@ COUNTERS = (
     "shadow_scored",
     "shadow_skipped",
     "shadow_failed",
+    "gpu_decode_fallbacks",
 )
 
 

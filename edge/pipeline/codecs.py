@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-import math
 import os
 import struct
 import tempfile
@@ -36,6 +35,8 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
+
+from edge.pipeline import gpudecode, levels
 
 try:
     import imagecodecs
@@ -65,6 +66,9 @@ class Request:
     #: wavelet levels in the JPEG 2000 codestream (from its COD marker)
     levels: int = 0
     threads: int = 1
+    #: how far a reduced JPEG 2000 image may be enlarged to the target
+    #: (:mod:`edge.pipeline.levels`); 1 never decodes below the target's size
+    max_enlargement: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,8 @@ class Codec:
     package: str
     decode: Callable[[bytes, Request], tuple[Pixels, int]]
     available: Callable[[], bool]
+    #: runs on the GPU: its failures are counted in health, then the CPU decoders run
+    gpu: bool = False
 
 
 def _imagecodecs_has(codec: str) -> Callable[[], bool]:
@@ -186,21 +192,10 @@ def decode_jpegls(frame: bytes, request: Request) -> tuple[Pixels, int]:
 
 
 def reduce_level(request: Request) -> int:
-    """The most wavelet levels to drop while the image stays at least the model's size.
-
-    Each level halves both sides (rounding up, ISO/IEC 15444-1 B.5); a level is
-    dropped only while both sides remain at least the target's.
-    """
-    if request.target is None:
-        return 0
-    height, width = request.target
-    level = 0
-    while level < request.levels:
-        step = 2 ** (level + 1)
-        if math.ceil(request.rows / step) < height or math.ceil(request.columns / step) < width:
-            break
-        level += 1
-    return level
+    """The wavelet levels to drop: the coarsest level the request allows (:mod:`levels`)."""
+    return levels.choose_level(
+        request.rows, request.columns, request.target, request.levels, request.max_enlargement
+    )
 
 
 def decode_j2k(frame: bytes, request: Request) -> tuple[Pixels, int]:
@@ -209,14 +204,19 @@ def decode_j2k(frame: bytes, request: Request) -> tuple[Pixels, int]:
     glymur reads from a path, so the codestream goes to an anonymous in-memory
     file (``memfd``), never to disk.
     """
-    assert glymur is not None
     level = reduce_level(request)
-    glymur.set_option("lib.num_threads", max(1, request.threads))
+    return decode_j2k_at(frame, level, request.threads), 2**level
+
+
+def decode_j2k_at(frame: bytes, level: int, threads: int) -> Pixels:
+    """The frame decoded ``level`` wavelet levels below full size, on the area grid."""
+    assert glymur is not None
+    glymur.set_option("lib.num_threads", max(1, threads))
     with memory_file(frame) as path:
         image = glymur.Jp2k(path)
         step = 2**level
         pixels = np.asarray(image[::step, ::step] if step > 1 else image[:])
-    return (align_to_area_grid(pixels, level) if level else pixels), 2**level
+    return align_to_area_grid(pixels, level) if level else pixels
 
 
 def align_to_area_grid(pixels: Pixels, level: int) -> Pixels:
@@ -264,3 +264,34 @@ RLE = Codec("imagecodecs-rle", "imagecodecs", decode_rle, _imagecodecs_has("PACK
 JPEG = Codec("imagecodecs-jpeg", "imagecodecs", decode_jpeg, _imagecodecs_has("JPEG8"))
 JPEGLS = Codec("imagecodecs-jpegls", "imagecodecs", decode_jpegls, _imagecodecs_has("JPEGLS"))
 J2K = Codec("glymur", "glymur (with libopenjp2 >= 2.4)", decode_j2k, glymur_available)
+
+
+def decode_j2k_gpu(frame: bytes, request: Request) -> tuple[Pixels, int]:
+    """JPEG 2000 or HTJ2K on the GPU, at full size (:mod:`edge.pipeline.gpudecode`).
+
+    Any failure of the GPU path (a CUDA error, a lost device, an unloadable library)
+    is a decoding failure of this decoder only: the CPU decoders take the frame.
+    """
+    try:
+        return gpudecode.decode_frame(frame), 1
+    except Exception as exc:  # whatever the GPU raises, the CPU takes the frame
+        raise RuntimeError(f"GPU decoding failed: {type(exc).__name__}: {exc}") from exc
+
+
+J2K_GPU = Codec(
+    "nvimgcodec", gpudecode.PACKAGES, decode_j2k_gpu, lambda: gpudecode.is_available()[0], gpu=True
+)
+
+#: codestream family -> its CPU decoders, fastest first
+CPU_CHAINS: dict[str, tuple[Codec, ...]] = {
+    "rle": (RLE,),
+    "jpeg": (JPEG,),
+    "jpegls": (JPEGLS,),
+    "j2k": (J2K,),
+}
+
+
+def chain(family: str, *, gpu: bool) -> tuple[Codec, ...]:
+    """The fast decoders of ``family``, the GPU one first when ``gpu`` asks for it."""
+    cpu = CPU_CHAINS[family]
+    return (J2K_GPU, *cpu) if gpu and family == "j2k" else cpu

@@ -7,22 +7,22 @@ fail is the file quarantined, and when none is installed the reason names the
 packages that would decode it.
 
 Before any decoder runs, the compressed frame's own header must claim the size
-the DICOM header claims (already checked against ``max_pixels``): a decoder
-allocates what the codestream says, so a mismatch is refused unread.
+the DICOM header claims (:mod:`edge.pipeline.frames`). With ``decode.gpu: auto``
+JPEG 2000 and HTJ2K go to the GPU first where there is one
+(:mod:`edge.pipeline.gpudecode`); a frame it fails on goes on to the CPU.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-import struct
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
-from pydicom.encaps import get_frame
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.utils import pixel_array
 from pydicom.uid import (
@@ -47,29 +47,30 @@ from pydicom.uid import (
 
 from edge.bundle.manifest import Preprocessing
 from edge.errors import IngestError
-from edge.pipeline import codecs, dicomfile
-from edge.pipeline.codestream import CodestreamError, frame_geometry
+from edge.pipeline import dicomfile
 from edge.pipeline.dicomfile import plain
+from edge.pipeline.frames import DECODE_ERRORS, FastDecode, Wanted, decode_fast
 from edge.pipeline.ingest import check_pixel_description
+from edge.pipeline.levels import DEFAULT_TOLERANCE, max_enlargement
 from edge.pipeline.preprocess import prepare
 from edge.types import ImageHeader, ModelInput
 
 log = logging.getLogger(__name__)
 
-#: transfer syntax -> (codestream family, fast decoders to try before pydicom's)
-CHAINS: dict[str, tuple[str, tuple[codecs.Codec, ...]]] = {
-    RLELossless: ("rle", (codecs.RLE,)),
-    JPEGBaseline8Bit: ("jpeg", (codecs.JPEG,)),
-    JPEGExtended12Bit: ("jpeg", (codecs.JPEG,)),
-    JPEGLossless: ("jpeg", (codecs.JPEG,)),
-    JPEGLosslessSV1: ("jpeg", (codecs.JPEG,)),
-    JPEGLSLossless: ("jpegls", (codecs.JPEGLS,)),
-    JPEGLSNearLossless: ("jpegls", (codecs.JPEGLS,)),
-    JPEG2000Lossless: ("j2k", (codecs.J2K,)),
-    JPEG2000: ("j2k", (codecs.J2K,)),
-    HTJ2KLossless: ("j2k", (codecs.J2K,)),
-    HTJ2KLosslessRPCL: ("j2k", (codecs.J2K,)),
-    HTJ2K: ("j2k", (codecs.J2K,)),
+#: transfer syntax -> codestream family, whose fast decoders :func:`codecs.chain` lists
+FAMILIES: dict[str, str] = {
+    RLELossless: "rle",
+    JPEGBaseline8Bit: "jpeg",
+    JPEGExtended12Bit: "jpeg",
+    JPEGLossless: "jpeg",
+    JPEGLosslessSV1: "jpeg",
+    JPEGLSLossless: "jpegls",
+    JPEGLSNearLossless: "jpegls",
+    JPEG2000Lossless: "j2k",
+    JPEG2000: "j2k",
+    HTJ2KLossless: "j2k",
+    HTJ2KLosslessRPCL: "j2k",
+    HTJ2K: "j2k",
 }
 
 #: transfer syntaxes whose Pixel Data is stored as is (the deflated one is inflated on reading)
@@ -91,21 +92,6 @@ PREFERRED_PLUGINS: dict[str, tuple[str, ...]] = {
 
 #: room for the header and encapsulation beyond the pixels themselves
 SLACK_BYTES = 16 << 20
-#: what pydicom and the codecs raise on a bad frame (their text says which)
-DECODE_ERRORS = (
-    ValueError,
-    RuntimeError,
-    NotImplementedError,
-    EOFError,
-    TypeError,
-    IndexError,
-    KeyError,
-    AttributeError,
-    OSError,
-    OverflowError,
-)
-
-
 #: how pydicom and the codecs say that the data ran out
 TRUNCATION_SIGNS = ("shorter than expected", "less than expected", "truncat", "insufficient")
 
@@ -119,15 +105,25 @@ class Decoded:
     decoder: str = "pydicom"
     #: how many times smaller than the stored image the pixels are (1: full size)
     reduction: int = 1
+    #: why the GPU decoder failed on this frame before a CPU decoder took it ("" if it did not)
+    gpu_fallback: str = ""
 
 
 def load_model_input(
-    header: ImageHeader, spec: Preprocessing, *, threads: int | None = None
+    header: ImageHeader,
+    spec: Preprocessing,
+    *,
+    threads: int | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    gpu: bool = False,
 ) -> ModelInput:
     """Decode the file of ``header`` at the resolution ``spec`` needs, then prepare it."""
-    decoded = decode(header, target=(spec.height, spec.width), threads=threads)
+    target = (spec.height, spec.width)
+    decoded = decode(header, target=target, threads=threads, tolerance=tolerance, gpu=gpu)
     prepared = prepare(header, decoded.dataset, decoded.pixels, spec)
     prepared.timings_ms["decode"] = decoded.decode_ms
+    if decoded.gpu_fallback:
+        return dataclasses.replace(prepared, gpu_fallback=decoded.gpu_fallback)
     return prepared
 
 
@@ -136,17 +132,26 @@ def decode(
     *,
     target: tuple[int, int] | None = None,
     threads: int | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    gpu: bool = False,
 ) -> Decoded:
     """Read the whole file of ``header`` and decode its first frame.
 
     Parameters
     ----------
     target
-        The model's input (height, width). A JPEG 2000 or HTJ2K image at least
-        twice as large on both sides is decoded at reduced resolution, dropping
-        the finest wavelet levels; other codings decode at full size.
+        The model's input (height, width). A JPEG 2000 or HTJ2K image is decoded
+        at the coarsest resolution level whose measured effect on the score stays
+        within ``tolerance`` (:mod:`edge.pipeline.levels`); other codings decode
+        at full size.
     threads
         Threads a decoder may use (openjpeg); default one per core.
+    tolerance
+        The 99th percentile of |delta score| allowed against a full decode
+        (``decode.score_tolerance``).
+    gpu
+        Try the GPU decoder first for JPEG 2000 and HTJ2K where it is available
+        (``decode.gpu: auto``).
 
     Raises
     ------
@@ -157,20 +162,21 @@ def decode(
     started = time.perf_counter()
     dataset = _read_checked(header)
     transfer_syntax = str(dataset.file_meta.get("TransferSyntaxUID", "") or "")
-    if transfer_syntax in CHAINS:
-        pixels, decoder, reduction = _decode_encapsulated(
-            dataset, transfer_syntax, target, threads or os.cpu_count() or 1
-        )
+    if transfer_syntax in FAMILIES:
+        cores = threads or os.cpu_count() or 1
+        wanted = Wanted(target, cores, max_enlargement(tolerance), gpu)
+        fast = _decode_encapsulated(dataset, transfer_syntax, wanted)
     elif not transfer_syntax or transfer_syntax in NATIVE:
-        pixels, decoder, reduction = _decode_native(dataset), "pydicom", 1
+        fast = FastDecode(_decode_native(dataset), "pydicom", 1)
     else:
-        pixels, decoder, reduction = _decode_with_pydicom(dataset, transfer_syntax), "pydicom", 1
-    if pixels.ndim != 2:
+        fast = FastDecode(_decode_with_pydicom(dataset, transfer_syntax), "pydicom", 1)
+    if fast.pixels.ndim != 2:
         raise IngestError(
             "not_greyscale",
-            f"decoded pixels have shape {pixels.shape}; a mammogram is one grey frame",
+            f"decoded pixels have shape {fast.pixels.shape}; a mammogram is one grey frame",
         )
-    return Decoded(dataset, pixels, (time.perf_counter() - started) * 1000, decoder, reduction)
+    elapsed = (time.perf_counter() - started) * 1000
+    return Decoded(dataset, fast.pixels, elapsed, fast.decoder, fast.reduction, fast.gpu_fallback)
 
 
 def _read_checked(header: ImageHeader) -> Dataset:
@@ -234,107 +240,12 @@ def _native_view(dataset: Dataset) -> npt.NDArray[np.generic] | None:
     return pixels
 
 
-def _decode_encapsulated(
-    dataset: Dataset, transfer_syntax: str, target: tuple[int, int] | None, threads: int
-) -> tuple[npt.NDArray[np.generic], str, int]:
-    family, chain = CHAINS[transfer_syntax]
-    request = _request(dataset, family, target, threads)
-    fast = [codec for codec in chain if codec.available()]
-    if int(dataset.get("PixelRepresentation", 0) or 0) != 0:
-        fast = []  # signed pixels: pydicom knows how to restore the sign
-    for codec in fast:
-        try:
-            pixels, reduction = codec.decode(request.frame, request.request)
-        except DECODE_ERRORS as exc:
-            log.warning(
-                "%s could not decode a frame (%s); trying the next decoder", codec.name, exc
-            )
-            continue
-        return _checked_shape(pixels, request.request, reduction), codec.name, reduction
-    pixels = _decode_with_pydicom(
-        dataset, transfer_syntax, fast_packages=[c.package for c in chain]
-    )
-    return pixels, "pydicom", 1
-
-
-@dataclass(frozen=True)
-class _FrameRequest:
-    frame: bytes
-    request: codecs.Request
-
-
-def _request(
-    dataset: Dataset, family: str, target: tuple[int, int] | None, threads: int
-) -> _FrameRequest:
-    rows, columns = int(dataset.Rows), int(dataset.Columns)
-    frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    try:
-        frame = first_frame(dataset.PixelData, frames)
-    except DECODE_ERRORS as exc:
-        raise IngestError(
-            "truncated", f"the encapsulated Pixel Data cannot be split: {exc}"
-        ) from exc
-    try:
-        geometry = frame_geometry(frame, family)
-    except (CodestreamError, IndexError) as exc:
-        raise IngestError("decode_failed", f"the compressed frame is not readable: {exc}") from exc
-    if geometry is not None and (geometry.rows, geometry.columns, geometry.components) != (
-        rows,
-        columns,
-        1,
-    ):
-        raise IngestError(
-            "size_mismatch",
-            f"the compressed frame claims {geometry.rows}x{geometry.columns}x"
-            f"{geometry.components}, the header {rows}x{columns}x1",
-        )
-    request = codecs.Request(
-        rows=rows,
-        columns=columns,
-        bits_allocated=int(dataset.BitsAllocated),
-        target=target,
-        levels=geometry.levels if geometry else 0,
-        threads=threads,
-    )
-    return _FrameRequest(frame, request)
-
-
-def first_frame(pixel_data: bytes, frames: int) -> bytes:
-    """The first frame of encapsulated Pixel Data (PS3.5 A.4), without a copy when it can.
-
-    A single-frame image's fragments all belong to its one frame; a lone fragment
-    (the usual case) is handed on as a view of the data set's bytes.
-    """
-    if frames > 1:
-        return get_frame(pixel_data, 0, number_of_frames=frames)
-    fragments = []
-    view = memoryview(pixel_data)
-    position = 0
-    while position + 8 <= len(view):
-        group, element, length = struct.unpack_from("<HHI", view, position)
-        if (group, element) == (0xFFFE, 0xE0DD):  # sequence delimiter
-            break
-        if (group, element) != (0xFFFE, 0xE000) or position + 8 + length > len(view):
-            raise ValueError(f"encapsulated Pixel Data item at byte {position} is malformed")
-        fragments.append(view[position + 8 : position + 8 + length])
-        position += 8 + length
-    frame_fragments = fragments[1:]  # the first item is the Basic Offset Table
-    if not frame_fragments:
-        raise ValueError("encapsulated Pixel Data has no fragment")
-    if len(frame_fragments) == 1:
-        return frame_fragments[0]  # type: ignore[return-value]  # bytes-like, read only
-    return b"".join(frame_fragments)
-
-
-def _checked_shape(
-    pixels: npt.NDArray[np.generic], request: codecs.Request, reduction: int
-) -> npt.NDArray[np.generic]:
-    expected = (-(-request.rows // reduction), -(-request.columns // reduction))
-    if pixels.shape != expected:
-        raise IngestError(
-            "size_mismatch", f"decoded {pixels.shape}, expected {expected} (reduced {reduction}x)"
-        )
-    return pixels
+def _decode_encapsulated(dataset: Dataset, transfer_syntax: str, wanted: Wanted) -> FastDecode:
+    fast = decode_fast(dataset, FAMILIES[transfer_syntax], wanted)
+    if isinstance(fast, FastDecode):
+        return fast
+    pixels = _decode_with_pydicom(dataset, transfer_syntax, fast_packages=list(fast))
+    return FastDecode(pixels, "pydicom", 1)
 
 
 def _decode_with_pydicom(

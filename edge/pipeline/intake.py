@@ -235,6 +235,8 @@ class Intake:
 
     def _decode_and_prepare(self, header: ImageHeader, engine: Engine) -> ModelInput:
         prepared = self._stages.decoder.run(header, engine.preprocessing)
+        if prepared.gpu_fallback:
+            self._metrics.count("gpu_decode_fallbacks")
         return dataclasses.replace(prepared, engine=engine.info)
 
 

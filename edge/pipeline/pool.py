@@ -41,6 +41,7 @@ import numpy as np
 from edge.bundle.manifest import Preprocessing
 from edge.errors import IngestError
 from edge.pipeline.codecs import availability
+from edge.pipeline.options import DecodeOptions
 from edge.types import ImageHeader, ModelInput
 
 log = logging.getLogger(__name__)
@@ -58,13 +59,11 @@ class DecodePool(Protocol):
 class ThreadDecoder:
     """Decode in the calling thread (the daemon's ingest threads)."""
 
-    def __init__(self, *, threads: int) -> None:
-        self._threads = threads
+    def __init__(self, *, threads: int, options: DecodeOptions | None = None) -> None:
+        self._options = dataclasses.replace(options or DecodeOptions(), threads=threads)
 
     def run(self, header: ImageHeader, spec: Preprocessing) -> ModelInput:
-        from edge.pipeline.decode import load_model_input
-
-        return load_model_input(header, spec, threads=self._threads)
+        return _load(header, spec, self._options)
 
     def close(self) -> None:
         return None
@@ -73,12 +72,20 @@ class ThreadDecoder:
 class ProcessDecoder:
     """``workers`` processes, each decoding one file at a time; thread-safe."""
 
-    def __init__(self, workers: int, *, threads: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        workers: int,
+        *,
+        threads: int,
+        timeout_s: float,
+        options: DecodeOptions | None = None,
+    ) -> None:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
         self._timeout_s = timeout_s
         self._idle: queue.Queue[_Worker] = queue.Queue()
-        self._workers = [_Worker(context, threads) for _ in range(max(1, workers))]
+        options = dataclasses.replace(options or DecodeOptions(), threads=threads)
+        self._workers = [_Worker(context, options) for _ in range(max(1, workers))]
         for worker in self._workers:
             self._idle.put(worker)
 
@@ -136,9 +143,9 @@ class _SharedMemory:
 class _Worker:
     """One decoding process and the pipe to it; replaced when it dies."""
 
-    def __init__(self, context: BaseContext, threads: int) -> None:
+    def __init__(self, context: BaseContext, options: DecodeOptions) -> None:
         self._context = context
-        self._threads = threads
+        self._options = options
         self.busy = False
         self._lock = threading.Lock()
         #: where the worker puts model inputs that fit; kept across worker restarts
@@ -152,7 +159,7 @@ class _Worker:
     def _start(self) -> None:
         parent, child = self._context.Pipe()
         process = self._context.Process(  # type: ignore[attr-defined]
-            target=serve, args=(child, self._threads), name="edge-decode", daemon=True
+            target=serve, args=(child, self._options), name="edge-decode", daemon=True
         )
         process.start()
         child.close()
@@ -233,10 +240,16 @@ class _Worker:
                 self._shared = None
 
 
-def serve(conn: Connection, threads: int) -> None:
-    """A worker's loop: decode each (header, preprocessing) it is sent until told to stop."""
+def _load(header: ImageHeader, spec: Preprocessing, options: DecodeOptions) -> ModelInput:
     from edge.pipeline.decode import load_model_input
 
+    return load_model_input(
+        header, spec, threads=options.threads, tolerance=options.tolerance, gpu=options.gpu
+    )
+
+
+def serve(conn: Connection, options: DecodeOptions) -> None:
+    """A worker's loop: decode each (header, preprocessing) it is sent until told to stop."""
     # The daemon stops its workers itself once it has drained; a Ctrl-C or a
     # systemd SIGTERM sent to the whole group must not kill a decode in flight.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -262,7 +275,7 @@ def serve(conn: Connection, threads: int) -> None:
             continue
         header, spec = task
         try:
-            reply = _reply(load_model_input(header, spec, threads=threads), shared)
+            reply = _reply(_load(header, spec, options), shared)
         except IngestError as error:
             reply = ("ingest", (error.reason, error.detail))
         except Exception as exc:  # noqa: BLE001 - sent to the daemon, which logs it as a bug
@@ -288,11 +301,18 @@ def _describe_exit(code: int | None) -> str:
     return f"exit status {code}"
 
 
-def make_pool(kind: str, workers: int, *, timeout_s: float, threads: int = 0) -> DecodePool:
+def make_pool(
+    kind: str,
+    workers: int,
+    *,
+    timeout_s: float,
+    threads: int = 0,
+    options: DecodeOptions | None = None,
+) -> DecodePool:
     """The pool ``decode.pool`` names: ``process`` or ``thread``."""
     threads = threads or os.cpu_count() or 1
     found, complete = availability()
     (log.info if complete else log.warning)("decoders: %s", found)
     if kind == "thread":
-        return ThreadDecoder(threads=threads)
-    return ProcessDecoder(workers, threads=threads, timeout_s=timeout_s)
+        return ThreadDecoder(threads=threads, options=options)
+    return ProcessDecoder(workers, threads=threads, timeout_s=timeout_s, options=options)

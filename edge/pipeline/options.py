@@ -1,0 +1,17 @@
+"""What the daemon's configuration asks of every decode, carried to the decoding workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge.pipeline.levels import DEFAULT_TOLERANCE
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    #: threads one decoder may use (openjpeg)
+    threads: int = 1
+    #: ``decode.score_tolerance``: the JPEG 2000 level's allowed effect on the score
+    tolerance: float = DEFAULT_TOLERANCE
+    #: ``decode.gpu`` is ``auto``: JPEG 2000 and HTJ2K go to the GPU first where there is one
+    gpu: bool = False
