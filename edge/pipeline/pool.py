@@ -313,6 +313,10 @@ def make_pool(
     threads = threads or os.cpu_count() or 1
     found, complete = availability()
     (log.info if complete else log.warning)("decoders: %s", found)
+    if options is not None and options.gpu:
+        from edge.pipeline import gpudecode
+
+        log.info("GPU decoding of JPEG 2000 (decode.gpu: auto): %s", gpudecode.is_available()[1])
     if kind == "thread":
         return ThreadDecoder(threads=threads, options=options)
     return ProcessDecoder(workers, threads=threads, timeout_s=timeout_s, options=options)
