@@ -80,6 +80,7 @@ def decode_frame(frame: bytes) -> npt.NDArray[np.generic]:
 
 def _decode(frame: bytes) -> npt.NDArray[np.generic]:
     from nvidia import nvimgcodec as module
+
     params = module.DecodeParams(allow_any_depth=True, color_spec=module.ColorSpec.UNCHANGED)
     image = _decoder(module).decode(frame, params=params)
     if image is None:
