@@ -52,8 +52,7 @@ from edge.mqtt import LinkEvent, MqttLink
 from edge.notify import Notifier
 from edge.pipeline.infer import InferenceWorker
 from edge.pipeline.intake import Intake, IntakeStages
-from edge.pipeline.options import DecodeOptions
-from edge.pipeline.pool import make_pool
+from edge.pipeline.pool import pool_for
 from edge.pipeline.publish import Publisher
 from edge.pipeline.results import ResultJournal
 from edge.pipeline.study import StudyAssembler
@@ -150,14 +149,7 @@ class Daemon:
         config = self.config
         workers = config.decode.workers or (os.cpu_count() or 1)
         self.ingest_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
-        self.decoder = make_pool(
-            config.decode.pool,
-            workers,
-            timeout_s=config.decode.timeout_s,
-            options=DecodeOptions(
-                tolerance=config.decode.score_tolerance, gpu=config.decode.gpu == "auto"
-            ),
-        )
+        self.decoder = pool_for(config.decode, workers)
         stages = IntakeStages(
             self.journal, self.incidents, self.infer, self.assembler, self.decoder
         )

@@ -34,7 +34,7 @@ import warnings
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.reduction import recv_handle, send_handle
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -43,6 +43,9 @@ from edge.errors import IngestError
 from edge.pipeline.codecs import availability
 from edge.pipeline.options import DecodeOptions
 from edge.types import ImageHeader, ModelInput
+
+if TYPE_CHECKING:
+    from edge.config import DecodeConfig
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +302,12 @@ def _describe_exit(code: int | None) -> str:
     if code < 0:
         return f"killed by signal {signal.Signals(-code).name}"
     return f"exit status {code}"
+
+
+def pool_for(decode: DecodeConfig, workers: int) -> DecodePool:
+    """The pool the configuration's ``decode`` section asks for, ``workers`` wide."""
+    options = DecodeOptions(tolerance=decode.score_tolerance, gpu=decode.gpu == "auto")
+    return make_pool(decode.pool, workers, timeout_s=decode.timeout_s, options=options)
 
 
 def make_pool(
