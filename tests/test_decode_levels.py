@@ -72,23 +72,33 @@ def test_real_views_decode_at_the_coarsest_level_within_the_tolerance(
     j2k_views: dict[str, Path], engine: Engine, view: str
 ) -> None:
     image = header(j2k_views[view])
-    allowed = levels.max_enlargement(levels.DEFAULT_TOLERANCE)
-    decoded = decode(image, target=TARGET, threads=1)
-    level = decoded.reduction.bit_length() - 1
-    assert level == levels.choose_level(image.rows, image.columns, TARGET, 5, allowed)
-    assert level >= 1
-    assert decode(image, target=TARGET, threads=1, tolerance=0.0).reduction == 1
-    # a looser limit goes below the model's size, which "never enlarge" refused
-    loose = decode(image, target=TARGET, threads=1, tolerance=0.2).reduction.bit_length() - 1
-    assert loose > level
-    assert levels.enlargement(image.rows, image.columns, TARGET, loose) > 1.0
     spec = engine.preprocessing
-    chosen = engine.score(load_model_input(image, spec, threads=1).tensor[None])[0]
-    full = engine.score(load_model_input(image, spec, threads=1, tolerance=0.0).tensor[None])[0]
-    # the measurement that admitted this level holds on these files
-    effect = levels.measured_at(levels.enlargement(image.rows, image.columns, TARGET, level))
-    assert effect.p99 <= levels.DEFAULT_TOLERANCE
-    assert abs(chosen - full) <= effect.largest
+
+    def level(tolerance: float) -> int:
+        reduction = decode(image, target=TARGET, threads=1, tolerance=tolerance).reduction
+        return reduction.bit_length() - 1
+
+    def score(tolerance: float) -> float:
+        tensor = load_model_input(image, spec, threads=1, tolerance=tolerance).tensor
+        return engine.score(tensor[None])[0]
+
+    for tolerance in (levels.DEFAULT_TOLERANCE, 0.02, 0.2):
+        allowed = levels.max_enlargement(tolerance)
+        assert level(tolerance) == levels.choose_level(
+            image.rows, image.columns, TARGET, 5, allowed
+        )
+    # measured for the demo engine: one level down moves its scores by 0.0118 at p99,
+    # over the default 0.01, so these views decode at full resolution by default
+    assert level(levels.DEFAULT_TOLERANCE) == 0
+    assert level(0.0) == 0
+    one_down = level(0.02)
+    assert one_down == 1
+    # a much looser limit goes below the model's size, which "never enlarge" refused
+    assert levels.enlargement(image.rows, image.columns, TARGET, level(0.2)) > 1.0
+    # the measurement that admitted the level holds on these files
+    effect = levels.measured_at(levels.enlargement(image.rows, image.columns, TARGET, one_down))
+    assert effect.p99 <= 0.02
+    assert abs(score(0.02) - score(0.0)) <= effect.largest
 
 
 def test_score_tolerance_is_a_checked_config_key(tmp_path: Path) -> None:
