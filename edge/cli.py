@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
     _add_config_check(commands)
     _add_engine_commands(commands)
+    _add_journal_commands(commands)
     _add_hub_parser(commands)
     _add_doctor(commands)
 
@@ -160,6 +161,30 @@ def config_option(path: Path) -> str:
     if path == DEFAULT_CONFIG:
         return ""
     return f" --config {shlex.quote(str(path))}"
+
+
+def _add_journal_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    journal = commands.add_parser("journal", help="check or recover the journal in state_dir")
+    actions = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
+    check = actions.add_parser("check", help="is the journal sound? (reads only)")
+    check.add_argument("--full", action="store_true", help="integrity_check, not quick_check")
+    recover = actions.add_parser("recover", help="move a damaged journal aside, start anew")
+    recover.add_argument("--force", action="store_true", help="even when it looks sound")
+    for sub, handler in ((check, _journal_check), (recover, _journal_recover)):
+        sub.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="configuration")
+        sub.set_defaults(handler=handler)
+
+
+def _journal_check(args: argparse.Namespace) -> int:
+    from edge.tools.journal import check_journal
+
+    return EXIT_OK if check_journal(_load(args.config), print, full=args.full) else EXIT_FAILURE
+
+
+def _journal_recover(args: argparse.Namespace) -> int:
+    from edge.tools.journal import recover_journal
+
+    return EXIT_OK if recover_journal(_load(args.config), print, force=args.force) else EXIT_FAILURE
 
 
 def _add_engine_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

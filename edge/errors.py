@@ -58,9 +58,18 @@ class EngineError(EdgeError):
 
 
 class JournalError(EdgeError):
-    """The journal in ``state_dir`` could not be written (disk full, I/O error).
+    """The journal in ``state_dir`` could not be read or written (disk full, I/O error,
+    a damaged page, a constraint): any ``sqlite3`` error, never a file's fault.
 
     The work it would have recorded is not lost: the file stays in the watch folder
     and is taken again, a result stays in memory and is journalled again, once
     the journal can be written.
+    """
+
+
+class JournalDamaged(JournalError):
+    """The journal's file is damaged (SQLite says malformed, or not a database).
+
+    At start the daemon moves it aside and begins a new one from what it can still
+    read (:mod:`edge.journal.recovery`); while running, it raises ``journal_failed``.
     """

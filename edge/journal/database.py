@@ -2,8 +2,11 @@
 
 Every public method of the journal is one transaction, serialised by one lock: the
 volume is a few writes per image, far below what one connection serves. A failing
-disk (``SQLITE_FULL``, ``SQLITE_IOERR``) becomes :class:`~edge.errors.JournalError`,
-and ``write_error`` says why until a write succeeds again.
+disk (``SQLITE_FULL``, ``SQLITE_IOERR``), a damaged page, a constraint: every
+``sqlite3`` error becomes :class:`~edge.errors.JournalError` (``JournalDamaged``
+for a damaged file), never a file's fault; ``write_error``, ``read_error`` and
+``damaged`` say why. Opening writes nothing that is already there, and
+:meth:`JournalBase.open` runs ``quick_check`` (see :mod:`edge.journal.recovery`).
 """
 
 from __future__ import annotations
@@ -11,18 +14,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from edge.errors import JournalError
+from edge.errors import JournalDamaged, JournalError
 
 log = logging.getLogger(__name__)
 
 FILENAME = "journal.sqlite3"
 SCHEMA_VERSION = 1
+#: SQLite result codes that mean the file itself is damaged, not the disk full or busy
+_DAMAGE_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -129,6 +135,10 @@ class JournalBase:
         self._lock = threading.RLock()
         #: why the last write failed, until one succeeds again
         self.write_error: str | None = None
+        #: why the last read failed, until one succeeds again
+        self.read_error: str | None = None
+        #: what showed the database file damaged; only a recovery at start clears it
+        self.damaged: str | None = None
         self._db = _connect_read_only(path) if read_only else _connect(path)
 
     @classmethod
@@ -140,10 +150,16 @@ class JournalBase:
         JournalError
             When the database cannot be opened or created.
         """
+        path = state_dir / FILENAME
         try:
-            return cls(state_dir / FILENAME, device=device, outbox_max=outbox_max)
+            journal = cls(path, device=device, outbox_max=outbox_max)
         except sqlite3.Error as exc:
-            raise JournalError(f"cannot open the journal {state_dir / FILENAME}: {exc}") from exc
+            raise _journal_error(f"cannot open the journal {path}", exc) from exc
+        problem = journal.quick_check()
+        if problem is not None:
+            journal.close()
+            raise JournalDamaged(f"the journal {path} is damaged: {problem}")
+        return journal
 
     @classmethod
     def open_read_only(cls: type[J], state_dir: Path, *, device: str) -> J:
@@ -160,19 +176,44 @@ class JournalBase:
         try:
             return cls(path, device=device, outbox_max=0, read_only=True)
         except sqlite3.Error as exc:
-            raise JournalError(f"cannot read the journal {path}: {exc}") from exc
+            raise _journal_error(f"cannot read the journal {path}", exc) from exc
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def quick_check(self) -> str | None:
+        """What SQLite's ``quick_check`` finds wrong with the file, or None when sound.
+
+        Reads every page once (no index-to-table cross-check): a journal kept small
+        by retention is checked in well under a second, so it runs at each start.
+        """
+        try:
+            with self._lock:
+                rows = self._db.execute("PRAGMA quick_check(20)").fetchall()
+        except sqlite3.Error as exc:
+            return str(exc)
+        problems = [str(row[0]) for row in rows if str(row[0]) != "ok"]
+        return "; ".join(problems) or None
+
+    @property
+    def failure(self) -> str | None:
+        """Why the journal cannot be used now (damaged, or a read failing); None when it can."""
+        return self.damaged or self.read_error
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             try:
                 yield self._db
-            except sqlite3.OperationalError as exc:
-                raise JournalError(f"journal read failed: {exc}") from exc
+            except sqlite3.Error as exc:
+                # Every class: a DatabaseError (a damaged page) is the journal's too, never
+                # the fault of the file whose work asked for the read.
+                self._read_failed(exc)
+                raise _journal_error("journal read failed", exc) from exc
+            if self.read_error is not None:
+                log.info("journal %s can be read again", self.path)
+                self.read_error = None
 
     @contextlib.contextmanager
     def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
@@ -188,11 +229,12 @@ class JournalBase:
                 self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
                 self._db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                # SQLITE_FULL, SQLITE_IOERR, ...: the disk, not the code.
+            except sqlite3.Error as exc:
+                # SQLITE_FULL, SQLITE_IOERR, SQLITE_CORRUPT, a constraint: the journal's
+                # failure, whatever its class, never the file's.
                 self._rollback()
                 self._write_failed(exc)
-                raise JournalError(f"journal write failed: {exc}") from exc
+                raise _journal_error("journal write failed", exc) from exc
             except BaseException:
                 self._rollback()
                 raise
@@ -211,19 +253,49 @@ class JournalBase:
         except sqlite3.Error as exc:
             log.error("journal rollback failed: %s", exc)
 
+    def _read_failed(self, exc: sqlite3.Error) -> None:
+        if _is_damage(exc):
+            self._note_damage(exc)
+            return
+        if self.read_error is None:
+            log.error("journal %s cannot be read (%s)", self.path, exc)
+        self.read_error = str(exc)
+
     def _write_failed(self, exc: sqlite3.Error) -> None:
+        if _is_damage(exc):
+            self._note_damage(exc)
+            return
         if self.write_error is None:
             log.error(
                 "journal %s cannot be written (%s): new work waits until it can", self.path, exc
             )
         self.write_error = str(exc)
 
+    def _note_damage(self, exc: sqlite3.Error) -> None:
+        # Sticky: a damaged page stays damaged whatever other reads succeed, until the
+        # start-up check moves the file aside.
+        if self.damaged is None:
+            log.error(
+                "journal %s is damaged (%s): new work waits; restart the service to recover it",
+                self.path,
+                exc,
+            )
+            self.damaged = str(exc)
+
 
 def _connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: transactions are the explicit BEGIN IMMEDIATE above.
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode = WAL")
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version not in (0, SCHEMA_VERSION):
+        db.close()
+        raise sqlite3.DatabaseError(f"journal schema {version} is newer than {SCHEMA_VERSION}")
+    # Only what is missing is written: a journal opened on a full disk (after a
+    # kill -9 while it was full) opens without a write, and the daemon serves health.
+    (mode,) = db.execute("PRAGMA journal_mode").fetchone()
+    if str(mode).lower() != "wal":
+        db.execute("PRAGMA journal_mode = WAL")
     # In WAL mode NORMAL keeps every commit safe from a killed process but may
     # lose the last commits at a power loss; FULL syncs the WAL at each commit,
     # and with it every frame written before. Most commits only track work
@@ -236,13 +308,31 @@ def _connect(path: Path) -> sqlite3.Connection:
     # instead of five per image: milliseconds per image on an eMMC.
     db.execute("PRAGMA synchronous = NORMAL")
     db.execute("PRAGMA foreign_keys = ON")
-    (version,) = db.execute("PRAGMA user_version").fetchone()
-    if version not in (0, SCHEMA_VERSION):
-        db.close()
-        raise sqlite3.DatabaseError(f"journal schema {version} is newer than {SCHEMA_VERSION}")
-    db.executescript(_SCHEMA)
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    if version != SCHEMA_VERSION or _missing_schema(db):
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return db
+
+
+def _missing_schema(db: sqlite3.Connection) -> set[str]:
+    """Tables and indexes of :data:`_SCHEMA` the database lacks (read, never written)."""
+    wanted = set(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", _SCHEMA))
+    present = {str(row[0]) for row in db.execute("SELECT name FROM sqlite_master")}
+    return wanted - present
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return int(code) & 0xFF in _DAMAGE_CODES
+    text = str(exc)
+    return "malformed" in text or "not a database" in text
+
+
+def _journal_error(what: str, exc: sqlite3.Error) -> JournalError:
+    """The journal's own error for any sqlite3 one: :class:`JournalDamaged` for damage."""
+    kind = JournalDamaged if _is_damage(exc) else JournalError
+    return kind(f"{what}: {exc}")
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:

@@ -147,6 +147,26 @@ class ResultRows(JournalBase):
             (room,),
         )
 
+    def restore(self, rows: dict[str, list[dict[str, Any]]], last_seq: int) -> None:
+        """Fill this new journal with what a damaged one still held
+        (:mod:`edge.journal.recovery`), and continue ``seq`` from ``last_seq``."""
+        with self._transaction(durable=True) as db:
+            for table, table_rows in rows.items():
+                columns = [str(row[1]) for row in db.execute(f"PRAGMA table_info({table})")]
+                for row in table_rows:
+                    known = [column for column in columns if column in row]
+                    db.execute(
+                        f"INSERT OR IGNORE INTO {table} ({', '.join(known)})"
+                        f" VALUES ({', '.join('?' * len(known))})",
+                        [row[column] for column in known],
+                    )
+            db.execute(
+                "INSERT INTO sequence (device, seq) VALUES (?, ?)"
+                " ON CONFLICT (device) DO UPDATE SET seq = max(seq, excluded.seq)",
+                (self.device, last_seq),
+            )
+            self._fill_outbox(db)
+
     def _next_seq(self, db: sqlite3.Connection) -> int:
         db.execute(
             "INSERT INTO sequence (device, seq) VALUES (?, 1)"

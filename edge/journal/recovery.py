@@ -1,0 +1,268 @@
+"""A damaged journal: kept aside for forensics, replaced by one built from what it still holds.
+
+At every start the daemon opens the journal through :func:`open_journal`, which runs
+SQLite's ``quick_check``. A journal SQLite finds damaged (a page overwritten, the
+file truncated, not a database at all) is not served from, and not refused either:
+
+1. the file and its ``-wal`` and ``-shm`` are moved (renamed, no copy: the disk may be
+   full) to ``state_dir/journal-damaged/<UTC time>/``, with a ``recovery.txt``;
+2. what can still be read is read from that copy, read-only, table by table: each
+   table is scanned forwards and backwards by rowid, so a damaged page in the middle
+   loses only the rows on it;
+3. a new journal is created, given those results (delivered or not: an undelivered
+   one goes out as it was journalled, same ``id``, same payload) and the scored
+   images (open studies, and the SOP Instance UIDs already scored, so an image
+   sent again is still a duplicate), and its ``seq`` continues from the highest
+   number read (the ``sequence`` table, else the newest result).
+
+The file states are not carried over: files still in the watch folder are taken
+again, and those whose image was scored are counted as duplicates. What the hub
+sees is described in docs/messages.md (*A damaged journal*).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edge.common.clock import iso
+from edge.errors import JournalDamaged, JournalError
+from edge.journal import FILENAME, Journal
+
+log = logging.getLogger(__name__)
+
+#: where damaged journals are kept, under ``state_dir``
+DAMAGED_DIR = "journal-damaged"
+#: what a new journal takes over from a damaged one, in this order
+CARRIED_TABLES = ("results", "images")
+_SIDE_FILES = ("-wal", "-shm")
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What a recovery found and carried over; health's ``journal.replaced``."""
+
+    problem: str
+    kept_at: Path
+    at: float
+    #: the ``seq`` the new journal continues from, and where it was read
+    last_seq: int
+    seq_from: str
+    results: int
+    undelivered: int
+    images: int
+
+    def health(self) -> dict[str, Any]:
+        """Health's ``journal.replaced``: when, where the damaged file is kept, what was carried."""
+        return {
+            "at": iso(self.at),
+            "kept_at": str(self.kept_at),
+            "results": self.results,
+            "undelivered": self.undelivered,
+            "images": self.images,
+            "last_seq": self.last_seq,
+            "seq_from": self.seq_from,
+        }
+
+    def summary(self) -> str:
+        """One line for the log, the event and ``edge journal recover``."""
+        return (
+            f"damaged journal moved to {self.kept_at}; the new one holds {self.results} "
+            f"results ({self.undelivered} not yet delivered) and {self.images} scored images; "
+            f"seq continues from {self.last_seq} (read from {self.seq_from})"
+        )
+
+
+def open_journal(
+    state_dir: Path, *, device: str, outbox_max: int
+) -> tuple[Journal, Recovery | None]:
+    """Open the journal of ``state_dir``, recovering it first if it is damaged.
+
+    Raises
+    ------
+    JournalError
+        When the journal (or its replacement) cannot be opened at all.
+    """
+    try:
+        return Journal.open(state_dir, device=device, outbox_max=outbox_max), None
+    except JournalDamaged as exc:
+        log.error("%s: recovering it", exc)
+        return recover(state_dir, device=device, outbox_max=outbox_max, problem=str(exc))
+
+
+def check(state_dir: Path, *, full: bool = False) -> str | None:
+    """What is wrong with the journal of ``state_dir``, or None when it is sound; no write.
+
+    ``full`` runs ``integrity_check`` (indexes against their tables too) instead
+    of ``quick_check``.
+
+    Raises
+    ------
+    JournalError
+        When there is no journal.
+    """
+    path = state_dir / FILENAME
+    if not path.is_file():
+        raise JournalError(f"no journal at {path}: the service has not run with this state_dir")
+    pragma = "integrity_check(20)" if full else "quick_check(20)"
+    try:
+        with _read_only(path) as db:
+            rows = db.execute(f"PRAGMA {pragma}").fetchall()
+    except sqlite3.Error as exc:
+        return str(exc)
+    problems = [str(row[0]) for row in rows if str(row[0]) != "ok"]
+    return "; ".join(problems) or None
+
+
+def recover(
+    state_dir: Path, *, device: str, outbox_max: int, problem: str
+) -> tuple[Journal, Recovery]:
+    """Move the journal of ``state_dir`` aside and start a new one from what it held.
+
+    Raises
+    ------
+    JournalError
+        When the new journal cannot be created or filled.
+    """
+    kept = _move_aside(state_dir)
+    rows, last_seq, seq_from = _salvage(kept / FILENAME, device)
+    journal = Journal.open(state_dir, device=device, outbox_max=outbox_max)
+    journal.restore(rows, last_seq)
+    results = rows["results"]
+    recovery = Recovery(
+        problem=problem,
+        kept_at=kept,
+        at=time.time(),
+        last_seq=last_seq,
+        seq_from=seq_from,
+        results=len(results),
+        undelivered=sum(1 for row in results if row.get("delivered_at") is None),
+        images=len(rows["images"]),
+    )
+    _write_note(kept, recovery)
+    log.warning("journal recovered: %s", recovery.summary())
+    return journal, recovery
+
+
+def _move_aside(state_dir: Path) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    kept = state_dir / DAMAGED_DIR / stamp
+    kept.mkdir(parents=True)
+    for suffix in ("", *_SIDE_FILES):
+        source = state_dir / f"{FILENAME}{suffix}"
+        if source.exists():
+            source.rename(kept / source.name)
+    return kept
+
+
+def _salvage(path: Path, device: str) -> tuple[dict[str, list[dict[str, Any]]], int, str]:
+    """The rows of :data:`CARRIED_TABLES` still readable, the last seq and where it came from."""
+    rows: dict[str, list[dict[str, Any]]] = {table: [] for table in CARRIED_TABLES}
+    sequence: list[dict[str, Any]] = []
+    try:
+        with _read_only(path) as db:
+            for table in CARRIED_TABLES:
+                rows[table] = _readable_rows(db, table)
+            sequence = _readable_rows(db, "sequence")
+    except sqlite3.Error as exc:
+        log.error("nothing can be read from the damaged journal: %s", exc)
+    counted = [int(row["seq"]) for row in sequence if row.get("device") == device]
+    if counted:
+        from_results = max((int(row["seq"]) for row in rows["results"]), default=0)
+        return rows, max(max(counted), from_results), "sequence"
+    results = [int(row["seq"]) for row in rows["results"] if row.get("device") == device]
+    if results:
+        return rows, max(results), "results"
+    return rows, 0, "nothing readable: numbering starts again at 1"
+
+
+def _readable_rows(db: sqlite3.Connection, table: str) -> list[dict[str, Any]]:
+    """Every row of ``table`` a forward and a backward scan by rowid can still read."""
+    found: dict[int, dict[str, Any]] = {}
+    for direction in ("ASC", "DESC"):
+        try:
+            query = f"SELECT rowid AS _rowid_, * FROM {table} ORDER BY rowid {direction}"
+            cursor = db.execute(query)
+            for row in cursor:
+                found.setdefault(int(row["_rowid_"]), dict(row))
+        except sqlite3.Error as exc:
+            log.warning("journal table %s: a scan stopped at a damaged page (%s)", table, exc)
+    for row in found.values():
+        row.pop("_rowid_", None)
+    return [found[rowid] for rowid in sorted(found)]
+
+
+@contextlib.contextmanager
+def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection that never writes ``path``.
+
+    Read-only first (with the WAL's last commits); when SQLite refuses even the
+    schema (a file cut short of the size its header declares), an in-memory copy
+    whose header is made to agree with what is left.
+    """
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError:
+        db.close()
+        db = _patched_copy(path)
+    db.row_factory = sqlite3.Row
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def _patched_copy(path: Path) -> sqlite3.Connection:
+    """The main file in memory, padded with empty pages to the size its header declares.
+
+    The pages cut off read as damaged, and the scans skip them; the schema, which
+    names them, still parses.
+
+    Raises
+    ------
+    sqlite3.DatabaseError
+        When the copy cannot be read either (page 1 itself is damaged).
+    """
+    data = bytearray(path.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big") if len(data) >= 100 else 0
+    page_size = 65536 if page_size == 1 else page_size
+    db = sqlite3.connect(":memory:")
+    deserialize = getattr(db, "deserialize", None)  # Python 3.11+
+    if page_size < 512 or deserialize is None:
+        db.close()
+        raise sqlite3.DatabaseError("the journal's first page is unreadable")
+    declared = int.from_bytes(data[28:32], "big") * page_size
+    data.extend(b"\0" * max(declared - len(data), -len(data) % page_size))
+    data[28:32] = (len(data) // page_size).to_bytes(4, "big")
+    data[18:20] = b"\x01\x01"  # legacy journal mode: no WAL for an in-memory copy
+    deserialize(bytes(data))
+    db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    return db
+
+
+def _write_note(kept: Path, recovery: Recovery) -> None:
+    at = datetime.fromtimestamp(recovery.at, timezone.utc).isoformat(timespec="seconds")
+    note = f"recovered at: {at}\nproblem: {recovery.problem}\n{recovery.summary()}\n"
+    try:
+        (kept / "recovery.txt").write_text(note, encoding="utf-8")
+    except OSError as exc:
+        log.error("could not write %s/recovery.txt: %s", kept, exc.strerror or exc)
+
+
+def kept_journals(state_dir: Path) -> list[Path]:
+    """The damaged journals kept under ``state_dir``, oldest first."""
+    folder = state_dir / DAMAGED_DIR
+    return sorted(path for path in folder.iterdir() if path.is_dir()) if folder.is_dir() else []
+
+
+def disk_use(path: Path) -> int:
+    """Bytes under ``path`` (for ``edge journal check`` to say what the kept copies cost)."""
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())

@@ -1,0 +1,66 @@
+"""``edge journal check`` and ``edge journal recover``: the technician's view of the journal.
+
+``check`` only reads (the service may be running): SQLite's ``quick_check`` (or
+``integrity_check`` with ``--full``), what the journal holds, and the damaged
+journals kept aside. ``recover`` does what the daemon does at start with a damaged
+journal (:mod:`edge.journal.recovery`); it is for a box whose service is stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from edge.config import Config
+from edge.errors import JournalError
+from edge.journal import Journal
+from edge.journal.recovery import check, disk_use, kept_journals, recover
+
+Print = Callable[[str], None]
+
+
+def check_journal(config: Config, out: Print, *, full: bool = False) -> bool:
+    """Print the journal's state; True when it is sound."""
+    path = config.state_dir / "journal.sqlite3"
+    problem = check(config.state_dir, full=full)
+    if problem is None:
+        out(f"journal {path}: sound ({'integrity_check' if full else 'quick_check'})")
+        _print_contents(config, out)
+    else:
+        out(f"journal {path}: DAMAGED: {problem}")
+        out("  fix: systemctl stop edge && edge journal recover --config <this config>")
+        out("  (or restart the service: it recovers a damaged journal at start)")
+    for kept in kept_journals(config.state_dir):
+        out(f"kept damaged journal: {kept} ({disk_use(kept) >> 10} KiB)")
+    return problem is None
+
+
+def recover_journal(config: Config, out: Print, *, force: bool = False) -> bool:
+    """Recover the journal if it is damaged (or always, with ``force``); True when done."""
+    problem = check(config.state_dir)
+    if problem is None and not force:
+        out("the journal is sound: nothing to recover (--force moves it aside all the same)")
+        return True
+    journal, recovery = recover(
+        config.state_dir,
+        device=config.device,
+        outbox_max=config.mqtt.outbox_max,
+        problem=problem or "recovery forced by the technician",
+    )
+    journal.close()
+    out(recovery.summary())
+    return True
+
+
+def _print_contents(config: Config, out: Print) -> None:
+    try:
+        journal = Journal.open_read_only(config.state_dir, device=config.device)
+    except JournalError as exc:
+        out(f"  cannot read it: {exc}")
+        return
+    try:
+        backlog = journal.backlog()
+        files = journal.file_counts()
+    finally:
+        journal.close()
+    out(f"  last seq {backlog.last_seq}; {backlog.outbox + backlog.waiting} results undelivered")
+    out("  files: " + (", ".join(f"{n} {state}" for state, n in sorted(files.items())) or "none"))

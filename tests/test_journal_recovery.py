@@ -1,0 +1,180 @@
+"""A journal damaged on disk: never a file's fault, recovered at start, nothing it held lost.
+
+Every journal here is a real SQLite file, filled through :class:`Journal` and then
+damaged the way a failing eMMC or a power cut damages one: pages overwritten with
+garbage, the file cut in half.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from journal_builders import four_views, journalled, score_all, study_result
+
+from edge.errors import JournalDamaged, JournalError
+from edge.journal import FILENAME, Journal
+from edge.journal.recovery import check, open_journal
+
+PAGE = 4096
+
+
+def filled_journal(state_dir: Path, tmp_path: Path, studies: int = 3, delivered: int = 1) -> None:
+    """A journal with ``studies`` results, the first ``delivered`` acknowledged, one open study."""
+    journal = Journal.open(state_dir, device="box-1")
+    for n in range(studies):
+        scores = four_views(tmp_path, f"1.2.{n}")
+        score_all(journal, scores)
+        journalled(journal, study_result(scores))
+    for entry in journal.outbox_after(0)[:delivered]:
+        journal.acknowledge(entry.entry)
+    score_all(journal, four_views(tmp_path, "1.2.99")[:2])  # an open study: 2 of 4 views
+    journal.close()
+    _checkpoint(state_dir / FILENAME)
+
+
+def _checkpoint(path: Path) -> None:
+    """Write the WAL into the main file, as a daemon's clean stop does."""
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+def overwrite_root_pages(path: Path, *names: str) -> None:
+    """Overwrite the root page of each named table or index with garbage."""
+    db = sqlite3.connect(path)
+    pages = [
+        int(page)
+        for (page,) in db.execute(
+            f"SELECT rootpage FROM sqlite_master WHERE name IN ({','.join('?' * len(names))})",
+            names,
+        )
+    ]
+    db.close()
+    with path.open("r+b") as stream:
+        for page in pages:
+            stream.seek((page - 1) * PAGE)
+            stream.write(b"\xa5" * PAGE)
+
+
+FILES_PAGES = (
+    "files",
+    "sqlite_autoindex_files_1",
+    "files_by_sop",
+    "files_by_state",
+    "files_by_age",
+)
+
+
+def test_every_sqlite_error_class_becomes_the_journals_own(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    filled_journal(state, tmp_path)
+    overwrite_root_pages(state / FILENAME, *FILES_PAGES)
+    # Opened without the start's check, as a journal damaged under a running daemon.
+    journal = Journal(state / FILENAME, device="box-1", outbox_max=1000)
+    scores = four_views(tmp_path, "1.2.50")
+    with pytest.raises(JournalDamaged, match="malformed"):
+        journal.file_seen(scores[0].header.source)  # a write: DatabaseError, not Operational
+    with pytest.raises(JournalDamaged):
+        journal.file(scores[0].header.source.path)  # a read
+    assert journal.damaged is not None and journal.failure is not None
+    # A constraint (IntegrityError) is the journal's too: the same image scored twice.
+    (tmp_path / "other").mkdir()
+    fresh = Journal.open(tmp_path / "other", device="box-1")
+    score_all(fresh, scores[:1])
+    with pytest.raises(JournalError, match="UNIQUE"):
+        fresh.image_scored(scores[0])
+    assert fresh.write_error is not None and fresh.damaged is None
+    fresh.close()
+    journal.close()
+
+
+def test_a_damaged_journal_is_kept_aside_and_replaced_with_what_it_still_held(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    filled_journal(state, tmp_path)
+    original = (state / FILENAME).read_bytes()
+    overwrite_root_pages(state / FILENAME, *FILES_PAGES)
+    with pytest.raises(JournalDamaged):
+        Journal.open(state, device="box-1")
+    assert check(state) is not None
+
+    journal, recovery = open_journal(state, device="box-1", outbox_max=1000)
+    assert recovery is not None
+    # Kept for forensics, byte for byte as it was found.
+    kept = recovery.kept_at / FILENAME
+    assert kept.is_file() and len(kept.read_bytes()) == len(original)
+    assert "seq continues from 3" in (recovery.kept_at / "recovery.txt").read_text()
+    assert (recovery.results, recovery.undelivered, recovery.images) == (3, 2, 14)
+    # The two undelivered results go out as journalled, in order; seq goes on from 3.
+    assert [(e.seq, e.result_id) for e in journal.outbox_after(0)] == [(2, "id-2"), (3, "id-3")]
+    assert journal.backlog().last_seq == 3
+    # The open study reopens; a scored image sent again is still a duplicate.
+    assert len(journal.open_study_scores()) == 2
+    again = four_views(tmp_path, "1.2.0")[0].header
+    journal.file_seen(again.source)
+    assert not journal.claim_sop(again.source.path, again.sop_uid, again.study_uid)
+    scores = four_views(tmp_path, "1.2.7")
+    score_all(journal, scores)
+    assert journalled(journal, study_result(scores)) == 4
+    assert check(state) is None
+    journal.close()
+
+
+def test_a_journal_cut_in_half_is_recovered_by_the_technicians_command(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    filled_journal(state, tmp_path, studies=6, delivered=2)
+    path = state / FILENAME
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"site: clinic-1\ndevice: box-1\nstate_dir: {state}\nwatch: {{dir: {tmp_path}}}\n"
+        "engine: {bundle: engines/demo}\n"
+    )
+    checked = _edge("journal", "check", "--config", str(config))
+    assert checked.returncode == 1 and "DAMAGED" in checked.stdout, checked
+    assert "edge journal recover" in checked.stdout
+
+    recovered = _edge("journal", "recover", "--config", str(config))
+    assert recovered.returncode == 0, recovered.stderr
+    assert "damaged journal moved to" in recovered.stdout
+    checked = _edge("journal", "check", "--config", str(config))
+    assert checked.returncode == 0 and "sound" in checked.stdout, checked
+    assert "kept damaged journal" in checked.stdout
+    # The results' pages lay in the half cut off: nothing says which seq came last, so
+    # numbering starts again at 1 and the hub opens a new epoch (docs/messages.md).
+    assert "seq continues from 0 (read from nothing readable" in recovered.stdout
+    journal = Journal.open(state, device="box-1")
+    assert journal.backlog().last_seq == 0
+    journal.close()
+
+
+def test_opening_a_journal_writes_nothing_when_nothing_is_missing(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    filled_journal(state, tmp_path)
+    path = state / FILENAME
+    before = path.read_bytes()
+    path.chmod(0o444)  # a write would fail: "attempt to write a readonly database"
+    try:
+        journal = Journal.open(state, device="box-1")
+        assert journal.backlog().last_seq == 3
+        journal.close()
+    finally:
+        path.chmod(0o644)
+    assert path.read_bytes() == before
+
+
+def _edge(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *args], capture_output=True, text=True, check=False
+    )
