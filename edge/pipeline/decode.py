@@ -53,6 +53,7 @@ from edge.pipeline.frames import DECODE_ERRORS, FastDecode, Wanted, decode_fast
 from edge.pipeline.ingest import check_pixel_description
 from edge.pipeline.levels import DEFAULT_TOLERANCE, max_enlargement
 from edge.pipeline.preprocess import prepare
+from edge.pipeline.terms import uid_name
 from edge.types import ImageHeader, ModelInput
 
 log = logging.getLogger(__name__)
@@ -255,13 +256,13 @@ def _decode_with_pydicom(
         decoder = get_decoder(UID(transfer_syntax))
     except NotImplementedError as exc:
         raise IngestError(
-            "no_decoder", f"no decoder exists here for transfer syntax {transfer_syntax}"
+            "no_decoder", f"no decoder exists here for {uid_name(transfer_syntax)}"
         ) from exc
     if not decoder.is_available:
         wanted = [*(fast_packages or []), *decoder.missing_dependencies]
         raise IngestError(
             "no_decoder",
-            f"no installed decoder for {UID(transfer_syntax).name}; "
+            f"no installed decoder for {uid_name(transfer_syntax)}; "
             f"install one of: {'; '.join(wanted)}",
         )
     try:
@@ -282,7 +283,7 @@ def choose_plugin(transfer_syntax: str) -> str:
 def _failure(transfer_syntax: str, exc: Exception) -> IngestError:
     text = plain(exc)
     lowered = text.lower()
-    name = UID(transfer_syntax).name if transfer_syntax else "an unknown transfer syntax"
+    name = uid_name(transfer_syntax)
     if any(sign in lowered for sign in TRUNCATION_SIGNS):
         return IngestError("truncated", f"pixel data ends early: {text}")
     return IngestError("decode_failed", f"{name}: {text}")

@@ -31,6 +31,7 @@ from pydicom.filereader import _read_file_meta_info, read_dataset, read_partial,
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from edge.common.privacy import without_values
 from edge.errors import IngestError
 
 #: the largest element the header pass reads (an icon, a private blob); beyond is hostile
@@ -140,7 +141,8 @@ def _parse(stream: BinaryIO, path: Path, reached: list[bool] | None, limit: int)
     except EOFError as exc:
         raise IngestError("truncated", f"the data set ends early: {plain(exc)}") from exc
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-        # pydicom raises these for malformed elements; its text names the element.
+        # pydicom raises these for malformed elements; its text names the element,
+        # and sometimes quotes the value, which plain() takes out.
         raise IngestError("malformed", f"the data set cannot be parsed: {plain(exc)}") from exc
     except (NotImplementedError, OverflowError, RecursionError, zlib.error) as exc:
         reason = f"{type(exc).__name__}: {plain(exc)}"
@@ -159,8 +161,9 @@ _LIBRARY_ADVICE = re.compile(
 
 
 def plain(exc: BaseException) -> str:
-    """An exception's text without a library's advice to its caller (pydicom's force=True)."""
-    return _LIBRARY_ADVICE.sub("", str(exc)).strip() or type(exc).__name__
+    """An exception's text without a library's advice to its caller (pydicom's force=True),
+    and without the values it quotes (a misfiled element can hold a patient's name)."""
+    return without_values(_LIBRARY_ADVICE.sub("", str(exc)).strip()) or type(exc).__name__
 
 
 def _header_stop(reached: list[bool]) -> StopWhen:

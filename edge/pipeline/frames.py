@@ -20,6 +20,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 
+from edge.common.privacy import describe
 from edge.errors import IngestError
 from edge.pipeline import codecs
 from edge.pipeline.codestream import CodestreamError, frame_geometry
@@ -78,8 +79,10 @@ def decode_fast(dataset: Dataset, family: str, wanted: Wanted) -> FastDecode | t
         try:
             pixels, reduction = codec.decode(request.frame, request.request)
         except DECODE_ERRORS as exc:
-            log.warning("%s could not decode a frame (%s); trying the next one", codec.name, exc)
-            gpu_failure = gpu_failure or (f"{codec.name}: {exc}" if codec.gpu else "")
+            log.warning(
+                "%s could not decode a frame (%s); trying the next one", codec.name, describe(exc)
+            )
+            gpu_failure = gpu_failure or (f"{codec.name}: {describe(exc)}" if codec.gpu else "")
             continue
         shaped = checked_shape(pixels, request.request, reduction)
         return FastDecode(shaped, codec.name, reduction, gpu_failure)
@@ -99,12 +102,14 @@ def frame_request(dataset: Dataset, family: str, wanted: Wanted) -> FrameRequest
         frame = first_frame(dataset.PixelData, frames)
     except DECODE_ERRORS as exc:
         raise IngestError(
-            "truncated", f"the encapsulated Pixel Data cannot be split: {exc}"
+            "truncated", f"the encapsulated Pixel Data cannot be split: {describe(exc)}"
         ) from exc
     try:
         geometry = frame_geometry(frame, family)
     except (CodestreamError, IndexError) as exc:
-        raise IngestError("decode_failed", f"the compressed frame is not readable: {exc}") from exc
+        raise IngestError(
+            "decode_failed", f"the compressed frame is not readable: {describe(exc)}"
+        ) from exc
     if geometry is not None and (geometry.rows, geometry.columns, geometry.components) != (
         rows,
         columns,

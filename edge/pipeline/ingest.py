@@ -10,13 +10,16 @@ does not score) or :class:`~edge.errors.IngestError` (a file to quarantine).
 
 from __future__ import annotations
 
+import re
 import time
 
 from pydicom.dataset import Dataset, FileDataset
 
 from edge.bundle.manifest import Accepts
+from edge.common.privacy import closed
 from edge.errors import IngestError, Skip
 from edge.pipeline import dicomfile
+from edge.pipeline.terms import MODALITIES, PHOTOMETRIC_INTERPRETATIONS
 from edge.pipeline.views import (
     check_patient_view,
     image_laterality,
@@ -41,6 +44,7 @@ TOMOSYNTHESIS_SOP_CLASSES = frozenset(
     }
 )
 GREYSCALE = frozenset({"MONOCHROME1", "MONOCHROME2"})
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
 def read_header(
@@ -71,8 +75,8 @@ def read_header(
     started = time.perf_counter()
     dataset, reached_pixels = dicomfile.read_header(incoming.path)
     _check_kind(dataset, reached_pixels, accepts or Accepts())
-    sop_uid = _required_text(dataset, "SOPInstanceUID")
-    study_uid = _required_text(dataset, "StudyInstanceUID")
+    sop_uid = _required_uid(dataset, "SOPInstanceUID")
+    study_uid = _required_uid(dataset, "StudyInstanceUID")
     rows, columns = check_pixel_description(dataset, max_pixels)
     return ImageHeader(
         source=incoming,
@@ -97,7 +101,8 @@ def _check_kind(dataset: FileDataset, reached_pixels: bool, accepts: Accepts) ->
         raise IngestError("dicomdir", "a DICOMDIR index, not an image")
     modality = _text(dataset, "Modality")
     if modality and modality != "MG":
-        raise Skip("not_mg", f"Modality is {modality}, not MG")
+        # Quoted only when it is a defined term: a misfiled name must not be echoed.
+        raise Skip("not_mg", f"Modality is {closed(modality, MODALITIES, 'modality')}, not MG")
     if not reached_pixels:
         # A file still being written ends early too: the daemon retries this reason.
         raise IngestError("truncated", "the file ends before its Pixel Data")
@@ -145,9 +150,12 @@ def check_pixel_description(dataset: Dataset, max_pixels: int) -> tuple[int, int
     photometric = _text(dataset, "PhotometricInterpretation")
     samples = _int(dataset, "SamplesPerPixel", 1)
     if photometric not in GREYSCALE or samples != 1:
+        named = (
+            closed(photometric, PHOTOMETRIC_INTERPRETATIONS, "value") if photometric else "absent"
+        )
         raise IngestError(
             "not_greyscale",
-            f"Photometric Interpretation {photometric or 'absent'} with {samples} samples; "
+            f"Photometric Interpretation {named} with {samples} samples; "
             "a mammogram is MONOCHROME1 or MONOCHROME2",
         )
     allocated = _int(dataset, "BitsAllocated", 0)
@@ -168,11 +176,24 @@ def _required_text(dataset: Dataset, keyword: str) -> str:
     return value
 
 
+def _required_uid(dataset: Dataset, keyword: str) -> str:
+    """A UID as PS3.5 9.1 writes it: digits in dot-separated components, at most 64.
+
+    The study UID travels in the result; text that is not a UID (a misfiled
+    patient name) must not.
+    """
+    value = _required_text(dataset, keyword).rstrip("\0")
+    if len(value) > 64 or not _UID.fullmatch(value):
+        raise IngestError("invalid_uid", f"{keyword} is not a UID (digits and dots, at most 64)")
+    return value
+
+
 def _text(dataset: Dataset, keyword: str, *, upper: bool = True) -> str:
     try:
         value = dataset.get(keyword, "")
     except (ValueError, TypeError, KeyError, OverflowError) as exc:
-        raise IngestError("malformed", f"{keyword} cannot be read: {exc}") from exc
+        # The exception's text quotes the value: only the attribute is named.
+        raise IngestError("malformed", f"{keyword} cannot be read ({type(exc).__name__})") from exc
     text = str(value or "").strip()
     return text.upper() if upper else text
 
@@ -182,4 +203,4 @@ def _int(dataset: Dataset, keyword: str, default: int) -> int:
         value = dataset.get(keyword, None)
         return default if value is None or value == "" else int(value)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise IngestError("missing_tag", f"{keyword} is not a number: {exc}") from exc
+        raise IngestError("missing_tag", f"{keyword} is not a number") from exc

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from edge.bundle.manifest import Preprocessing
+from edge.common.privacy import describe
 from edge.errors import IngestError
 from edge.pipeline.codecs import availability
 from edge.pipeline.options import DecodeOptions
@@ -282,7 +283,7 @@ def serve(conn: Connection, options: DecodeOptions) -> None:
         except IngestError as error:
             reply = ("ingest", (error.reason, error.detail))
         except Exception as exc:  # noqa: BLE001 - sent to the daemon, which logs it as a bug
-            reply = ("bug", f"{type(exc).__name__}: {exc}")
+            reply = ("bug", describe(exc))  # its text may quote a value
         conn.send(reply)
 
 

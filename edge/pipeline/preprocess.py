@@ -26,6 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 
 from edge.bundle.manifest import Preprocessing
+from edge.common.privacy import describe
 from edge.errors import IngestError
 from edge.types import ImageHeader, ModelInput
 
@@ -72,7 +73,7 @@ def grey_scale(pixels: npt.NDArray[np.generic], dataset: Dataset) -> FloatImage:
             return np.asarray(grey, dtype=np.float32)
     except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as exc:
         raise IngestError(
-            "bad_grey_scale", f"the grey-scale attributes are unusable: {exc}"
+            "bad_grey_scale", f"the grey-scale attributes are unusable: {describe(exc)}"
         ) from exc
 
 
@@ -85,7 +86,7 @@ def rescale_slope(dataset: Dataset) -> float:
     try:
         return float(dataset.get("RescaleSlope", 1.0) or 1.0)
     except (TypeError, ValueError) as exc:
-        raise IngestError("bad_grey_scale", f"Rescale Slope is not a number: {exc}") from exc
+        raise IngestError("bad_grey_scale", "Rescale Slope is not a number") from exc
 
 
 def presentation_inverted(dataset: Dataset) -> bool:
