@@ -26,7 +26,7 @@ from edge.common import signals
 from edge.hub.config import HubConfig
 from edge.hub.errors import HubError
 from edge.hub.link import Delivery, SessionLink
-from edge.hub.messages import Record, Rejected, decode
+from edge.hub.messages import Record, Rejected, decode, oversized
 from edge.hub.queries import find_gaps
 from edge.hub.store import Store, WriteReport
 
@@ -127,6 +127,10 @@ class Collector:
         return True
 
     def _decode(self, delivery: Delivery) -> Record:
+        mqtt = self.config.mqtt
+        refused = oversized(delivery.topic, delivery.payload, mqtt.max_message_bytes)
+        if refused is not None:
+            return refused
         try:
             return decode(delivery.topic, delivery.payload, self.config.mqtt.topic_prefix)
         except Exception as exc:  # a decoder bug must reject one message, not stop the hub

@@ -54,6 +54,12 @@ class HubMqttConfig(StrictModel):
         None, description="File holding the broker password (never the password itself)."
     )
     tls: TlsConfig | None = None
+    max_message_bytes: Annotated[int, Field(ge=1024, le=268_435_455)] = Field(
+        262_144,
+        description="A message larger than this is refused: only its topic, size and "
+        "first kilobyte are kept in rejects (reason too_large). Set the broker's "
+        "message_size_limit too (docs/hub.md).",
+    )
 
     _check_segments = field_validator("topic_prefix", "group")(topic_segment)
 

@@ -36,6 +36,8 @@ STATUSES = ("online", "offline")
 #: the topic leaves the collector subscribes to
 LEAVES = ("results", "health", "status", "events")
 _MAX_DETAIL = 500
+#: what a ``too_large`` reject keeps of the message
+KEPT_PREFIX = 1024
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class Rejected:
     topic: str
     payload: bytes
     #: ``bad_topic``, ``not_json``, ``unknown_schema``, ``invalid``, ``topic_mismatch``,
-    #: ``bad_status`` or ``internal_error``
+    #: ``bad_status``, ``too_large`` or ``internal_error``
     reason: str
     detail: str
 
@@ -118,6 +120,22 @@ def parse_topic(topic: str, prefix: str) -> Origin | None:
     if not parts[1] or not parts[2]:
         return None
     return Origin(site=parts[1], device=parts[2], leaf=parts[3])
+
+
+def oversized(topic: str, payload: bytes, limit: int) -> Rejected | None:
+    """A ``too_large`` reject for a message over ``limit`` bytes: its size and a prefix only.
+
+    A box sends results and health of a few kilobytes; megabytes on its topic are
+    a fault or an attack, and are neither parsed nor stored whole.
+    """
+    if len(payload) <= limit:
+        return None
+    kept = payload[:KEPT_PREFIX]
+    detail = (
+        f"{len(payload)} bytes, over mqtt.max_message_bytes ({limit}); "
+        f"only the first {len(kept)} bytes are kept"
+    )
+    return Rejected(topic, kept, "too_large", detail)
 
 
 def decode(topic: str, payload: bytes, prefix: str) -> Record:
