@@ -10,8 +10,8 @@ import pytest
 import yaml
 from engine_bundles import flip_byte, make_bundle, make_key, make_signed_bundle
 
-from edge.bundle.manifest import load_bundle, read_manifest
-from edge.engines.signing import SIGNATURE, load_public_key, sign_bundle, verify_bundle
+from edge.bundle.manifest import SIGNATURE, load_bundle, read_manifest
+from edge.engines.signing import load_public_key, sign_bundle, verify_bundle
 from edge.errors import EngineError
 
 

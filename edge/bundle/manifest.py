@@ -22,6 +22,8 @@ from edge.common.model import StrictModel
 from edge.errors import EngineError
 
 MANIFEST = "manifest.yaml"
+#: the Ed25519 signature over the manifest's bytes (edge.engines.signing)
+SIGNATURE = "signature"
 
 
 class TensorSpec(StrictModel):

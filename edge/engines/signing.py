@@ -22,10 +22,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edge.bundle.manifest import MANIFEST
+from edge.bundle.manifest import MANIFEST, SIGNATURE
 from edge.errors import EngineError
 
-SIGNATURE = "signature"
 ALGORITHM = "ed25519"
 #: the id of engines/demo-signing.pub, whose private key ships with the source: anyone
 #: can sign with it, so a box that scores patients never trusts it

@@ -29,15 +29,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
-from edge.bundle.files import copy_durably, fsync_dir, unpack_archive, write_atomically
-from edge.bundle.manifest import MANIFEST, Bundle, Manifest, load_bundle, read_manifest
+from edge.bundle.archive import unpack_bundle
+from edge.bundle.files import copy_durably, fsync_dir, write_atomically
+from edge.bundle.manifest import MANIFEST, SIGNATURE, Bundle, Manifest, load_bundle, read_manifest
 from edge.engines.ownership import hand_to_state_owner
 from edge.engines.selftest import SelfTestResult
-from edge.engines.signing import SIGNATURE, NotTrusted, TrustedKey, signer_of, verify_bundle
+from edge.engines.signing import NotTrusted, TrustedKey, signer_of, verify_bundle
 from edge.errors import EngineError
 
 log = logging.getLogger(__name__)
 
+#: free space an engine install leaves on state_dir's filesystem, for the journal
+KEEP_FREE_BYTES = 64 << 20
 INCOMING = "_incoming"
 PLANS = "_plans"
 CURRENT = "current"
@@ -267,8 +270,20 @@ class EngineStore:
     ) -> InstalledEngine:
         folder = source
         if source.is_file():
-            folder = _step("unpack", lambda: unpack_archive(source, work / "unpacked"))
-            report("unpack", f"{source.name} unpacked")
+            folder = _step(
+                "unpack",
+                lambda: unpack_bundle(
+                    source,
+                    work / "unpacked",
+                    # Before the bulk is written; StepFailed goes through the unpack.
+                    check_signature=lambda root: _step(
+                        "signature", lambda: trust.judge(root), (root, source)
+                    ),
+                    keep_free_bytes=KEEP_FREE_BYTES,
+                    copies=2,  # unpacked, then copied into the store
+                ),
+            )
+            report("unpack", f"{source.name} unpacked (its signature checked first)")
         elif not source.is_dir():
             raise StepFailed("manifest", f"{source} is neither a bundle folder nor an archive")
         manifest = _step("manifest", lambda: _checked_manifest(folder))
