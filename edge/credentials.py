@@ -40,6 +40,34 @@ def broker_password(config: MqttConfig) -> str | None:
     return None
 
 
+def check_tls_files(config: MqttConfig) -> None:
+    """Each TLS file named is readable now, by this process.
+
+    Checked when the daemon starts rather than when the configuration loads: a key
+    under ``/run/credentials`` exists only inside the service, so ``edge config
+    check`` run by a technician cannot see it.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key (``mqtt.tls.ca_file``) and why its file cannot be read.
+    """
+    tls = config.tls
+    if tls is None:
+        return
+    for name in ("ca_file", "cert_file", "key_file"):
+        path: Path | None = getattr(tls, name)
+        if path is None:
+            continue
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(
+                f"mqtt.tls.{name}: cannot read {path}: {exc.strerror or exc}"
+            ) from exc
+
+
 def _read_secret(path: Path, key: str) -> str:
     try:
         text = path.read_text(encoding="utf-8")

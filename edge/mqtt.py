@@ -28,6 +28,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.common.mqttclient import Will, make_client
 from edge.config import MqttConfig
+from edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,13 @@ class MqttLink:
         on_event: EventCallback,
         subscriptions: Sequence[str] = (),
         password: str | None = None,
+        password_source: Callable[[], str | None] | None = None,
     ) -> None:
         self._config = config
+        #: read again before each connection attempt: a fixed password needs no restart
+        self._password_source = password_source
+        #: cuts a reconnect wait short (stop, or a SIGHUP asking to try at once)
+        self._wake = threading.Event()
         self._on_event = on_event
         self._subscriptions = tuple(subscriptions)
         self._connected = threading.Event()
@@ -130,9 +136,14 @@ class MqttLink:
             raise ConnectionError(f"publish to {topic} refused: {paho.error_string(info.rc)}")
         return int(info.mid)
 
+    def retry_now(self) -> None:
+        """Cut the wait before the next connection attempt short (after a fix, on SIGHUP)."""
+        self._wake.set()
+
     def stop(self) -> None:
         """Disconnect cleanly (the broker then sends no last will) and end the thread."""
         self._stopping.set()
+        self._wake.set()
         self._client.disconnect()
         self._thread.join(timeout=STOP_GRACE_S + 3)
 
@@ -172,13 +183,16 @@ class MqttLink:
                 break
             delay = self._backoff.next_delay()
             log.debug("reconnecting to mqtt %s in %.1f s", self.where, delay)
-            self._stopping.wait(delay)
+            self._wake.wait(delay)
+            self._wake.clear()
 
     def _attempt(self) -> bool:
         """Open the socket (and TLS) and send CONNECT; False with a log line on failure."""
         self._socket_error = ""
         self._reported = False
         self._accepted = False
+        if not self._refresh_password():
+            return False
         try:
             self._client.reconnect()
         except ssl.SSLCertVerificationError as exc:
@@ -193,6 +207,17 @@ class MqttLink:
         else:
             return True
         return False
+
+    def _refresh_password(self) -> bool:
+        """Read the password file or credential again; False (logged) when it cannot be."""
+        if self._password_source is None or self._config.username is None:
+            return True
+        try:
+            self._client.username_pw_set(self._config.username, self._password_source())
+        except ConfigError as exc:
+            self._failed(str(exc))
+            return False
+        return True
 
     def _serve(self) -> None:
         """Run paho's network loop until the connection ends."""
