@@ -35,8 +35,8 @@ from types import FrameType
 
 from edge import __version__
 from edge.common import signals
+from edge.common.privacy import describe
 from edge.config import Config
-from edge.credentials import broker_password
 from edge.dicom.service import daemon_hooks, open_receiver
 from edge.engines.store import EngineStore
 from edge.engines.switch import EngineSwitch
@@ -45,10 +45,11 @@ from edge.health.gpu import GpuTelemetry, open_gpu_telemetry
 from edge.health.incidents import Incidents
 from edge.health.liveness import Stage, Supervisor
 from edge.health.metrics import Metrics, alarms, disk_free
-from edge.journal import Backlog, Journal, OutboxEntry
+from edge.journal import Backlog, OutboxEntry
+from edge.journal.recovery import open_journal
 from edge.journal.retention import Retention
 from edge.messages.health import EngineState, HealthSnapshot, JournalState, health_message
-from edge.mqtt import LinkEvent, MqttLink
+from edge.mqtt import LinkEvent, MqttLink, box_link
 from edge.notify import Notifier
 from edge.pipeline.infer import InferenceWorker
 from edge.pipeline.intake import Intake, IntakeStages
@@ -100,10 +101,12 @@ class Daemon:
         for folder in (config.state_dir, config.quarantine_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self.receiver = open_receiver(config)  # first: a port it cannot bind stops the start
-        self.journal = Journal.open(
+        self.journal, self.recovery = open_journal(
             config.state_dir, device=config.device, outbox_max=config.mqtt.outbox_max
         )
         self._build_stages()
+        if self.recovery is not None:
+            self.incidents.journal_replaced(self.recovery)
         self._resume_from_journal()
         self.gpu = open_gpu_telemetry()
         self._build_intake()
@@ -210,6 +213,9 @@ class Daemon:
 
     def request_reload(self, signum: int = RELOAD_SIGNAL, frame: FrameType | None = None) -> None:
         self.switch.request()
+        # A technician who fixed the password file need not wait out the back-off.
+        if not self.publisher.link.connected:
+            self.publisher.link.retry_now()
 
     def _signals_captured(self) -> contextlib.AbstractContextManager[None]:
         """Stop on SIGTERM/SIGINT and reload on SIGHUP for the daemon's lifetime."""
@@ -222,16 +228,7 @@ class Daemon:
     # -- the stages' hand-offs ------------------------------------------------------------
 
     def _make_link(self, on_event: Callable[[LinkEvent], None]) -> MqttLink:
-        config = self.config
-        return MqttLink(
-            config.mqtt,
-            config.mqtt.client_id or f"edge-{config.site}-{config.device}",
-            will_topic=config.topic("status"),
-            will_payload=b"offline",
-            on_event=on_event,
-            subscriptions=[config.topic("health/get")],
-            password=broker_password(config.mqtt),
-        )
+        return box_link(self.config, on_event)
 
     def _resume_from_journal(self) -> None:
         """Rebuild open studies from journalled scores; forget files that vanished.
@@ -275,7 +272,7 @@ class Daemon:
             self.results.assembled(result)
 
     def _on_infer_failure(self, item: ModelInput, reason: str, error: Exception) -> None:
-        detail = f"{type(error).__name__}: {error}"
+        detail = describe(error)  # its text may quote an element's value
         self.incidents.error("infer", detail, item.header.source.path)
         self.assembler.dropped(item.header)
         self.intake.reject(item.header.source, IngestError(reason, detail), item.header.study_uid)
@@ -320,6 +317,8 @@ class Daemon:
                 last_seq=None if backlog is None else backlog.last_seq,
                 oldest_created_at=None if backlog is None else backlog.oldest_created_at,
                 write_error=self.journal.write_error,
+                error=self.journal.failure,
+                replaced=None if self.recovery is None else self.recovery.health(),
             ),
             counters={**self.metrics.counters(), "events_dropped": self.publisher.dropped_events},
             latency_ms=self.metrics.latency(),
@@ -330,6 +329,8 @@ class Daemon:
                 state_disk=state_disk,
                 min_free_mb=config.health.min_free_mb,
                 receiver_refusing=self.receiver.refusing,
+                journal_failed=self.journal.failure,
+                journal_replaced=self.recovery is not None,
             ),
             receiver=self.receiver.snapshot(),
             gpu=None

@@ -3,8 +3,9 @@
 Every stage reports what went wrong through one :class:`Incidents`: the count goes
 into the metrics, the last error into health's ``last_error``, and an
 ``edge.event/1`` to the hub at once (kept by the publisher while the broker is
-away) and into the journal for ``edge status``. A failing journal raises its alarm
-once, when the first write fails, and is announced once as writable again.
+away) and into the journal for ``edge status``. A failing journal is announced once
+per episode (``journal_write_failed``, or ``journal_failed`` for a damaged or
+unreadable one) and once as usable again; a journal replaced at start once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from edge.config import Config
 from edge.errors import JournalError
 from edge.health.metrics import Metrics
 from edge.journal import EventRecord, Journal
+from edge.journal.recovery import Recovery
 from edge.messages.event import event
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ class Incidents:
         self._journal = journal
         self._sender = sender
         self._journal_failing = False
+        #: a read failing, or the file damaged: ``journal_failed`` until it reads again
+        self._journal_unreadable = False
 
     def error(
         self, where: str, message: str, path: Path | None = None, reason: str = "internal_error"
@@ -51,20 +55,29 @@ class Incidents:
         self.event("error", reason, message, path=path, where=where)
 
     def journal_failed(self, where: str, exc: JournalError) -> None:
+        """Count a journal failure; one event per episode (write, or read/damage)."""
         self._metrics.count("journal_errors")
-        if self._journal.write_error is None:
-            # A read failed: no write is waiting to succeed again, so no alarm whose
-            # end would be announced as "writable again".
-            self.error(where, str(exc))
-        elif not self._journal_failing:
+        if self._journal.write_error is not None and not self._journal_failing:
             self._journal_failing = True
             self.error(where, str(exc), reason="journal_write_failed")
+        elif self._journal.failure is not None and not self._journal_unreadable:
+            self._journal_unreadable = True
+            self.error(where, str(exc), reason="journal_failed")
 
     def note_journal_recovery(self) -> None:
-        """Announce, once, that the journal takes writes again after it failed."""
+        """Announce, once each, that the journal takes writes, or can be read, again."""
         if self._journal_failing and self._journal.write_error is None:
             self._journal_failing = False
             self.event("journal", "journal_writable", "the journal is writable again")
+        if self._journal_unreadable and self._journal.failure is None:
+            self._journal_unreadable = False
+            self.event("journal", "journal_readable", "the journal can be read again")
+
+    def journal_replaced(self, recovery: Recovery) -> None:
+        """Say on every channel that the journal was replaced: last_error and an event."""
+        self._metrics.count("errors")
+        self._metrics.error("journal", recovery.summary())
+        self.event("journal", "journal_replaced", recovery.summary(), where="journal")
 
     def event(
         self,

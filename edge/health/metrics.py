@@ -100,11 +100,15 @@ def alarms(
     state_disk: dict[str, Any],
     min_free_mb: int,
     receiver_refusing: str | None = None,
+    journal_failed: str | None = None,
+    journal_replaced: bool = False,
 ) -> list[str]:
     """The conditions a hub operator must act on, by name (documented in docs/messages.md).
 
     ``outbox_full``: results wait in the journal behind a full outbox.
+    ``journal_failed``: the journal is damaged or cannot be read; new files wait.
     ``journal_write_failed``: the last journal write failed; new files wait.
+    ``journal_replaced``: the journal was found damaged at start, kept aside, replaced.
     ``state_disk_low``: less than ``health.min_free_mb`` free in ``state_dir``.
     ``receiver_refusing``: the DICOM receiver answers 0xA700 (``receiver_refusing``
     says why).
@@ -112,8 +116,12 @@ def alarms(
     raised = []
     if results_waiting > 0:
         raised.append("outbox_full")
+    if journal_failed is not None:
+        raised.append("journal_failed")
     if journal_error is not None:
         raised.append("journal_write_failed")
+    if journal_replaced:
+        raised.append("journal_replaced")
     free_mb = state_disk.get("free_mb")
     if not isinstance(free_mb, int) or free_mb < min_free_mb:
         raised.append("state_disk_low")

@@ -41,6 +41,10 @@ class JournalState:
     last_seq: int | None
     oldest_created_at: float | None
     write_error: str | None
+    #: why the journal cannot be used now (damaged, a read failing), or None
+    error: str | None = None
+    #: what replaced a journal found damaged at start (``Recovery.health()``), or None
+    replaced: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,8 @@ def health_message(snapshot: HealthSnapshot) -> dict[str, Any]:
             if journal.oldest_created_at is None
             else iso(journal.oldest_created_at),
             "write_error": journal.write_error,
+            "error": journal.error,
+            "replaced": journal.replaced,
         },
         "counters": snapshot.counters,
         "latency_ms": snapshot.latency_ms,

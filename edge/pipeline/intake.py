@@ -15,11 +15,12 @@ import dataclasses
 import logging
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
-from edge.common.privacy import file_tag, study_hash
+from edge.common.privacy import describe, file_tag, study_hash
 from edge.config import Config
 from edge.engines.engine import Engine
 from edge.errors import IngestError, JournalError, Skip
@@ -145,10 +146,21 @@ class Intake:
         token = self.clock.begin()
         try:
             self._ingest(incoming)
-        except Exception as exc:  # a bug must not stop the daemon
-            log.exception("unexpected failure on file %s", file_tag(incoming.path))
-            self._stages.incidents.error("ingest", f"{type(exc).__name__}: {exc}", incoming.path)
-            self.reject(incoming, IngestError("internal_error", f"{type(exc).__name__}: {exc}"))
+        except JournalError as exc:
+            # The journal's failure, never the file's: it stays where it is, untouched,
+            # and is taken again once the journal answers.
+            self._stages.incidents.journal_failed("ingest", exc)
+            self.watcher.recheck(incoming.path)
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop the daemon; logged below
+            # The stack, not the exception's text: that may quote an element's value.
+            log.error(
+                "unexpected failure on file %s: %s\n%s",
+                file_tag(incoming.path),
+                describe(exc),
+                "".join(traceback.format_tb(exc.__traceback__)),
+            )
+            self._stages.incidents.error("ingest", describe(exc), incoming.path)
+            self.reject(incoming, IngestError("internal_error", describe(exc)))
         finally:
             self.clock.end(token)
             with self._lock:
