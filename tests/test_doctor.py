@@ -69,7 +69,8 @@ def healthy_config(
 def test_a_ready_box_passes_every_check(tmp_path: Path, broker: Broker, engine: Path) -> None:
     code, checks = doctor(healthy_config(tmp_path, broker.port, engine))
     assert code == 0, checks
-    assert list(checks) == ["config", "watch", "state", "broker", "engine", "selftest", "gpu"]
+    names = ["config", "watch", "state", "journal", "broker", "engine", "selftest", "gpu"]
+    assert list(checks) == names
     assert all(status_of(checks, name) == "OK" for name in checks), checks
     assert "connected and logged in (no TLS)" in text_of(checks, "broker")
     assert "files match their sha256" in text_of(checks, "engine")

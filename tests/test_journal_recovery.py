@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 from journal_builders import four_views, journalled, score_all, study_result
 
+from edge.config import load_config
 from edge.errors import JournalDamaged, JournalError
 from edge.journal import FILENAME, Journal
 from edge.journal.recovery import check, open_journal
+from edge.tools.doctor.journal import check_journal
 
 PAGE = 4096
 
@@ -143,12 +145,15 @@ def test_a_journal_cut_in_half_is_recovered_by_the_technicians_command(tmp_path:
     checked = _edge("journal", "check", "--config", str(config))
     assert checked.returncode == 1 and "DAMAGED" in checked.stdout, checked
     assert "edge journal recover" in checked.stdout
+    doctor = check_journal(load_config(config))
+    assert not doctor.ok and "edge journal recover" in doctor.fix
 
     recovered = _edge("journal", "recover", "--config", str(config))
     assert recovered.returncode == 0, recovered.stderr
     assert "damaged journal moved to" in recovered.stdout
     checked = _edge("journal", "check", "--config", str(config))
     assert checked.returncode == 0 and "sound" in checked.stdout, checked
+    assert check_journal(load_config(config)).ok
     assert "kept damaged journal" in checked.stdout
     # The results' pages lay in the half cut off: nothing says which seq came last, so
     # numbering starts again at 1 and the hub opens a new epoch (docs/messages.md).

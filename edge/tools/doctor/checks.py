@@ -15,6 +15,7 @@ from edge.tools.doctor.check import Check
 from edge.tools.doctor.engine import check_engine, check_selftest
 from edge.tools.doctor.folders import check_state_dir, check_watch_folder
 from edge.tools.doctor.gpu import check_gpu
+from edge.tools.doctor.journal import check_journal
 from edge.tools.doctor.receiver import check_receiver
 
 #: where scripts/install.sh keeps the files systemd loads as credentials (LoadCredential=)
@@ -45,6 +46,7 @@ def run_checks(
     )
     yield check_watch_folder(config, account)
     yield check_state_dir(config, account)
+    yield check_journal(config)
     yield from check_receiver(config, account)
     # Outside the service there is no $CREDENTIALS_DIRECTORY: read the sources.
     os.environ.setdefault(CREDENTIALS_ENV, str(credentials))
