@@ -89,7 +89,10 @@ class Incidents:
         where: str = "",
         study: str | None = None,
     ) -> None:
-        """Send an ``edge.event/1`` now and journal it for ``edge status``."""
+        """Journal an ``edge.event/1`` for ``edge status`` and send it now.
+
+        Journalled first: whoever hears the event can find it in the journal.
+        """
         config = self._config
         document = event(
             kind,
@@ -100,9 +103,6 @@ class Incidents:
             path=path,
             study=study,
             where=where or None,
-        )
-        self._sender.publish_now(
-            config.topic("events"), json.dumps(document).encode(), retain=False, keep=True
         )
         try:
             self._journal.record_event(
@@ -115,3 +115,6 @@ class Incidents:
         except JournalError:
             # Sent all the same; the failing journal is reported by the write that found it.
             self._metrics.count("journal_errors")
+        self._sender.publish_now(
+            config.topic("events"), json.dumps(document).encode(), retain=False, keep=True
+        )
