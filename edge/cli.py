@@ -14,7 +14,7 @@ from typing import Any
 from edge import __version__
 from edge.cli_console import add_console_actions
 from edge.config import Config, load_config
-from edge.errors import ConfigError, EngineError, JournalError, ReceiverError
+from edge.errors import ConfigError, EngineError, JournalDamaged, JournalError, ReceiverError
 from edge.logs import setup_logging
 
 EXIT_OK = 0
@@ -22,6 +22,10 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 #: 128 + SIGPIPE: what a shell reports for a tool whose reader went away
 EXIT_BROKEN_PIPE = 141
+DAMAGED_FIX = (
+    "fix: systemctl restart edge (it recovers a damaged journal at start, keeping the old one),"
+    " or stop it and run: edge journal recover"
+)
 #: where scripts/install.sh puts the configuration: every command reads it unless told
 DEFAULT_CONFIG = Path("/etc/edge/config.yaml")
 #: where docs/hub.md puts the hub's configuration
@@ -54,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = EXIT_FAILURE
     except JournalError as exc:
         print(f"journal error: {exc}", file=sys.stderr)
+        if isinstance(exc, JournalDamaged):
+            print(DAMAGED_FIX, file=sys.stderr)
         code = EXIT_FAILURE
     except KeyboardInterrupt:
         code = 130

@@ -142,6 +142,9 @@ def test_a_journal_cut_in_half_is_recovered_by_the_technicians_command(tmp_path:
         f"site: clinic-1\ndevice: box-1\nstate_dir: {state}\nwatch: {{dir: {tmp_path}}}\n"
         "engine: {bundle: engines/demo}\n"
     )
+    status = _edge("status", "--config", str(config))
+    assert status.returncode == 1 and "edge journal recover" in status.stderr, status
+    assert "Traceback" not in status.stderr
     checked = _edge("journal", "check", "--config", str(config))
     assert checked.returncode == 1 and "DAMAGED" in checked.stdout, checked
     assert "edge journal recover" in checked.stdout
