@@ -13,13 +13,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from journal_builders import four_views, journalled, score_all, study_result
+from journal_builders import TOPIC, four_views, journalled, score_all, study_result
 
 from edge.config import load_config
 from edge.errors import JournalDamaged, JournalError
 from edge.journal import FILENAME, Journal
 from edge.journal.recovery import check, open_journal
+from edge.messages.result import encode, result_message
 from edge.tools.doctor.journal import check_journal
+from edge.types import StudyResult
 
 PAGE = 4096
 
@@ -128,6 +130,36 @@ def test_a_damaged_journal_is_kept_aside_and_replaced_with_what_it_still_held(
     score_all(journal, scores)
     assert journalled(journal, study_result(scores)) == 4
     assert check(state) is None
+    journal.close()
+
+
+def test_undelivered_results_survive_a_damaged_results_table_through_the_outbox(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    journal = Journal.open(state, device="box-1")
+    for n in range(3):
+        scores = four_views(tmp_path, f"1.3.{n}")
+        score_all(journal, scores)
+        result = study_result(scores)
+
+        def real(seq: int, result: StudyResult = result) -> tuple[str, bytes]:
+            message = result_message(result, site="clinic-1", device="box-1", seq=seq)
+            return message["id"], encode(message)
+
+        journal.record_result(result, TOPIC, real)
+    sent = [(entry.seq, entry.result_id, entry.payload) for entry in journal.outbox_after(0)]
+    journal.acknowledge(journal.outbox_after(0)[0].entry)
+    journal.close()
+    _checkpoint(state / FILENAME)
+    overwrite_root_pages(state / FILENAME, "results", "sqlite_autoindex_results_1")
+
+    journal, recovery = open_journal(state, device="box-1", outbox_max=1000)
+    assert recovery is not None and recovery.undelivered == 2
+    # Byte for byte what was journalled, same ids, same seq: the hub sees no change.
+    assert [(e.seq, e.result_id, e.payload) for e in journal.outbox_after(0)] == sent[1:]
+    assert journal.backlog().last_seq == 3
     journal.close()
 
 

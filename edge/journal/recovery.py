@@ -10,7 +10,8 @@ file truncated, not a database at all) is not served from, and not refused eithe
    table is scanned forwards and backwards by rowid, so a damaged page in the middle
    loses only the rows on it;
 3. a new journal is created, given those results (delivered or not: an undelivered
-   one goes out as it was journalled, same ``id``, same payload) and the scored
+   one goes out as it was journalled, same ``id``, same payload; one the ``results``
+   table lost is rebuilt from the outbox's copy of its payload) and the scored
    images (open studies, and the SOP Instance UIDs already scored, so an image
    sent again is still a duplicate), and its ``seq`` continues from the highest
    number read (the ``sequence`` table, else the newest result).
@@ -23,6 +24,7 @@ sees is described in docs/messages.md (*A damaged journal*).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sqlite3
 import time
@@ -171,6 +173,7 @@ def _salvage(path: Path, device: str) -> tuple[dict[str, list[dict[str, Any]]], 
             for table in CARRIED_TABLES:
                 rows[table] = _readable_rows(db, table)
             sequence = _readable_rows(db, "sequence")
+            rows["results"] = _with_outbox(rows["results"], _readable_rows(db, "outbox"))
     except sqlite3.Error as exc:
         log.error("nothing can be read from the damaged journal: %s", exc)
     counted = [int(row["seq"]) for row in sequence if row.get("device") == device]
@@ -181,6 +184,43 @@ def _salvage(path: Path, device: str) -> tuple[dict[str, list[dict[str, Any]]], 
     if results:
         return rows, max(results), "results"
     return rows, 0, "nothing readable: numbering starts again at 1"
+
+
+def _with_outbox(
+    results: list[dict[str, Any]], outbox: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``results`` and, rebuilt from the outbox's copy, the undelivered ones it lost.
+
+    The outbox holds each undelivered result's exact payload a second time: the one
+    thing a box must never lose survives a damaged ``results`` table.
+    """
+    held = {int(row["entry"]) for row in results}
+    rebuilt = [_result_row(row) for row in outbox if int(row["entry"]) not in held]
+    found = [row for row in rebuilt if row is not None]
+    if found:
+        log.warning("%d undelivered results rebuilt from the outbox's copy", len(found))
+    return sorted([*results, *found], key=lambda row: int(row["entry"]))
+
+
+def _result_row(outbox: dict[str, Any]) -> dict[str, Any] | None:
+    """A ``results`` row from an outbox row and its payload, or None if it cannot be read."""
+    try:
+        document = json.loads(outbox["payload"])
+        study = document["study"]
+        return {
+            **{key: outbox[key] for key in ("entry", "seq", "topic", "payload", "created_at")},
+            "id": outbox["result_id"],
+            "device": str(document["device"]),
+            "study_uid": str(document["study_uid"]),
+            "score": float(study["score"]),
+            "suspicious": int(bool(study["suspicious"])),
+            "closed_by": str(document["closed_by"]),
+            "images": len(document["images"]),
+            "delivered_at": None,
+        }
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("outbox entry %s cannot be rebuilt: %s", outbox.get("entry"), exc)
+        return None
 
 
 def _readable_rows(db: sqlite3.Connection, table: str) -> list[dict[str, Any]]:
