@@ -101,6 +101,8 @@ def test_a_journal_damaged_beneath_the_daemon_costs_no_file_and_is_recovered_at_
     assert not list((state / "quarantine").glob("*"))
     assert health["counters"]["quarantined"] == 0 and daemon.alive()
 
+    # Marked for the next start, whatever quick_check will then say.
+    assert (state / "journal.sqlite3.damaged").is_file()
     assert daemon.stop(signal.SIGTERM) == 0
     daemon = start_daemon(broker.port)
     health = subscriber.wait_health(lambda h: "journal_replaced" in h["alarms"], 60)

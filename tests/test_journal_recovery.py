@@ -163,6 +163,28 @@ def test_undelivered_results_survive_a_damaged_results_table_through_the_outbox(
     journal.close()
 
 
+def test_a_journal_found_damaged_while_serving_is_recovered_even_if_quick_check_passes(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    filled_journal(state, tmp_path)
+    overwrite_root_pages(state / FILENAME, *FILES_PAGES)
+    journal = Journal(state / FILENAME, device="box-1", outbox_max=1000)
+    with pytest.raises(JournalDamaged):
+        journal.file(Path("/nowhere"))
+    journal.close()
+    # Mend the file the way no one should trust: the mark still says what was seen.
+    (state / FILENAME).unlink()
+    filled_journal(state, tmp_path / "again")
+    assert "found damaged while serving" in (check(state) or "")
+    journal, recovery = open_journal(state, device="box-1", outbox_max=1000)
+    assert recovery is not None and "malformed" in recovery.problem
+    assert (recovery.kept_at / "journal.sqlite3.damaged").is_file()
+    assert check(state) is None
+    journal.close()
+
+
 def test_a_journal_cut_in_half_is_recovered_by_the_technicians_command(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()

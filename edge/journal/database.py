@@ -26,6 +26,8 @@ from edge.errors import JournalDamaged, JournalError
 log = logging.getLogger(__name__)
 
 FILENAME = "journal.sqlite3"
+#: beside the journal: SQLite found it damaged while it served (what it said, one line)
+DAMAGED_MARK = "journal.sqlite3.damaged"
 SCHEMA_VERSION = 1
 #: SQLite result codes that mean the file itself is damaged, not the disk full or busy
 _DAMAGE_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
@@ -281,6 +283,14 @@ class JournalBase:
                 exc,
             )
             self.damaged = str(exc)
+            self._mark_damaged()
+
+    def _mark_damaged(self) -> None:
+        """Leave a mark for the next start: ``quick_check`` does not see every damage."""
+        try:
+            (self.path.parent / DAMAGED_MARK).write_text(f"{self.damaged}\n", encoding="utf-8")
+        except OSError as exc:
+            log.error("cannot mark the journal damaged: %s", exc.strerror or exc)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

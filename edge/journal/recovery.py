@@ -2,7 +2,9 @@
 
 At every start the daemon opens the journal through :func:`open_journal`, which runs
 SQLite's ``quick_check``. A journal SQLite finds damaged (a page overwritten, the
-file truncated, not a database at all) is not served from, and not refused either:
+file truncated, not a database at all), or one marked damaged while it served
+(:data:`~edge.journal.database.DAMAGED_MARK`: ``quick_check`` does not see every
+damage a query hits), is not served from, and not refused either:
 
 1. the file and its ``-wal`` and ``-shm`` are moved (renamed, no copy: the disk may be
    full) to ``state_dir/journal-damaged/<UTC time>/``, with a ``recovery.txt``;
@@ -37,6 +39,7 @@ from typing import Any
 from edge.common.clock import iso
 from edge.errors import JournalDamaged, JournalError
 from edge.journal import FILENAME, Journal
+from edge.journal.database import DAMAGED_MARK
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +95,22 @@ def open_journal(
     JournalError
         When the journal (or its replacement) cannot be opened at all.
     """
+    mark = state_dir / DAMAGED_MARK
     try:
+        if mark.exists():
+            # Found damaged while it served, even where quick_check sees nothing now.
+            raise JournalDamaged(f"the journal was found damaged while serving: {_read(mark)}")
         return Journal.open(state_dir, device=device, outbox_max=outbox_max), None
     except JournalDamaged as exc:
         log.error("%s: recovering it", exc)
         return recover(state_dir, device=device, outbox_max=outbox_max, problem=str(exc))
+
+
+def _read(mark: Path) -> str:
+    try:
+        return mark.read_text(encoding="utf-8", errors="replace").strip()[:300]
+    except OSError as exc:
+        return f"(the mark cannot be read: {exc.strerror or exc})"
 
 
 def check(state_dir: Path, *, full: bool = False) -> str | None:
@@ -113,6 +127,8 @@ def check(state_dir: Path, *, full: bool = False) -> str | None:
     path = state_dir / FILENAME
     if not path.is_file():
         raise JournalError(f"no journal at {path}: the service has not run with this state_dir")
+    if (state_dir / DAMAGED_MARK).exists():
+        return f"found damaged while serving: {_read(state_dir / DAMAGED_MARK)}"
     pragma = "integrity_check(20)" if full else "quick_check(20)"
     try:
         with _read_only(path) as db:
@@ -134,6 +150,7 @@ def recover(
         When the new journal cannot be created or filled.
     """
     kept = _move_aside(state_dir)
+    (state_dir / DAMAGED_MARK).unlink(missing_ok=True)
     rows, last_seq, seq_from = _salvage(kept / FILENAME, device)
     journal = Journal.open(state_dir, device=device, outbox_max=outbox_max)
     journal.restore(rows, last_seq)
@@ -157,7 +174,7 @@ def _move_aside(state_dir: Path) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     kept = state_dir / DAMAGED_DIR / stamp
     kept.mkdir(parents=True)
-    for suffix in ("", *_SIDE_FILES):
+    for suffix in ("", *_SIDE_FILES, ".damaged"):
         source = state_dir / f"{FILENAME}{suffix}"
         if source.exists():
             source.rename(kept / source.name)
