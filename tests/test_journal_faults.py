@@ -17,6 +17,7 @@ from daemons import start_daemon
 from mammo_files import build
 from pydicom.dataset import FileDataset
 from pydicom.uid import generate_uid
+from schemas import conforms
 from support import Broker, Subscriber
 from test_journal_recovery import FILES_PAGES, overwrite_root_pages
 from tmpfs import fill, small_state_dir
@@ -92,9 +93,11 @@ def test_a_journal_damaged_beneath_the_daemon_costs_no_file_and_is_recovered_at_
     waiting = put(four_view_study(tmp_path / "new", "second"), export)
     stamps = {path: path.stat().st_mtime_ns for path in waiting}
     health = subscriber.wait_health(lambda h: "journal_failed" in h["alarms"], 60)
+    conforms(health)
     assert health["journal"]["error"] and "malformed" in health["journal"]["error"]
     event = events.next("/events", 30)
     assert isinstance(event, dict)
+    conforms(event)
     assert (event["kind"], event["reason"]) == ("error", "journal_failed"), event
     # The files wait in the export folder, untouched; none is blamed for the journal.
     assert {path: path.stat().st_mtime_ns for path in waiting} == stamps
@@ -106,6 +109,7 @@ def test_a_journal_damaged_beneath_the_daemon_costs_no_file_and_is_recovered_at_
     assert daemon.stop(signal.SIGTERM) == 0
     daemon = start_daemon(broker.port)
     health = subscriber.wait_health(lambda h: "journal_replaced" in h["alarms"], 60)
+    conforms(health)
     replaced = health["journal"]["replaced"]
     assert replaced["last_seq"] == 1 and replaced["seq_from"] == "sequence"
     assert Path(replaced["kept_at"], FILENAME).is_file()
@@ -120,6 +124,7 @@ def test_a_journal_damaged_beneath_the_daemon_costs_no_file_and_is_recovered_at_
     while "journal_replaced" not in reasons:
         event = events.next("/events", 30)
         assert isinstance(event, dict)
+        conforms(event)
         reasons.add(event["reason"])
         assert event["reason"] != "quarantined", event
     events.close()
