@@ -7,6 +7,7 @@ garbage, the file cut in half.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from edge.tools.doctor.journal import check_journal
 from edge.types import StudyResult
 
 PAGE = 4096
+NOBODY = 65534
 
 
 def filled_journal(state_dir: Path, tmp_path: Path, studies: int = 3, delivered: int = 1) -> None:
@@ -205,9 +207,15 @@ def test_a_journal_cut_in_half_is_recovered_by_the_technicians_command(tmp_path:
     doctor = check_journal(load_config(config))
     assert not doctor.ok and "edge journal recover" in doctor.fix
 
+    as_root = os.geteuid() == 0
+    if as_root:
+        os.chown(state, NOBODY, NOBODY)  # the service's state_dir; the technician is root
     recovered = _edge("journal", "recover", "--config", str(config))
     assert recovered.returncode == 0, recovered.stderr
     assert "damaged journal moved to" in recovered.stdout
+    # What root wrote is the service's, or it could not write its new journal.
+    owners = {p.stat().st_uid for p in (state / FILENAME, *state.rglob("journal-damaged/*"))}
+    assert owners == ({NOBODY} if as_root else {os.geteuid()})
     checked = _edge("journal", "check", "--config", str(config))
     assert checked.returncode == 0 and "sound" in checked.stdout, checked
     assert check_journal(load_config(config)).ok

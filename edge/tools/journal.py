@@ -8,19 +8,21 @@ journal (:mod:`edge.journal.recovery`); it is for a box whose service is stopped
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 from edge.config import Config
 from edge.errors import JournalError
-from edge.journal import Journal
-from edge.journal.recovery import check, disk_use, kept_journals, recover
+from edge.journal import FILENAME, Journal
+from edge.journal.recovery import DAMAGED_DIR, check, disk_use, kept_journals, recover
 
 Print = Callable[[str], None]
 
 
 def check_journal(config: Config, out: Print, *, full: bool = False) -> bool:
     """Print the journal's state; True when it is sound."""
-    path = config.state_dir / "journal.sqlite3"
+    path = config.state_dir / FILENAME
     problem = check(config.state_dir, full=full)
     if problem is None:
         out(f"journal {path}: sound ({'integrity_check' if full else 'quick_check'})")
@@ -47,8 +49,21 @@ def recover_journal(config: Config, out: Print, *, force: bool = False) -> bool:
         problem=problem or "recovery forced by the technician",
     )
     journal.close()
+    _hand_to_state_owner(config.state_dir)
     out(recovery.summary())
     return True
+
+
+def _hand_to_state_owner(state_dir: Path) -> None:
+    """Give what root's recovery wrote to the owner of ``state_dir``: the service must
+    write the new journal, and keep the damaged one beside it."""
+    owner = state_dir.stat()
+    if os.geteuid() != 0 or owner.st_uid == 0:
+        return
+    kept = state_dir / DAMAGED_DIR
+    for path in (*state_dir.glob(f"{FILENAME}*"), kept, *kept.rglob("*")):
+        if path.exists():
+            os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
 
 
 def _print_contents(config: Config, out: Print) -> None:
