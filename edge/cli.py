@@ -16,16 +16,13 @@ from edge.cli_console import add_console_actions
 from edge.config import Config, load_config
 from edge.errors import ConfigError, EngineError, JournalDamaged, JournalError, ReceiverError
 from edge.logs import setup_logging
+from edge.tools.journal import add_journal_parser, journal_action
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 #: 128 + SIGPIPE: what a shell reports for a tool whose reader went away
 EXIT_BROKEN_PIPE = 141
-DAMAGED_FIX = (
-    "fix: systemctl restart edge (it recovers a damaged journal at start, keeping the old one),"
-    " or stop it and run: edge journal recover"
-)
 #: where scripts/install.sh puts the configuration: every command reads it unless told
 DEFAULT_CONFIG = Path("/etc/edge/config.yaml")
 #: where docs/hub.md puts the hub's configuration
@@ -59,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except JournalError as exc:
         print(f"journal error: {exc}", file=sys.stderr)
         if isinstance(exc, JournalDamaged):
-            print(DAMAGED_FIX, file=sys.stderr)
+            print(f"  fix: {JournalDamaged.FIX}", file=sys.stderr)
         code = EXIT_FAILURE
     except KeyboardInterrupt:
         code = 130
@@ -78,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
     _add_config_check(commands)
     _add_engine_commands(commands)
-    _add_journal_commands(commands)
+    add_journal_parser(commands, _add_config_option, _journal)
     _add_hub_parser(commands)
     _add_doctor(commands)
 
@@ -169,28 +166,8 @@ def config_option(path: Path) -> str:
     return f" --config {shlex.quote(str(path))}"
 
 
-def _add_journal_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    journal = commands.add_parser("journal", help="check or recover the journal in state_dir")
-    actions = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
-    check = actions.add_parser("check", help="is the journal sound? (reads only)")
-    check.add_argument("--full", action="store_true", help="integrity_check, not quick_check")
-    recover = actions.add_parser("recover", help="move a damaged journal aside, start anew")
-    recover.add_argument("--force", action="store_true", help="even when it looks sound")
-    for sub, handler in ((check, _journal_check), (recover, _journal_recover)):
-        sub.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="configuration")
-        sub.set_defaults(handler=handler)
-
-
-def _journal_check(args: argparse.Namespace) -> int:
-    from edge.tools.journal import check_journal
-
-    return EXIT_OK if check_journal(_load(args.config), print, full=args.full) else EXIT_FAILURE
-
-
-def _journal_recover(args: argparse.Namespace) -> int:
-    from edge.tools.journal import recover_journal
-
-    return EXIT_OK if recover_journal(_load(args.config), print, force=args.force) else EXIT_FAILURE
+def _journal(args: argparse.Namespace) -> int:
+    return EXIT_OK if journal_action(args, _load(args.config), print) else EXIT_FAILURE
 
 
 def _add_engine_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

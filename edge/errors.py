@@ -73,3 +73,9 @@ class JournalDamaged(JournalError):
     At start the daemon moves it aside and begins a new one from what it can still
     read (:mod:`edge.journal.recovery`); while running, it raises ``journal_failed``.
     """
+
+    #: what a technician does about it
+    FIX = (
+        "systemctl restart edge (it recovers a damaged journal at start, keeping the old "
+        "one), or stop it and run: edge journal recover"
+    )

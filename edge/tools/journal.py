@@ -8,6 +8,7 @@ journal (:mod:`edge.journal.recovery`); it is for a box whose service is stopped
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,30 @@ from edge.journal import FILENAME, Journal
 from edge.journal.recovery import DAMAGED_DIR, check, disk_use, kept_journals, recover
 
 Print = Callable[[str], None]
+
+
+def add_journal_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    add_config: Callable[[argparse.ArgumentParser], None],
+    handler: Callable[[argparse.Namespace], int],
+) -> None:
+    """``edge journal check [--full]`` and ``edge journal recover [--force]``."""
+    journal = commands.add_parser("journal", help="check or recover the journal in state_dir")
+    actions = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
+    check = actions.add_parser("check", help="is the journal sound? (reads only)")
+    check.add_argument("--full", action="store_true", help="integrity_check, not quick_check")
+    recover = actions.add_parser("recover", help="move a damaged journal aside, start anew")
+    recover.add_argument("--force", action="store_true", help="even when it looks sound")
+    for sub in (check, recover):
+        add_config(sub)
+        sub.set_defaults(handler=handler)
+
+
+def journal_action(args: argparse.Namespace, config: Config, out: Print) -> bool:
+    """Run the ``edge journal`` action ``args`` names; True when it succeeded."""
+    if args.journal_command == "check":
+        return check_journal(config, out, full=args.full)
+    return recover_journal(config, out, force=args.force)
 
 
 def check_journal(config: Config, out: Print, *, full: bool = False) -> bool:
