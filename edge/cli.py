@@ -14,9 +14,9 @@ from typing import Any
 from edge import __version__
 from edge.cli_console import add_console_actions
 from edge.config import Config, load_config
-from edge.errors import ConfigError, EngineError, JournalDamaged, JournalError, ReceiverError
+from edge.errors import ConfigError, EngineError, JournalError, ReceiverError
 from edge.logs import setup_logging
-from edge.tools.journal import add_journal_parser, journal_action
+from edge.tools.journal import add_journal_parser
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -50,13 +50,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if exc.fix:
             print(f"  fix: {exc.fix}", file=sys.stderr)
         code = EXIT_FAILURE
-    except ReceiverError as exc:
-        print(f"receiver error: {exc}", file=sys.stderr)
-        code = EXIT_FAILURE
-    except JournalError as exc:
-        print(f"journal error: {exc}", file=sys.stderr)
-        if isinstance(exc, JournalDamaged):
-            print(f"  fix: {JournalDamaged.FIX}", file=sys.stderr)
+    except (ReceiverError, JournalError) as exc:
+        kind = "receiver" if isinstance(exc, ReceiverError) else "journal"
+        print(f"{kind} error: {exc}", file=sys.stderr)  # a damaged journal's says the fix
         code = EXIT_FAILURE
     except KeyboardInterrupt:
         code = 130
@@ -75,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
     _add_config_check(commands)
     _add_engine_commands(commands)
-    add_journal_parser(commands, _add_config_option, _journal)
+    add_journal_parser(commands, _add_config_option, _load)
     _add_hub_parser(commands)
     _add_doctor(commands)
 
@@ -164,10 +160,6 @@ def config_option(path: Path) -> str:
     if path == DEFAULT_CONFIG:
         return ""
     return f" --config {shlex.quote(str(path))}"
-
-
-def _journal(args: argparse.Namespace) -> int:
-    return EXIT_OK if journal_action(args, _load(args.config), print) else EXIT_FAILURE
 
 
 def _add_engine_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -74,8 +74,13 @@ class JournalDamaged(JournalError):
     read (:mod:`edge.journal.recovery`); while running, it raises ``journal_failed``.
     """
 
-    #: what a technician does about it
+    #: what a technician does about it, said with every such error
     FIX = (
         "systemctl restart edge (it recovers a damaged journal at start, keeping the old "
         "one), or stop it and run: edge journal recover"
     )
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{message}\n  fix: {self.FIX}")
+        #: what was found, without the fix
+        self.detail = message

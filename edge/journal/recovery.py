@@ -102,8 +102,8 @@ def open_journal(
             raise JournalDamaged(f"the journal was found damaged while serving: {_read(mark)}")
         return Journal.open(state_dir, device=device, outbox_max=outbox_max), None
     except JournalDamaged as exc:
-        log.error("%s: recovering it", exc)
-        return recover(state_dir, device=device, outbox_max=outbox_max, problem=str(exc))
+        log.error("%s: recovering it", exc.detail)
+        return recover(state_dir, device=device, outbox_max=outbox_max, problem=exc.detail)
 
 
 def _read(mark: Path) -> str:

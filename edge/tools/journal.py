@@ -24,7 +24,7 @@ Print = Callable[[str], None]
 def add_journal_parser(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     add_config: Callable[[argparse.ArgumentParser], None],
-    handler: Callable[[argparse.Namespace], int],
+    load: Callable[[Path], Config],
 ) -> None:
     """``edge journal check [--full]`` and ``edge journal recover [--force]``."""
     journal = commands.add_parser("journal", help="check or recover the journal in state_dir")
@@ -35,11 +35,11 @@ def add_journal_parser(
     recover.add_argument("--force", action="store_true", help="even when it looks sound")
     for sub in (check, recover):
         add_config(sub)
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=lambda args: 0 if journal_action(args, load(args.config)) else 1)
 
 
-def journal_action(args: argparse.Namespace, config: Config, out: Print) -> bool:
-    """Run the ``edge journal`` action ``args`` names; True when it succeeded."""
+def journal_action(args: argparse.Namespace, config: Config, out: Print = print) -> bool:
+    """Run the ``edge journal`` action ``args`` names; True (exit 0) when it succeeded."""
     if args.journal_command == "check":
         return check_journal(config, out, full=args.full)
     return recover_journal(config, out, force=args.force)
