@@ -46,8 +46,8 @@ def run_checks(
     )
     yield check_watch_folder(config, account)
     yield check_state_dir(config, account)
-    yield check_journal(config)
     yield from check_receiver(config, account)
+    yield check_journal(config)
     # Outside the service there is no $CREDENTIALS_DIRECTORY: read the sources.
     os.environ.setdefault(CREDENTIALS_ENV, str(credentials))
     yield probe_broker(as_seen_outside(config, credentials), timeout_s=broker_timeout_s)
