@@ -213,9 +213,8 @@ class Daemon:
 
     def request_reload(self, signum: int = RELOAD_SIGNAL, frame: FrameType | None = None) -> None:
         self.switch.request()
-        # A technician who fixed the password file need not wait out the back-off.
         if not self.publisher.link.connected:
-            self.publisher.link.retry_now()
+            self.publisher.link.retry_now()  # a fixed password need not wait out the back-off
 
     def _signals_captured(self) -> contextlib.AbstractContextManager[None]:
         """Stop on SIGTERM/SIGINT and reload on SIGHUP for the daemon's lifetime."""

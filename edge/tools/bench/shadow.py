@@ -20,10 +20,10 @@ from typing import Any
 
 import yaml
 
+from edge.bundle.manifest import SIGNATURE
 from edge.config import Config, ShadowConfig
 from edge.engines.commands import selftest_on_serving_backend
 from edge.engines.shadow import clear_shadow, set_shadow
-from edge.engines.signing import SIGNATURE
 from edge.engines.store import EngineRef, EngineStore, SelfTest, StepReport, TrustPolicy
 from edge.tools.bench import BenchError
 from edge.tools.bench.corpus import templates
