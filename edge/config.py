@@ -112,7 +112,7 @@ class DecodeConfig(StrictModel):
         "(process pool only).",
     )
     score_tolerance: Annotated[float, Field(ge=0, le=1)] = Field(
-        0.01,
+        0.015,
         description="JPEG 2000 and HTJ2K decode at the coarsest resolution level measured "
         "to keep the 99th percentile of |score - score of a full decode| within this; "
         "0 decodes at full resolution.",
