@@ -31,9 +31,8 @@ from edge.config import MqttConfig
 
 log = logging.getLogger(__name__)
 
-#: QoS 1 messages in flight before paho queues the rest: mosquitto's default
-#: receive maximum, which paho does not read from the CONNACK itself
-MAX_IN_FLIGHT = 20
+#: the Receive Maximum a broker that announces none allows (MQTT 5.0, 3.2.2.3.3)
+DEFAULT_RECEIVE_MAXIMUM = 65535
 #: CONNACK reason codes (MQTT 5 numbering, 3.1.1 codes 4 and 5 map onto them)
 _BAD_CREDENTIALS = frozenset({134, 135})
 #: how long a stop waits for the DISCONNECT to go out
@@ -42,12 +41,17 @@ STOP_GRACE_S = 2.0
 
 @dataclass(frozen=True)
 class LinkEvent:
-    #: ``connected``, ``disconnected``, ``acked`` or ``message``
+    #: ``connected``, ``disconnected``, ``acked``, ``refused`` (a PUBACK with a failure
+    #: reason, named in ``detail``) or ``message``
     kind: str
     mid: int = 0
     detail: str = ""
     topic: str = ""
     payload: bytes = b""
+    #: from the CONNACK (``connected``): publishes the broker takes unacknowledged
+    receive_maximum: int = DEFAULT_RECEIVE_MAXIMUM
+    #: from the CONNACK (``connected``): the largest packet the broker takes, if it says
+    max_packet: int | None = None
 
 
 EventCallback = Callable[[LinkEvent], None]
@@ -148,7 +152,9 @@ class MqttLink:
             password=password,
             will=will,
         )
-        client.max_inflight_messages_set(MAX_IN_FLIGHT)
+        # No cap in paho: the publisher keeps what is in flight within the Receive
+        # Maximum the broker announces, which paho does not read from the CONNACK.
+        client.max_inflight_messages_set(0)
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
@@ -243,13 +249,19 @@ class MqttLink:
         # event; paho's own copies would go out first and twice.
         client.drop_out_messages()
         for topic in self._subscriptions:
-            client.subscribe(topic, qos=0)
+            client.subscribe(topic, qos=1)
         self._backoff.reset()
         self._accepted = True
         self.last_error = ""
         log.info("connected to mqtt %s", self.where)
         self._connected.set()
-        self._on_event(LinkEvent("connected"))
+        self._on_event(
+            LinkEvent(
+                "connected",
+                receive_maximum=_property(properties, "ReceiveMaximum", DEFAULT_RECEIVE_MAXIMUM),
+                max_packet=_property(properties, "MaximumPacketSize", None),
+            )
+        )
 
     def _handle_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
@@ -269,8 +281,8 @@ class MqttLink:
         self, client: Any, userdata: Any, mid: int, reason: ReasonCode, properties: Any
     ) -> None:
         if reason.is_failure:
-            # Not acknowledged: it stays in the outbox and goes again after reconnect.
-            log.error("mqtt %s did not accept message %d: %s", self.where, mid, reason)
+            # Refused (an ACL, a quota): the publisher keeps it and decides when to retry.
+            self._on_event(LinkEvent("refused", mid=mid, detail=str(reason).lower()))
             return
         self._on_event(LinkEvent("acked", mid=mid))
 
@@ -281,6 +293,12 @@ class MqttLink:
         if level == paho.MQTT_LOG_ERR:
             self._socket_error = text
             log.debug("paho: %s", text)
+
+
+def _property(properties: Any, name: str, default: Any) -> Any:
+    """A CONNACK property, or ``default`` when the broker did not send it (or spoke 3.1.1)."""
+    value = getattr(properties, name, None)
+    return value if isinstance(value, int) and value > 0 else default
 
 
 def _because(socket_error: str) -> str:

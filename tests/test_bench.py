@@ -40,6 +40,10 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "cstore.e2e": ("p50_ms", "p95_ms", "p99_ms"),
     "cstore.e2e_burst": ("p50_ms", "p95_ms"),
     "": ("overhead_ratio", "idle_cpu_percent"),
+    # the repair phase: a real collector confirming, and lost results repaired
+    "repair.to_hub": ("p50_ms", "p95_ms"),
+    "repair.confirmed_after": ("p50_ms", "p95_ms"),
+    "repair.gap_to_repair": ("p50_ms", "p95_ms"),
 }
 
 

@@ -55,7 +55,16 @@ def test_quarantined_file_is_announced_without_its_name_and_health_comes_on_requ
     conforms(health)
     assert health["counters"]["quarantined_by_reason"] == {"not_dicom": 1}
     assert health["queues"]["outbox"] == 0 and health["queues"]["journal_backlog"] == 0
-    assert health["journal"] == {"last_seq": 0, "oldest_undelivered_at": None, "write_error": None}
+    assert health["journal"] == {
+        "last_seq": 0,
+        "oldest_undelivered_at": None,
+        "write_error": None,
+        "confirm": "broker",
+        "confirmed_seq": 0,
+        "unconfirmed": 0,
+        "oldest_unconfirmed_at": None,
+        "oldest_unconfirmed_age_s": None,
+    }
     assert health["alarms"] == []
     assert set(health["disk"]) == {"watch", "state"}
     if open_gpu_telemetry() is None:

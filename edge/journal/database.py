@@ -112,6 +112,13 @@ CREATE TABLE IF NOT EXISTS events (
     study TEXT,
     message TEXT NOT NULL
 );
+-- the hub's last cumulative confirmation per device name (edge.confirm/1)
+CREATE TABLE IF NOT EXISTS confirmations (
+    device TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    result_id TEXT NOT NULL,
+    confirmed_at REAL NOT NULL
+);
 """
 
 J = TypeVar("J", bound="JournalBase")

@@ -116,21 +116,25 @@ class ResultRows(JournalBase):
             ).fetchall()
         return [OutboxEntry(**dict(row)) for row in rows]
 
-    def acknowledge(self, entry: int) -> None:
-        """The broker acknowledged ``entry``: out of the outbox, and the next moves up."""
+    def acknowledge(self, entry: int) -> bool:
+        """The broker acknowledged ``entry``: out of the outbox, and the next moves up.
+
+        True when this is its first acknowledgement (not a result sent again).
+        """
         now = time.time()
         with self._transaction() as db:
             db.execute("DELETE FROM outbox WHERE entry = ?", (entry,))
-            db.execute(
+            first = db.execute(
                 "UPDATE results SET delivered_at = ? WHERE entry = ? AND delivered_at IS NULL",
                 (now, entry),
-            )
+            ).rowcount
             db.execute(
                 "UPDATE files SET state = 'published', updated_at = ? WHERE state = 'scored'"
                 " AND sop_uid IN (SELECT sop_uid FROM images WHERE result_entry = ?)",
                 (now, entry),
             )
             self._fill_outbox(db)
+        return first > 0
 
     def _fill_outbox(self, db: sqlite3.Connection) -> None:
         # Results move up in entry order, so everything waiting is newer than
@@ -156,22 +160,32 @@ class ResultRows(JournalBase):
         (seq,) = db.execute("SELECT seq FROM sequence WHERE device = ?", (self.device,)).fetchone()
         return int(seq)
 
-    def forget_results(self, before: float, limit: int) -> tuple[int, int]:
+    def forget_results(
+        self, before: float, limit: int, *, keep_unconfirmed: bool = False
+    ) -> tuple[int, int]:
         """Forget up to ``limit`` results delivered before ``before`` (epoch seconds),
         oldest first, with the scored images that went into them.
 
         Returns (results, images) forgotten. Results not yet delivered are kept
         however old; ``sequence`` keeps counting, so the hub sees no gap. The newest
         result is kept too: SQLite numbers a new row one above the highest, and the
-        publisher relies on ``entry`` only ever growing.
+        publisher relies on ``entry`` only ever growing. ``keep_unconfirmed``
+        (``mqtt.confirm: hub``): a result the hub has not confirmed is kept too.
         """
+        unconfirmed = (
+            " AND NOT (device = :device AND seq > coalesce("
+            "(SELECT seq FROM confirmations WHERE device = :device), 0))"
+            if keep_unconfirmed
+            else ""
+        )
         with self._transaction() as db:
             entries = [
                 int(row[0])
                 for row in db.execute(
-                    "SELECT entry FROM results WHERE delivered_at < ?"
-                    " AND entry < (SELECT max(entry) FROM results) ORDER BY entry LIMIT ?",
-                    (before, limit),
+                    "SELECT entry FROM results WHERE delivered_at < :before"
+                    " AND entry < (SELECT max(entry) FROM results)"
+                    f"{unconfirmed} ORDER BY entry LIMIT :limit",
+                    {"before": before, "limit": limit, "device": self.device},
                 )
             ]
             if not entries:

@@ -63,6 +63,11 @@ class HealthSnapshot:
     last_error: dict[str, Any] | None
     alarms: list[str]
     gpu: dict[str, Any] | None
+    #: the hub's confirmations (``journal.confirm``, ``confirmed_seq``, ...), laid out
+    #: by :mod:`edge.delivery.health`
+    journal_delivery: dict[str, Any]
+    #: ``broker.window`` and ``broker.refused``
+    broker_delivery: dict[str, Any]
     #: the DICOM receiver's counters (:mod:`edge.dicom.counters`), where one is configured
     receiver: dict[str, Any] | None = None
 
@@ -78,7 +83,11 @@ def health_message(snapshot: HealthSnapshot) -> dict[str, Any]:
         "at": now_iso(),
         "uptime_s": round(snapshot.uptime_s, 1),
         "engine": _engine(snapshot.engine),
-        "broker": {"connected": snapshot.broker_connected, "last_error": snapshot.broker_error},
+        "broker": {
+            "connected": snapshot.broker_connected,
+            "last_error": snapshot.broker_error,
+            **snapshot.broker_delivery,
+        },
         "disk": snapshot.disk,
         "queues": {
             "files_pending": snapshot.files_pending,
@@ -94,6 +103,7 @@ def health_message(snapshot: HealthSnapshot) -> dict[str, Any]:
             if journal.oldest_created_at is None
             else iso(journal.oldest_created_at),
             "write_error": journal.write_error,
+            **snapshot.journal_delivery,
         },
         "counters": snapshot.counters,
         "latency_ms": snapshot.latency_ms,

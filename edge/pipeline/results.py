@@ -1,6 +1,6 @@
 """From an assembled study to the journal's outbox: each result gets its ``seq``.
 
-A result is delivered only from the journal (:class:`~edge.pipeline.publish.
+A result is delivered only from the journal (:class:`~edge.delivery.publisher.
 Publisher`), so it is journalled, with its ``seq`` and its finished payload, before
 the publisher is woken. When the journal refuses the write (``state_dir`` full), the
 result waits here, in memory and in order, and is tried again from the tick.

@@ -22,7 +22,7 @@ from typing import Any
 
 from edge.config import Config
 from edge.daemon import SERVING
-from edge.tools.bench import BenchError, cstore, phases
+from edge.tools.bench import BenchError, cstore, phases, repair
 from edge.tools.bench.baseline import READY as BASELINE_READY
 from edge.tools.bench.baseline import TOPIC as BASELINE_TOPIC
 from edge.tools.bench.corpus import Case
@@ -175,6 +175,13 @@ class BenchSession:
         rig = self._rig(folder / "export", _folder(self.work, "staging-cstore"))
         with _phase(f"C-STORE: {repeats} per encoding, views {MODALITY_GAP_S:g} s apart, at once"):
             return cstore.measure(rig, path, port, encodings, repeats)
+
+    def repair(self, encoding: str, samples: int) -> repair.RepairFigures:
+        """The repair phase (:mod:`edge.bench.repair`): a collector, and a box of its own."""
+        folder = _folder(self.work, "repair")
+        rig = self._rig(_folder(folder, "export"))
+        with _phase(f"repair: {samples} confirmed studies, {samples} lost results repaired"):
+            return repair.measure(self.config, folder, self._broker.port, rig, encoding, samples)
 
     @contextmanager
     def _daemon(

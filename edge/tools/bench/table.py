@@ -121,8 +121,28 @@ def _rest(doc: dict[str, Any]) -> str:
             f"{doc['idle_s']:g} s; RSS {rss['warm']:.0f} MB warm, {rss['after_soak']:.0f} MB "
             f"after {rss['soak_images']} images ({rss['growth_percent']:+.1f} %), "
             f"peak {rss['peak']:.0f} MB; decode workers {rss['decode_workers']:.0f} MB",
+            *_repair(doc),
         ]
     )
+
+
+def _repair(doc: dict[str, Any]) -> list[str]:
+    repair = doc.get("repair")
+    if repair is None:
+        return ["repair     not measured (the hub extra is not installed)"]
+    to_hub, after, gap = repair["to_hub"], repair["confirmed_after"], repair["gap_to_repair"]
+    encoding = repair["encoding"]
+    without = doc["by_encoding"][encoding]["e2e_burst"]
+    return [
+        f"confirm    {encoding}, all views at once, result at the hub: p50 "
+        f"{to_hub['p50_ms']:.0f} ms, p95 {to_hub['p95_ms']:.0f} ms with the hub confirming "
+        f"(without: p50 {without['p50_ms']:.0f}, p95 {without['p95_ms']:.0f});",
+        f"           the confirmation reaches the box {after['p50_ms']:.0f} ms after the result "
+        f"reaches the hub (p95 {after['p95_ms']:.0f})",
+        f"repair     a lost result, from its gap at the hub to stored: p50 "
+        f"{gap['p50_ms'] / 1000:.1f} s, p95 {gap['p95_ms'] / 1000:.1f} s "
+        f"(n {gap['n']}; mqtt.resend_after_s {repair['resend_after_s']:g})",
+    ]
 
 
 def _targets(doc: dict[str, Any]) -> str:
