@@ -50,3 +50,10 @@ def advance(
 def _numbering(site: str, device: str, epoch: int) -> tuple[Any, ...]:
     """The WHERE clauses of the device's results in one epoch."""
     return (results.c.site == site, results.c.device == device, results.c.epoch == epoch)
+
+
+def announced_last_seq(health: dict[str, Any]) -> int | None:
+    """The box's own newest ``seq`` in its health (``journal.last_seq``), if it says."""
+    journal = health.get("journal")
+    value = journal.get("last_seq") if isinstance(journal, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

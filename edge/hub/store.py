@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from edge.delivery.protocol import Confirmation
 from edge.hub.aggregates import Tally
 from edge.hub.compare import store_shadow
-from edge.hub.confirm import advance
+from edge.hub.confirm import advance, announced_last_seq
 from edge.hub.messages import (
     EventRecord,
     HealthRecord,
@@ -115,7 +115,9 @@ class Store:
                 for record in group:
                     self._apply(connection, state, record, received_at, report, tally)
                 if any(isinstance(r, ResultRecord | HelloRecord) for r in group):
-                    report.confirms[device] = self._confirmation(connection, state)
+                    state.confirmed_seq, report.confirms[device] = advance(
+                        connection, *device, state.epoch, state.confirmed_seq or 0
+                    )
                 self._save_device(connection, state)
             tally.flush(connection)
         return report
@@ -175,7 +177,7 @@ class Store:
                              record.at or now)  # fmt: skip
                 state.health, state.health_at = record.document, record.at
                 state.health_received_at = now
-                last_seq = _path_int(record.document, "journal", "last_seq")
+                last_seq = announced_last_seq(record.document)
                 if last_seq is not None and last_seq != state.device_last_seq:
                     state.device_last_seq, state.device_last_seq_at = last_seq, now
         else:
@@ -309,14 +311,6 @@ class Store:
         state.max_seq = 0
         state.confirmed_seq = 0
 
-    # -- confirmations -----------------------------------------------------------------------
-
-    def _confirmation(self, connection: Connection, state: DeviceState) -> Confirmation | None:
-        state.confirmed_seq, confirmation = advance(
-            connection, state.site, state.device, state.epoch, state.confirmed_seq or 0
-        )
-        return confirmation
-
     # -- rejects ----------------------------------------------------------------------------
 
     def _reject(self, connection: Connection, record: Rejected, now: datetime) -> None:
@@ -347,13 +341,6 @@ class Store:
             .returning(table.c[key[0]])
         )
         return connection.execute(statement).first() is not None
-
-
-def _path_int(document: dict[str, Any], *keys: str) -> int | None:
-    value: Any = document
-    for key in keys:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _is_newer_health(state: DeviceState, record: HealthRecord, now: datetime) -> bool:
