@@ -61,6 +61,13 @@ def add_hub_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     compare.add_argument("--outcomes", type=Path, help="CSV: study (accession or UID), cancer")
     actions.add_parser("check", parents=[late], help="validate the configuration and exit")
     add_console_actions(actions, late)
+    _add_delivery_actions(actions, late)
+
+
+def _add_delivery_actions(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser], late: argparse.ArgumentParser
+) -> None:
+    """``edge hub acl`` and ``resend``: the boxes' broker accounts and their results again."""
     acl = actions.add_parser("acl", help="print the broker ACL stanza of a box or the hub")
     acl.add_argument("--user", required=True, help="the broker user name")
     acl.add_argument("--site", help="the box's site (omit both for the collectors' stanza)")
