@@ -22,6 +22,7 @@ from pydantic import (
 
 from edge.common.model import StrictModel, TlsConfig, topic_segment
 from edge.config_errors import describe_validation, describe_yaml_error
+from edge.dicom.settings import DicomConfig
 from edge.errors import ConfigError
 from edge.receiver_config import ReceiverConfig
 
@@ -248,6 +249,7 @@ class Config(StrictModel):
         "engine, the outbox and an engine switch; keep it below the unit's TimeoutStopSec "
         "(90 s). What is not finished is taken again at the next start.",
     )
+    dicom: DicomConfig = DicomConfig()
 
     _check_site = field_validator("site", "device")(topic_segment)
 
@@ -370,6 +372,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         )
     if config.receiver is not None and config.receiver.tls is not None:
         updates["receiver"] = _receiver_paths_resolved(config.receiver, resolve)
+    updates["dicom"] = config.dicom.resolved(resolve)
     return config.model_copy(update=updates)
 
 

@@ -30,12 +30,12 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from types import FrameType
 
 from edge import __version__
 from edge.common import signals
 from edge.config import Config
+from edge.delivery.dicom_delivery import DicomDelivery
 from edge.delivery.health import (
     OutboxWatch,
     broker_fields,
@@ -60,6 +60,7 @@ from edge.pipeline.infer import InferenceWorker
 from edge.pipeline.intake import Intake, IntakeStages
 from edge.pipeline.pool import pool_for
 from edge.pipeline.results import ResultJournal
+from edge.pipeline.resume import resume_from_journal
 from edge.pipeline.study import StudyAssembler
 from edge.pipeline.watch_folder import WatchGuard, watch_alarms, watch_folder_problem
 from edge.statelock import state_lock
@@ -125,13 +126,14 @@ class Daemon:
         # After the engine (its errors come first), before anything looks at the folder.
         if (problem := watch_folder_problem(config.watch.dir)) is not None:
             raise ConfigError(problem)
-        self._resume_from_journal()
+        resume_from_journal(self.journal, self.assembler, self.results, self.incidents)
         self.gpu = open_gpu_telemetry()
         self._build_intake()
         hooks = daemon_hooks(self.journal, self.incidents, self._health_requested.set)
         self.receiver.start(self.intake.on_file, **hooks)
         self.infer.start()
         self.publisher.start()
+        self.dicom.start()
         self.watcher.start()
         log.info("edge %s%s%s/%s", __version__, SERVING, config.site, config.device)
         self.supervisor = Supervisor(
@@ -156,8 +158,9 @@ class Daemon:
             config, self.journal, on_delivered=self._on_delivered, on_request=self._on_request
         )
         self.incidents = Incidents(config, self.metrics, self.journal, self.publisher)
+        self.dicom = DicomDelivery(config, self.metrics, self.incidents, self.infer.engine_for)
         self.results = ResultJournal(
-            config, self.journal, self.metrics, self.incidents, self.publisher.wake
+            config, self.journal, self.metrics, self.incidents, self.publisher.wake, self.dicom
         )
         self.retention = Retention(
             self.journal, config.journal.keep_days, keep_unconfirmed=config.mqtt.confirm == "hub"
@@ -217,6 +220,7 @@ class Daemon:
         self.results.retry()
         self.publish_health()
         self.publisher.stop(timeout=clock.remaining())
+        self.dicom.stop(timeout=clock.remaining())
         clock.wait_for(lambda: not self.switch.loading)
         self.abandoned = not (ingest_done and not self.infer.is_alive())
         if self.abandoned:
@@ -246,32 +250,6 @@ class Daemon:
         return signals.captured(handlers)
 
     # -- the stages' hand-offs ------------------------------------------------------------
-
-    def _resume_from_journal(self) -> None:
-        """Rebuild open studies from journalled scores; forget files that vanished.
-
-        Files taken but not scored are not resubmitted here: they are still in
-        the watch folder, and the watcher's start-up scan hands them on again.
-        """
-        unfinished = self.journal.unfinished_files()
-        for record in unfinished:
-            if not Path(record.path).exists():
-                self._note_gone(Path(record.path))
-        scores = self.journal.open_study_scores()
-        for result in self.assembler.restore(scores):
-            self.results.assembled(result)
-        if unfinished or scores:
-            log.info(
-                "resuming: %d scored images of open studies, %d files not yet scored",
-                len(scores),
-                len(unfinished),
-            )
-
-    def _note_gone(self, path: Path) -> None:
-        try:
-            self.journal.set_file_state(path, "gone", "missing_at_start")
-        except JournalError as exc:
-            self.incidents.journal_failed("ingest", exc)
 
     def _on_score(self, score: ImageScore) -> None:
         try:
@@ -303,7 +281,8 @@ class Daemon:
 
     def _forget_old(self) -> None:
         try:
-            self.retention.step()
+            if self.retention.step() is not None:  # a pass over the journal ended
+                self.dicom.forget_old(self.config.journal.keep_days)
         except JournalError as exc:
             self.incidents.journal_failed("retention", exc)
 
@@ -348,6 +327,7 @@ class Daemon:
                 receiver_refusing=self.receiver.refusing,
             )
             + delivery_alarms(delivery)
+            + self.dicom.alarms()
             + watch_alarms(self.watcher),
             receiver=self.receiver.snapshot(),
             journal_delivery=journal_fields(delivery),
@@ -355,6 +335,7 @@ class Daemon:
             gpu=None
             if self.gpu is None
             else {"source": self.gpu.source, "devices": self.gpu.snapshot()},
+            dicom=self.dicom.health(),
         )
 
     def _engine_state(self) -> EngineState:
@@ -377,6 +358,7 @@ class Daemon:
             Stage("infer", self.infer.is_alive, lambda: self.infer.busy_since),
             Stage("publish", self.publisher.is_alive, lambda: None),
             *self.receiver.stages(),
+            *self.dicom.stages(),
         ]
 
     def _status_line(self) -> str:

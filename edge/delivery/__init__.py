@@ -1,1 +1,2 @@
-"""Delivery to the hub: the confirmation protocol and the result stream behind the outbox."""
+"""Delivery of a study's answer: the result stream to the hub behind the outbox, the
+confirmation protocol, and the DICOM outbox of CAD SRs."""

@@ -70,6 +70,8 @@ class HealthSnapshot:
     broker_delivery: dict[str, Any]
     #: the DICOM receiver's counters (:mod:`edge.dicom.counters`), where one is configured
     receiver: dict[str, Any] | None = None
+    #: the DICOM destinations' queues (docs/dicom.md); None when the CAD SR is off
+    dicom: dict[str, Any] | None = None
 
 
 def health_message(snapshot: HealthSnapshot) -> dict[str, Any]:
@@ -114,6 +116,8 @@ def health_message(snapshot: HealthSnapshot) -> dict[str, Any]:
         message["receiver"] = snapshot.receiver
     if snapshot.gpu is not None:
         message["gpu"] = snapshot.gpu
+    if snapshot.dicom is not None:
+        message["dicom"] = snapshot.dicom
     return message
 
 
