@@ -19,9 +19,9 @@ from pathlib import Path
 from edge.bundle.manifest import read_manifest
 from edge.common.privacy import study_hash
 from edge.config import Config
+from edge.delivery.dicom_delivery import status_lines
 from edge.dicom.counters import status_line as receiver_line
 from edge.dicom.spool import Spool
-from edge.delivery.dicom_delivery import status_lines
 from edge.engines.store import EngineStore
 from edge.errors import EngineError
 from edge.journal import FILENAME, Backlog, EventRecord, Journal, ResultSummary

@@ -53,6 +53,8 @@ class Plan:
     warm_up_images: int
     #: confirmed studies, and lost results repaired, in the repair phase
     repair_samples: int
+    #: studies of the CAD SR phase (result -> PACS C-STORE response)
+    sr_studies: int = 30
 
     @classmethod
     def default(cls, quick: bool) -> Plan:
@@ -69,6 +71,7 @@ class Plan:
                 isolated_all_views=False,
                 warm_up_images=48,
                 repair_samples=3,
+                sr_studies=10,
             )
         return cls(
             cases=2,
@@ -151,7 +154,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         config = base_config(options.config, work)
         if options.cstore_only:
             return _cstore_only(options, config, work, load_start)
-        measured, engine_info = _measure(options, config, work)
+        measured, engine_info, sr = _measure(options, config, work)
     finally:
         if options.keep:
             print(f"bench: kept {work}")
@@ -167,13 +170,16 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         "encodings": list(options.encodings),
     }
     document = report.build(measured, header)
+    document["cad_sr"] = sr
     print()
     print(table.render(document))
     _write_outputs(document, options)
     return document
 
 
-def _measure(options: BenchOptions, config: Config, work: Path) -> tuple[report.Measured, Any]:
+def _measure(
+    options: BenchOptions, config: Config, work: Path
+) -> tuple[report.Measured, Any, dict[str, Any]]:
     plan = options.plan
     cores = os.cpu_count() or 1
     wanted = tuple(dict.fromkeys(options.encodings + options.soak_encodings))
@@ -190,7 +196,7 @@ def _measure(options: BenchOptions, config: Config, work: Path) -> tuple[report.
             last_view=LAST_VIEW,
             repeats=plan.isolated_repeats,
         )
-        latency, footprint, baseline, by_cstore, repaired = _pipeline_phases(
+        latency, footprint, baseline, by_cstore, repaired, sr = _pipeline_phases(
             options, config, work, cases, engine
         )
     finally:
@@ -213,7 +219,7 @@ def _measure(options: BenchOptions, config: Config, work: Path) -> tuple[report.
         cstore=cstore.section(by_cstore, options.encodings),
         repair=repaired,
     )
-    return measured, alone.engine
+    return measured, alone.engine, sr
 
 
 def _pipeline_phases(
@@ -228,8 +234,9 @@ def _pipeline_phases(
     list[phases.StudySample],
     cstore.CstoreFigures,
     repair.RepairFigures | None,
+    dict[str, Any],
 ]:
-    """Latency, footprint, baseline, C-STORE and repair, measured on running daemons."""
+    """Latency, footprint, baseline, C-STORE, repair and the CAD SR, measured on running daemons."""
     plan = options.plan
     max_pixels = config.decode.max_pixels
     with BenchSession(config, work, cases) as session:
@@ -250,7 +257,8 @@ def _pipeline_phases(
         repaired = (
             session.repair(options.encodings[0], plan.repair_samples) if _hub_installed() else None
         )
-    return latency, footprint, baseline, by_cstore, repaired
+        sr = session.sr_delivery(options.encodings, plan.sr_studies)
+    return latency, footprint, baseline, by_cstore, repaired, sr
 
 
 def _cstore_only(

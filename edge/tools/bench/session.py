@@ -22,7 +22,7 @@ from typing import Any
 
 from edge.config import Config
 from edge.daemon import SERVING
-from edge.tools.bench import BenchError, cstore, phases, repair
+from edge.tools.bench import BenchError, cstore, dicom, phases, repair
 from edge.tools.bench.baseline import READY as BASELINE_READY
 from edge.tools.bench.baseline import TOPIC as BASELINE_TOPIC
 from edge.tools.bench.corpus import Case
@@ -145,6 +145,20 @@ class BenchSession:
                 "decode_workers": phases.children_rss_mb(daemon.pid),
             }
         return FootprintFigures(idle, rss, soaked)
+
+    def sr_delivery(self, encodings: tuple[str, ...], studies: int) -> dict[str, Any]:
+        """The CAD SR phase (:mod:`edge.bench.dicom`): a daemon sending to a bench PACS."""
+        pacs = dicom.Pacs()
+        base, self.config = self.config, dicom.with_pacs(self.config, pacs)
+        try:
+            with self._daemon("daemon-sr", health_interval_s=1.0) as (_daemon, rig):
+                with _phase(f"CAD SR: {studies} studies, views {dicom.GAP_S:g} s apart"):
+                    samples = dicom.measure(rig, pacs, encodings, studies)
+                health = self.listener.wait_health(after=time.monotonic(), timeout=30)
+        finally:
+            self.config = base
+            pacs.close()
+        return dicom.figures(samples, health)
 
     def baseline(
         self, encodings: tuple[str, ...], repeats: int, poll_s: float

@@ -24,8 +24,22 @@ def render(doc: dict[str, Any]) -> str:
     parts = [_heading(doc), _end_to_end(doc), _stages(doc), _isolated(doc), _rest(doc)]
     if "cstore" in doc:
         parts.insert(2, cstore.render(doc["cstore"]))
+    if "cad_sr" in doc:
+        parts.append(_cad_sr(doc["cad_sr"]))
     parts.append(_targets(doc))
     return "\n\n".join(parts) + "\n"
+
+
+def _cad_sr(sr: dict[str, Any]) -> str:
+    figures = sr["result_to_store_response"]
+    own = sr.get("queue_to_store_response_ms", {})
+    return (
+        f"CAD SR, ms: result at the hub -> the PACS's C-STORE response ({figures['n']} studies)"
+        f"\n  p50 {figures['p50_ms']:.1f}, p95 {figures['p95_ms']:.1f} (target p50 <= "
+        f"{sr['target_p50_ms']}; negative: the SR was stored first)"
+        f"\n  the daemon's own, SR queued -> C-STORE response: p50 {own.get('p50', float('nan'))}"
+        f", p95 {own.get('p95', float('nan'))}"
+    )
 
 
 def _heading(doc: dict[str, Any]) -> str:
