@@ -16,6 +16,7 @@ import pytest
 from daemons import start_daemon, wait_for
 from dicom_checks import needs_validators, validate
 from orthanc import Orthanc
+from schemas import conforms
 from support import Broker, Subscriber
 from test_dicom_delivery import Scp
 
@@ -87,6 +88,7 @@ def test_a_four_view_study_ends_up_as_an_sr_in_its_study_at_the_pacs(
     drop(study, tmp_path / "export", "incoming")
 
     (result,) = results(subscriber, 1)
+    conforms(result)
     (sr,) = orthanc.wait_srs(1, 60)
     assert sr["SOPInstanceUID"] == result["sr_uid"]
     (orthanc_study,) = orthanc.get("/studies")
@@ -111,6 +113,7 @@ def test_a_four_view_study_ends_up_as_an_sr_in_its_study_at_the_pacs(
         lambda h: h.get("dicom", {}).get("destinations", {}).get("pacs", {}).get("delivered") == 1
     )
     assert health["dicom"]["destinations"]["pacs"]["queue"] == 0
+    conforms(health)
     assert "dicom_store" in health["latency_ms"]
     # The patient's identity goes to the PACS in the SR, and nowhere else.
     assert "TEST^" not in daemon.log()
@@ -160,6 +163,7 @@ def test_a_destination_refusing_the_sop_class_holds_while_the_daemon_serves_on(
     drop(written[0], tmp_path / "export", "s0")
     (first,) = results(subscriber, 1)
     alarm = subscriber.wait_health(lambda h: "dicom_destination_held" in h["alarms"])
+    conforms(alarm)
     held = alarm["dicom"]["destinations"]["old-pacs"]
     assert held["held"] == "C-STORE status 0x0122"
     for n in (1, 2):
