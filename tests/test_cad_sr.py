@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from edge.delivery.dicom_store import DicomStore
 from edge.dicom import cad_sr
 from edge.dicom.cad_tree import Algorithm
 from edge.dicom.sources import SourceError, read_sources
+from edge.journal import Journal
+from edge.journal.database import _SCHEMA as database_schema
 from edge.pipeline.ingest import read_header
 from edge.pipeline.study import StudyAssembler
 from edge.tools.samples import sample_cases, write_study
@@ -199,3 +202,30 @@ def test_an_image_gone_from_the_folder_is_a_named_failure(tmp_path: Path) -> Non
     files["rmlo"].unlink()
     with pytest.raises(SourceError, match="left the watch folder"):
         read_sources(result.images)
+
+
+def test_a_study_rebuilt_after_a_restart_keeps_its_marks(tmp_path: Path) -> None:
+    """The journal keeps each image's findings, so an SR made after a restart has them."""
+    result, _ = scored_study(tmp_path / "study", marks={"lcc": (MARK,)}, views=("lcc",))
+    journal = Journal.open(tmp_path, device="box-1")
+    try:
+        for image in result.images:
+            journal.image_scored(image)
+        (restored,) = journal.open_study_scores()
+    finally:
+        journal.close()
+    assert restored.findings == (MARK,)
+
+
+def test_a_journal_from_before_findings_gains_the_column(tmp_path: Path) -> None:
+    before, _, after = database_schema.partition("    result_entry INTEGER,\n")
+    old = before + "    result_entry INTEGER\n" + after.split("\n", 2)[2]  # the table without it
+    assert "findings" not in old
+    database = sqlite3.connect(tmp_path / "journal.sqlite3")
+    database.executescript(old + "PRAGMA user_version = 1;")
+    database.close()
+    Journal.open(tmp_path, device="box-1").close()
+    database = sqlite3.connect(tmp_path / "journal.sqlite3")
+    columns = [row[1] for row in database.execute("PRAGMA table_info(images)")]
+    database.close()
+    assert columns[-1] == "findings"

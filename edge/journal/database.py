@@ -60,7 +60,9 @@ CREATE TABLE IF NOT EXISTS images (
     engine_backend TEXT NOT NULL,
     timings TEXT NOT NULL,
     scored_at REAL NOT NULL,
-    result_entry INTEGER
+    result_entry INTEGER,
+    -- the regions the engine located, [[column, row, radius, score], ...]: the CAD SR's marks
+    findings TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS images_open ON images (study_uid) WHERE result_entry IS NULL;
 CREATE INDEX IF NOT EXISTS images_by_result ON images (result_entry);
@@ -248,8 +250,24 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.close()
         raise sqlite3.DatabaseError(f"journal schema {version} is newer than {SCHEMA_VERSION}")
     db.executescript(_SCHEMA)
+    _add_columns(db)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return db
+
+
+#: columns added since a table was first created: (table, column, definition)
+_ADDED_COLUMNS = (("images", "findings", "TEXT NOT NULL DEFAULT '[]'"),)
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Give a journal made before a column existed that column (at the table's end).
+
+    The schema version stays: an older daemon's journal reads the same, and
+    ``edge status`` reads one not yet opened by this version (the column absent)."""
+    for table, column, definition in _ADDED_COLUMNS:
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:

@@ -1,8 +1,9 @@
 """The ``images``, ``results``, ``outbox`` and ``sequence`` tables.
 
 ``images`` holds one row per scored SOP Instance UID: what the study assembler
-needs to rebuild an open study without decoding again; ``shadow_images`` the shadow
-engine's score of it, when one scored it (in the same transaction). ``results`` holds one row
+needs to rebuild an open study without decoding again, the regions the engine
+located included (the CAD SR's marks); ``shadow_images`` the shadow engine's score
+of it, when one scored it (in the same transaction). ``results`` holds one row
 per study result with its per-device ``seq`` and exact payload, so that a result is
 replayed after a crash, never recomputed differently. ``outbox`` holds the results
 on their way to the broker, at most ``outbox_max``, deleted at the broker's PUBACK;
@@ -22,6 +23,7 @@ from edge.journal.database import JournalBase, path_key
 from edge.journal.records import Backlog, OutboxEntry, ResultSummary
 from edge.types import (
     EngineInfo,
+    Finding,
     ImageHeader,
     ImageScore,
     IncomingFile,
@@ -40,7 +42,7 @@ class ResultRows(JournalBase):
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO images VALUES"
-                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
                 (
                     *(header.sop_uid, header.study_uid, header.accession),
                     *(path_key(source.path), source.size, source.mtime_ns),
@@ -51,6 +53,7 @@ class ResultRows(JournalBase):
                     score.engine.backend,
                     json.dumps(score.timings_ms),
                     time.time(),
+                    _findings_json(score.findings),
                 ),
             )
             if score.shadow is not None:
@@ -248,7 +251,9 @@ def _image_score(row: sqlite3.Row, detected_at: float) -> ImageScore:
     engine = EngineInfo(
         row["engine_name"], row["engine_version"], row["engine_sha256"], row["engine_backend"]
     )
-    return ImageScore(header, row["score"], engine, timings, shadow=_shadow_score(row))
+    columns = row.keys()  # sqlite3.Row: "in row" would look among the values
+    findings = _findings(row["findings"] if "findings" in columns else "[]")
+    return ImageScore(header, row["score"], engine, timings, findings, shadow=_shadow_score(row))
 
 
 def _shadow_score(row: sqlite3.Row) -> ShadowScore | None:
@@ -262,3 +267,11 @@ def _shadow_score(row: sqlite3.Row) -> ShadowScore | None:
 
 def _engine_columns(engine: EngineInfo) -> tuple[str, str, str, str]:
     return engine.name, engine.version, engine.sha256, engine.backend
+
+
+def _findings_json(findings: tuple[Finding, ...]) -> str:
+    return json.dumps([[f.column, f.row, f.radius, f.score] for f in findings])
+
+
+def _findings(text: str) -> tuple[Finding, ...]:
+    return tuple(Finding(*(float(value) for value in item)) for item in json.loads(text))
