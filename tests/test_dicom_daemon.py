@@ -15,6 +15,7 @@ import pydicom
 import pytest
 from daemons import start_daemon, wait_for
 from dicom_checks import needs_validators, validate
+from dicom_senders import dcmtk
 from orthanc import Orthanc
 from schemas import conforms
 from support import Broker, Subscriber
@@ -76,7 +77,7 @@ def test_a_four_view_study_ends_up_as_an_sr_in_its_study_at_the_pacs(
     (study,) = studies(tmp_path / "source", 1)
     # The modality sent the images to the PACS too: the SR must join their study there.
     sent = subprocess.run(
-        ["storescu", "-xr", "-aec", "ORTHANC", "127.0.0.1", str(orthanc.dicom_port),
+        [str(dcmtk("storescu")), "-xr", "-aec", "ORTHANC", "127.0.0.1", str(orthanc.dicom_port),
          *map(str, study.values())],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from certificates import make_certificates
 from dicom_checks import validate
+from dicom_senders import dcmtk
 from orthanc import Orthanc
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import MammographyCADSRStorage  # type: ignore[attr-defined]
@@ -189,7 +190,7 @@ def test_sop_class_not_supported_holds_that_destination_only(
         refuser.close()
 
 
-@pytest.mark.skipif(shutil.which("storescp") is None, reason="dcmtk is installed by bootstrap")
+@pytest.mark.skipif(dcmtk("storescp") is None, reason="dcmtk is installed by bootstrap")
 def test_storescp_that_accepts_no_sr_holds_the_destination(tmp_path: Path) -> None:
     profile = tmp_path / "images-only.cfg"
     profile.write_text(
@@ -200,7 +201,15 @@ def test_storescp_that_accepts_no_sr_holds_the_destination(tmp_path: Path) -> No
     )
     port = free_port()
     storescp = subprocess.Popen(
-        ["storescp", "-xf", str(profile), "ImagesOnly", "-od", str(tmp_path), str(port)],
+        [
+            str(dcmtk("storescp")),
+            "-xf",
+            str(profile),
+            "ImagesOnly",
+            "-od",
+            str(tmp_path),
+            str(port),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
