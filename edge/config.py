@@ -22,7 +22,7 @@ from pydantic import (
 
 from edge.common.model import StrictModel, TlsConfig, topic_segment
 from edge.config_errors import describe_validation, describe_yaml_error
-from edge.dicom.settings import DicomConfig
+from edge.dicom_config import DicomConfig
 from edge.errors import ConfigError
 from edge.receiver_config import ReceiverConfig
 

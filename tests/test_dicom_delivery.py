@@ -24,7 +24,7 @@ from edge.delivery.cad_reports import CadReports
 from edge.delivery.dicom_outbox import DicomOutbox
 from edge.delivery.dicom_store import DicomStore
 from edge.dicom.scu import decide
-from edge.dicom.settings import DicomConfig
+from edge.dicom_config import DicomConfig
 
 pytestmark = pytest.mark.skipif(
     shutil.which("Orthanc") is None and not Path("/usr/sbin/Orthanc").exists(),

@@ -21,7 +21,7 @@ from pynetdicom.association import Association
 
 from edge.delivery.dicom_store import DestinationState, DicomStore, Pending
 from edge.dicom.scu import StoreOutcome, StoreScu
-from edge.dicom.settings import DicomConfig, DicomDestination
+from edge.dicom_config import DicomConfig, DicomDestination
 from edge.errors import JournalError
 
 log = logging.getLogger(__name__)

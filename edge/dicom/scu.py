@@ -23,7 +23,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 
 from edge.dicom.cad_sr import MAMMOGRAPHY_CAD_SR
-from edge.dicom.settings import DicomDestination
+from edge.dicom_config import DicomDestination
 
 Decision = Literal["done", "retry", "hold"]
 TRANSFER_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]  # explicit, implicit LE
