@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
-from edge.cli_console import add_console_actions
+from edge.cli_hub import DEFAULT_HUB_CONFIG as DEFAULT_HUB_CONFIG  # the default, named here too
+from edge.cli_hub import add_hub_parser
 from edge.config import Config, load_config
 from edge.errors import ConfigError, EngineError, JournalError, ReceiverError
 from edge.logs import setup_logging
+from edge.statelock import StateLocked
 from edge.tools.journal import add_journal_parser
 
 EXIT_OK = 0
@@ -25,8 +27,6 @@ EXIT_CONFIG = 2
 EXIT_BROKEN_PIPE = 141
 #: where scripts/install.sh puts the configuration: every command reads it unless told
 DEFAULT_CONFIG = Path("/etc/edge/config.yaml")
-#: where docs/hub.md puts the hub's configuration
-DEFAULT_HUB_CONFIG = Path("/etc/edge/hub.yaml")
 _CONFIG_HELP = f"configuration file (default: {DEFAULT_CONFIG})"
 
 
@@ -54,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         kind = "receiver" if isinstance(exc, ReceiverError) else "journal"
         print(f"{kind} error: {exc}", file=sys.stderr)  # a damaged journal's says the fix
         code = EXIT_FAILURE
+    except StateLocked as exc:
+        print(f"not started: {exc}", file=sys.stderr)
+        code = EXIT_FAILURE
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)
@@ -72,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_check(commands)
     _add_engine_commands(commands)
     add_journal_parser(commands, _add_config_option, _load)
-    _add_hub_parser(commands)
+    add_hub_parser(commands)
     _add_doctor(commands)
 
     status = commands.add_parser(
@@ -212,7 +215,14 @@ def _run(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     setup_logging(config.log.level)
-    Daemon(config).run()
+    daemon = Daemon(config)
+    daemon.run()
+    if daemon.abandoned:
+        # Threads still hold files (a second signal, or the stop deadline): exit
+        # without joining them; the journal has what they finished.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_OK)
     return EXIT_OK
 
 
@@ -250,6 +260,13 @@ def _config_check(args: argparse.Namespace) -> int:
     path = args.file or args.config_option or DEFAULT_CONFIG
     config = _load(path)
     print(f"{path}: valid (site {config.site}, device {config.device})")
+    # The file is valid; the folder it names may not be there yet (an install into
+    # another root): said on stderr, as edge run would refuse it.
+    from edge.pipeline.watch_folder import watch_folder_problem
+
+    problem = watch_folder_problem(config.watch.dir)
+    if problem is not None:
+        print(f"warning: edge run would not start here: {problem}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -314,68 +331,6 @@ def _build_plan(args: argparse.Namespace) -> int:
     from edge.runtimes.tensorrt import build_from_request
 
     return EXIT_OK if build_from_request(args.request) else EXIT_FAILURE
-
-
-def _add_hub_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``edge hub``: the central collector and its queries (edge.hub, imported lazily)."""
-    source = argparse.ArgumentParser(add_help=False)
-    source.add_argument(
-        "--config",
-        type=Path,
-        default=DEFAULT_HUB_CONFIG,
-        metavar="FILE",
-        help=f"hub configuration file (default: {DEFAULT_HUB_CONFIG})",
-    )
-    source.add_argument("--db", metavar="URL", help="database URL (instead of --config)")
-    # The same options after the action: their default must not undo the hub's own.
-    late = argparse.ArgumentParser(add_help=False)
-    late.add_argument(
-        "--config", type=Path, default=argparse.SUPPRESS, metavar="FILE", help="as above"
-    )
-    late.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help="as above")
-    late.add_argument("--json", action="store_true", help="JSON instead of a table")
-    hub = commands.add_parser(
-        "hub",
-        parents=[source],
-        help="the central hub: collect results (needs edge[hub])",
-        description="Without an ACTION, run the collector in the foreground. Every action "
-        f"reads {DEFAULT_HUB_CONFIG}, or the file --config names; the queries take --db URL "
-        "instead.",
-    )
-    hub.set_defaults(handler=_hub, hub_command=None, json=False)
-    actions = hub.add_subparsers(dest="hub_command", metavar="ACTION")
-    actions.add_parser("devices", parents=[late], help="every device: status, engine, backlog")
-    results = actions.add_parser("results", parents=[late], help="results since a time")
-    results.add_argument("--since", default="24h", help="30m, 24h, 7d or an RFC 3339 time")
-    results.add_argument("--site", help="only this site")
-    results.add_argument("--suspicious", action="store_true", help="only suspicious studies")
-    results.add_argument("--limit", type=int, default=1000, help="at most this many rows")
-    actions.add_parser("gaps", parents=[late], help="seq numbers missing per device")
-    compare = actions.add_parser("compare", parents=[late], help="two engines, studies both scored")
-    compare.add_argument("--site", required=True, help="the site")
-    compare.add_argument("--engine", required=True, help="an engine version (e.g. the serving)")
-    compare.add_argument("--with", dest="other", required=True, help="the other engine version")
-    compare.add_argument("--outcomes", type=Path, help="CSV: study (accession or UID), cancer")
-    actions.add_parser("check", parents=[late], help="validate the configuration and exit")
-    add_console_actions(actions, late)
-
-
-def _hub(args: argparse.Namespace) -> int:
-    try:
-        from edge.hub.commands import run_hub
-        from edge.hub.errors import HubError
-    except ImportError as exc:
-        print(
-            f"edge hub needs the hub extra ({exc}): in the source folder, "
-            f"{sys.executable} -m pip install '.[hub]'",
-            file=sys.stderr,
-        )
-        return EXIT_FAILURE
-    try:
-        return run_hub(args)
-    except HubError as exc:
-        print(f"hub error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
 
 
 def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -22,6 +22,7 @@ from pydantic import (
 
 from edge.common.model import StrictModel, TlsConfig, topic_segment
 from edge.config_errors import describe_validation, describe_yaml_error
+from edge.dicom_config import DicomConfig
 from edge.errors import ConfigError
 from edge.receiver_config import ReceiverConfig
 
@@ -112,7 +113,7 @@ class DecodeConfig(StrictModel):
         "(process pool only).",
     )
     score_tolerance: Annotated[float, Field(ge=0, le=1)] = Field(
-        0.01,
+        0.015,
         description="JPEG 2000 and HTJ2K decode at the coarsest resolution level measured "
         "to keep the 99th percentile of |score - score of a full decode| within this; "
         "0 decodes at full resolution.",
@@ -151,6 +152,21 @@ class MqttConfig(StrictModel):
         1000,
         description="Results sent and awaiting the broker's acknowledgement at most; "
         "more wait in the journal (and health raises outbox_full).",
+    )
+    confirm: Literal["hub", "broker"] = Field(
+        "hub",
+        description="hub: a result is kept and sent again until the hub's collector confirms "
+        "it is in its database; broker: done at the broker's PUBACK (a box with no collector).",
+    )
+    confirm_timeout_s: Annotated[float, Field(gt=0, le=86400)] = Field(
+        300.0,
+        description="Results the hub has not confirmed this long after they were made are "
+        "sent again (mqtt.confirm: hub).",
+    )
+    max_in_flight: Annotated[int, Field(ge=1, le=65535)] = Field(
+        20,
+        description="Results sent and not yet acknowledged by the broker at most; fewer when "
+        "the broker's Receive Maximum (MQTT 5 CONNACK) is lower.",
     )
     reconnect_min_s: Annotated[float, Field(gt=0, le=60)] = Field(
         1.0, description="First reconnect delay; doubles per failed attempt, with jitter."
@@ -194,6 +210,11 @@ class HealthConfig(StrictModel):
         description="A stage holding one file or batch longer than this counts as stuck: "
         "the systemd watchdog pings stop and systemd restarts the service.",
     )
+    unconfirmed_alarm_s: Annotated[float, Field(gt=0, le=30 * 86400)] = Field(
+        3600.0,
+        description="Health raises hub_unconfirmed when the oldest result the hub has not "
+        "confirmed is older than this (mqtt.confirm: hub).",
+    )
 
 
 class JournalConfig(StrictModel):
@@ -221,6 +242,14 @@ class Config(StrictModel):
     journal: JournalConfig = JournalConfig()
     log: LogConfig = LogConfig()
     receiver: ReceiverConfig | None = None
+    stop_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        60.0,
+        title="Stop deadline",
+        description="A stop waits this long at most, in all, for the files in hand, the "
+        "engine, the outbox and an engine switch; keep it below the unit's TimeoutStopSec "
+        "(90 s). What is not finished is taken again at the next start.",
+    )
+    dicom: DicomConfig = DicomConfig()
 
     _check_site = field_validator("site", "device")(topic_segment)
 
@@ -343,6 +372,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         )
     if config.receiver is not None and config.receiver.tls is not None:
         updates["receiver"] = _receiver_paths_resolved(config.receiver, resolve)
+    updates["dicom"] = config.dicom.resolved(resolve)
     return config.model_copy(update=updates)
 
 

@@ -22,42 +22,51 @@ work waits, in the watch folder or in memory, until it can.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from types import FrameType
 
 from edge import __version__
 from edge.common import signals
 from edge.common.privacy import describe
 from edge.config import Config
+from edge.delivery.dicom_delivery import DicomDelivery
+from edge.delivery.health import (
+    OutboxWatch,
+    broker_fields,
+    delivery_alarms,
+    delivery_snapshot,
+    journal_fields,
+)
+from edge.delivery.publisher import box_publisher
 from edge.dicom.service import daemon_hooks, open_receiver
 from edge.engines.store import EngineStore
 from edge.engines.switch import EngineSwitch
-from edge.errors import IngestError, JournalError
+from edge.errors import ConfigError, IngestError, JournalError
 from edge.health.gpu import GpuTelemetry, open_gpu_telemetry
 from edge.health.incidents import Incidents
 from edge.health.liveness import Stage, Supervisor
 from edge.health.metrics import Metrics, alarms, disk_free
-from edge.journal import Backlog, OutboxEntry
+from edge.journal import OutboxEntry
 from edge.journal.recovery import open_journal
 from edge.journal.retention import Retention
 from edge.messages.health import EngineState, HealthSnapshot, JournalState, health_message
-from edge.mqtt import LinkEvent, MqttLink, box_link
 from edge.notify import Notifier
 from edge.pipeline.infer import InferenceWorker
 from edge.pipeline.intake import Intake, IntakeStages
 from edge.pipeline.pool import pool_for
-from edge.pipeline.publish import Publisher
 from edge.pipeline.results import ResultJournal
+from edge.pipeline.resume import resume_from_journal
 from edge.pipeline.study import StudyAssembler
-from edge.pipeline.watch import FolderWatcher
+from edge.pipeline.watch_folder import WatchGuard, watch_alarms, watch_folder_problem
+from edge.statelock import state_lock
+from edge.stopping import StopClock
 from edge.types import ImageScore, ModelInput, StudyResult
 
 log = logging.getLogger(__name__)
@@ -78,18 +87,29 @@ class Daemon:
         self.config = config
         self.metrics = Metrics()
         self.should_exit = threading.Event()
+        #: a second stop signal: the drain waits for nothing more
+        self.force_exit = threading.Event()
+        #: the stop left work in hand (deadline or second signal): the process must
+        #: exit without waiting for those threads (the journal has it all)
+        self.abandoned = False
         self._started_at = time.time()
         self.store = EngineStore(config.engine_store_dir)
         self.switch = EngineSwitch(config, self.store, self.metrics, self.should_exit)
         self.gpu: GpuTelemetry | None = None
         self._health_requested = threading.Event()
-        self._outbox_full = False
+        self._outbox = OutboxWatch(config.mqtt.outbox_max)
 
     # -- life cycle ---------------------------------------------------------------------
 
     def run(self) -> None:
-        """Run until SIGTERM or SIGINT, then drain and return."""
-        with self._signals_captured():
+        """Run until SIGTERM or SIGINT, then drain and return.
+
+        Raises
+        ------
+        StateLocked
+            Another daemon runs on this ``state_dir``: nothing was started.
+        """
+        with state_lock(self.config.state_dir), self._signals_captured():
             self.startup()
             try:
                 self.main_loop()
@@ -107,13 +127,17 @@ class Daemon:
         self._build_stages()
         if self.recovery is not None:
             self.incidents.journal_replaced(self.recovery)
-        self._resume_from_journal()
+        # After the engine (its errors come first), before anything looks at the folder.
+        if (problem := watch_folder_problem(config.watch.dir)) is not None:
+            raise ConfigError(problem)
+        resume_from_journal(self.journal, self.assembler, self.results, self.incidents)
         self.gpu = open_gpu_telemetry()
         self._build_intake()
         hooks = daemon_hooks(self.journal, self.incidents, self._health_requested.set)
         self.receiver.start(self.intake.on_file, **hooks)
         self.infer.start()
         self.publisher.start()
+        self.dicom.start()
         self.watcher.start()
         log.info("edge %s%s%s/%s", __version__, SERVING, config.site, config.device)
         self.supervisor = Supervisor(
@@ -134,18 +158,17 @@ class Daemon:
             engine, self._on_score, self._on_infer_failure, self.assembler.engines_in_use
         )
         self.switch.attach(self.infer, self.assembler)
-        self.publisher = Publisher(
-            self._make_link,
-            self.journal,
-            status_topic=config.topic("status"),
-            on_delivered=self._on_delivered,
-            on_request=self._on_request,
+        self.publisher = box_publisher(
+            config, self.journal, on_delivered=self._on_delivered, on_request=self._on_request
         )
         self.incidents = Incidents(config, self.metrics, self.journal, self.publisher)
+        self.dicom = DicomDelivery(config, self.metrics, self.incidents, self.infer.engine_for)
         self.results = ResultJournal(
-            config, self.journal, self.metrics, self.incidents, self.publisher.wake
+            config, self.journal, self.metrics, self.incidents, self.publisher.wake, self.dicom
         )
-        self.retention = Retention(self.journal, config.journal.keep_days)
+        self.retention = Retention(
+            self.journal, config.journal.keep_days, keep_unconfirmed=config.mqtt.confirm == "hub"
+        )
 
     def _build_intake(self) -> None:
         """The watcher and the ingest pool that takes its files (and decodes them)."""
@@ -157,13 +180,7 @@ class Daemon:
             self.journal, self.incidents, self.infer, self.assembler, self.decoder
         )
         self.intake = Intake(config, self.metrics, stages, self.ingest_pool)
-        self.watcher = FolderWatcher(
-            config.watch.dir,
-            self.intake.on_file,
-            recursive=config.watch.recursive,
-            settle_s=config.watch.settle_s,
-            ignore=config.watch.ignore,
-        )
+        self.watcher = WatchGuard.on(config.watch, self.intake.on_file, self.incidents.event)
         self.intake.attach(self.watcher)
 
     def main_loop(self) -> None:
@@ -175,6 +192,7 @@ class Daemon:
                 self.results.retry()
                 next_retry = time.monotonic() + JOURNAL_RETRY_S
             self.switch.poll()
+            self.watcher.poll()
             if self.retention.due():
                 self._forget_old()
             if time.monotonic() >= next_health or self._health_requested.is_set():
@@ -184,22 +202,34 @@ class Daemon:
             self.supervisor.tick()
 
     def shutdown(self) -> None:
-        log.info("stopping: draining the pipeline")
+        """Drain within ``stop_timeout_s`` (a second signal: at once); see :mod:`edge.stopping`."""
+        clock = StopClock(self.config.stop_timeout_s, self.force_exit)
+        log.info("stopping: draining the pipeline (at most %g s)", self.config.stop_timeout_s)
         self.supervisor.stopping("stopping: finishing the files in hand, flushing the outbox")
         self.receiver.stop()  # first: no instance is acknowledged that nobody will take
+        self.intake.stopping.set()
         self.watcher.stop()
         # Files queued but not begun stay in the watch folder, unfinished in the
-        # journal, and are taken at the next start: the stop stays within
-        # TimeoutStopSec however many files were waiting.
-        self.ingest_pool.shutdown(wait=True, cancel_futures=True)
-        self.decoder.close()
-        self.infer.stop(timeout=30)
+        # journal, and are taken at the next start.
+        self.ingest_pool.shutdown(wait=False, cancel_futures=True)
+        ingest_done = clock.wait_for(lambda: self.intake.in_hand == 0)
+        if ingest_done:
+            self.decoder.close()  # not under a file in hand: it would fail as decoder_crashed
+        # Waits in slices: a second signal must end them (a thread join is resumed
+        # after a signal handler, not cut short by it).
+        self.infer.stop(timeout=0)
+        clock.wait_for(lambda: not self.infer.is_alive())
         # Studies still incomplete are not published half-done: their scores stay in
         # the journal and they reopen at the next start.
         self.results.retry()
         self.publish_health()
-        self.publisher.stop(timeout=10)
-        self.switch.join(timeout=60)
+        self.publisher.stop(timeout=clock.remaining())
+        self.dicom.stop(timeout=clock.remaining())
+        clock.wait_for(lambda: not self.switch.loading)
+        self.abandoned = not (ingest_done and not self.infer.is_alive())
+        if self.abandoned:
+            clock.say_abandoned()
+            return
         self.infer.close_engines()
         if self.gpu is not None:
             self.gpu.close()
@@ -209,6 +239,7 @@ class Daemon:
     def request_exit(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
         if self.should_exit.is_set():
             log.warning("second signal: exiting without waiting")
+            self.force_exit.set()
         self.should_exit.set()
 
     def request_reload(self, signum: int = RELOAD_SIGNAL, frame: FrameType | None = None) -> None:
@@ -225,35 +256,6 @@ class Daemon:
         return signals.captured(handlers)
 
     # -- the stages' hand-offs ------------------------------------------------------------
-
-    def _make_link(self, on_event: Callable[[LinkEvent], None]) -> MqttLink:
-        return box_link(self.config, on_event)
-
-    def _resume_from_journal(self) -> None:
-        """Rebuild open studies from journalled scores; forget files that vanished.
-
-        Files taken but not scored are not resubmitted here: they are still in
-        the watch folder, and the watcher's start-up scan hands them on again.
-        """
-        unfinished = self.journal.unfinished_files()
-        for record in unfinished:
-            if not Path(record.path).exists():
-                self._note_gone(Path(record.path))
-        scores = self.journal.open_study_scores()
-        for result in self.assembler.restore(scores):
-            self.results.assembled(result)
-        if unfinished or scores:
-            log.info(
-                "resuming: %d scored images of open studies, %d files not yet scored",
-                len(scores),
-                len(unfinished),
-            )
-
-    def _note_gone(self, path: Path) -> None:
-        try:
-            self.journal.set_file_state(path, "gone", "missing_at_start")
-        except JournalError as exc:
-            self.incidents.journal_failed("ingest", exc)
 
     def _on_score(self, score: ImageScore) -> None:
         try:
@@ -285,7 +287,8 @@ class Daemon:
 
     def _forget_old(self) -> None:
         try:
-            self.retention.step()
+            if self.retention.step() is not None:  # a pass over the journal ended
+                self.dicom.forget_old(self.config.journal.keep_days)
         except JournalError as exc:
             self.incidents.journal_failed("retention", exc)
 
@@ -295,8 +298,10 @@ class Daemon:
         """What the stages say now, for :func:`~edge.messages.health.health_message`."""
         config = self.config
         state_disk = disk_free(config.state_dir)
-        backlog = self._backlog()
+        on_error = functools.partial(self.incidents.journal_failed, "health")
+        backlog = self._outbox.backlog(self.journal, on_error)
         waiting = None if backlog is None else backlog.waiting
+        delivery = delivery_snapshot(config, self.journal, self.publisher, on_error)
         return HealthSnapshot(
             site=config.site,
             device=config.device,
@@ -330,11 +335,17 @@ class Daemon:
                 receiver_refusing=self.receiver.refusing,
                 journal_failed=self.journal.failure,
                 journal_replaced=self.recovery is not None,
-            ),
+            )
+            + delivery_alarms(delivery)
+            + self.dicom.alarms()
+            + watch_alarms(self.watcher),
             receiver=self.receiver.snapshot(),
+            journal_delivery=journal_fields(delivery),
+            broker_delivery=broker_fields(delivery),
             gpu=None
             if self.gpu is None
             else {"source": self.gpu.source, "devices": self.gpu.snapshot()},
+            dicom=self.dicom.health(),
         )
 
     def _engine_state(self) -> EngineState:
@@ -349,26 +360,6 @@ class Daemon:
             shadow=self.switch.shadow_state(),
         )
 
-    def _backlog(self) -> Backlog | None:
-        """The journal's backlog, None when it cannot be read; warns once the outbox fills."""
-        try:
-            backlog: Backlog | None = self.journal.backlog()
-        except JournalError as exc:
-            self.incidents.journal_failed("health", exc)
-            backlog = None
-        self._note_outbox_full(backlog)
-        return backlog
-
-    def _note_outbox_full(self, backlog: Backlog | None) -> None:
-        full = backlog is not None and backlog.waiting > 0
-        if full and not self._outbox_full:
-            log.warning(
-                "outbox full (mqtt.outbox_max %d): results wait in the journal (%d so far)",
-                self.config.mqtt.outbox_max,
-                backlog.waiting if backlog else 0,
-            )
-        self._outbox_full = full
-
     def _stages(self) -> list[Stage]:
         """The stages the systemd watchdog watches for progress."""
         return [
@@ -377,6 +368,7 @@ class Daemon:
             Stage("infer", self.infer.is_alive, lambda: self.infer.busy_since),
             Stage("publish", self.publisher.is_alive, lambda: None),
             *self.receiver.stages(),
+            *self.dicom.stages(),
         ]
 
     def _status_line(self) -> str:

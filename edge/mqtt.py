@@ -27,15 +27,13 @@ import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.common.mqttclient import Will, make_client
-from edge.config import Config, MqttConfig
-from edge.credentials import broker_password, check_tls_files
+from edge.config import MqttConfig
 from edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-#: QoS 1 messages in flight before paho queues the rest: mosquitto's default
-#: receive maximum, which paho does not read from the CONNACK itself
-MAX_IN_FLIGHT = 20
+#: the Receive Maximum a broker that announces none allows (MQTT 5.0, 3.2.2.3.3)
+DEFAULT_RECEIVE_MAXIMUM = 65535
 #: CONNACK reason codes (MQTT 5 numbering, 3.1.1 codes 4 and 5 map onto them)
 _BAD_CREDENTIALS = frozenset({134, 135})
 #: how long a stop waits for the DISCONNECT to go out
@@ -44,12 +42,17 @@ STOP_GRACE_S = 2.0
 
 @dataclass(frozen=True)
 class LinkEvent:
-    #: ``connected``, ``disconnected``, ``acked`` or ``message``
+    #: ``connected``, ``disconnected``, ``acked``, ``refused`` (a PUBACK with a failure
+    #: reason, named in ``detail``) or ``message``
     kind: str
     mid: int = 0
     detail: str = ""
     topic: str = ""
     payload: bytes = b""
+    #: from the CONNACK (``connected``): publishes the broker takes unacknowledged
+    receive_maximum: int = DEFAULT_RECEIVE_MAXIMUM
+    #: from the CONNACK (``connected``): the largest packet the broker takes, if it says
+    max_packet: int | None = None
 
 
 EventCallback = Callable[[LinkEvent], None]
@@ -160,7 +163,9 @@ class MqttLink:
             password=password,
             will=will,
         )
-        client.max_inflight_messages_set(MAX_IN_FLIGHT)
+        # No cap in paho: the publisher keeps what is in flight within the Receive
+        # Maximum the broker announces, which paho does not read from the CONNACK.
+        client.max_inflight_messages_set(0)
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
@@ -269,13 +274,19 @@ class MqttLink:
         # event; paho's own copies would go out first and twice.
         client.drop_out_messages()
         for topic in self._subscriptions:
-            client.subscribe(topic, qos=0)
+            client.subscribe(topic, qos=1)
         self._backoff.reset()
         self._accepted = True
         self.last_error = ""
         log.info("connected to mqtt %s", self.where)
         self._connected.set()
-        self._on_event(LinkEvent("connected"))
+        self._on_event(
+            LinkEvent(
+                "connected",
+                receive_maximum=_property(properties, "ReceiveMaximum", DEFAULT_RECEIVE_MAXIMUM),
+                max_packet=_property(properties, "MaximumPacketSize", None),
+            )
+        )
 
     def _handle_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
@@ -295,8 +306,8 @@ class MqttLink:
         self, client: Any, userdata: Any, mid: int, reason: ReasonCode, properties: Any
     ) -> None:
         if reason.is_failure:
-            # Not acknowledged: it stays in the outbox and goes again after reconnect.
-            log.error("mqtt %s did not accept message %d: %s", self.where, mid, reason)
+            # Refused (an ACL, a quota): the publisher keeps it and decides when to retry.
+            self._on_event(LinkEvent("refused", mid=mid, detail=str(reason).lower()))
             return
         self._on_event(LinkEvent("acked", mid=mid))
 
@@ -309,29 +320,10 @@ class MqttLink:
             log.debug("paho: %s", text)
 
 
-def box_link(config: Config, on_event: EventCallback) -> MqttLink:
-    """The appliance's link: its client id, ``offline`` as last will, ``health/get``.
-
-    Every TLS file is checked first, so that a missing one stops the start with its
-    key path instead of paho's traceback; the password is read again before every
-    connection attempt.
-
-    Raises
-    ------
-    ConfigError
-        A TLS file, the password file or the credential cannot be read.
-    """
-    check_tls_files(config.mqtt)
-    return MqttLink(
-        config.mqtt,
-        config.mqtt.client_id or f"edge-{config.site}-{config.device}",
-        will_topic=config.topic("status"),
-        will_payload=b"offline",
-        on_event=on_event,
-        subscriptions=[config.topic("health/get")],
-        password=broker_password(config.mqtt),
-        password_source=lambda: broker_password(config.mqtt),
-    )
+def _property(properties: Any, name: str, default: Any) -> Any:
+    """A CONNACK property, or ``default`` when the broker did not send it (or spoke 3.1.1)."""
+    value = getattr(properties, name, None)
+    return value if isinstance(value, int) and value > 0 else default
 
 
 def _because(socket_error: str) -> str:

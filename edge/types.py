@@ -150,7 +150,7 @@ class StudyResult:
     """A study's assembled result, ready to publish (schema ``edge.result/1``).
 
     Its ``id`` is given with its ``seq`` when it is journalled
-    (:func:`edge.pipeline.publish.result_id`)."""
+    (:func:`edge.messages.result.result_id`)."""
 
     study_uid: str
     accession: str

@@ -52,6 +52,8 @@ class Broker:
     #: such as per_listener_settings), ``tail`` after it (more listeners, TLS, auth)
     head: str = ""
     tail: str = ""
+    #: false: the broker keeps nothing across a restart (no sessions, no retained messages)
+    persistence: bool = True
 
     def start(self) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -59,7 +61,7 @@ class Broker:
         conf.write_text(
             self.head + f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
-            "persistence true\n"
+            f"persistence {'true' if self.persistence else 'false'}\n"
             f"persistence_location {self.folder}/\n"
             # Started as root, mosquitto drops to the user "mosquitto", which may
             # not write here; then no session survives a restart.
@@ -137,7 +139,9 @@ def write_config(folder: Path, port: int, **overrides: Any) -> Path:
         "watch": {"dir": str(folder / "export"), "settle_s": 1.0},
         "study": {"quiet_s": 5},
         "engine": {"bundle": str(DEMO_BUNDLE), "backend": "onnxruntime"},
-        "mqtt": {"host": "127.0.0.1", "port": port, "topic_prefix": "edge"},
+        # No collector confirms in most tests: the box is done at the broker's PUBACK
+        # (tests of the hub's confirmations set confirm: hub).
+        "mqtt": {"host": "127.0.0.1", "port": port, "topic_prefix": "edge", "confirm": "broker"},
         "health": {"interval_s": 2},
         "log": {"level": "DEBUG"},
     }

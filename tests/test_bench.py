@@ -39,7 +39,12 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "baseline.e2e": ("p50_ms", "p95_ms"),
     "cstore.e2e": ("p50_ms", "p95_ms", "p99_ms"),
     "cstore.e2e_burst": ("p50_ms", "p95_ms"),
+    "cad_sr.result_to_store_response": ("p50_ms", "p95_ms"),
     "": ("overhead_ratio", "idle_cpu_percent"),
+    # the repair phase: a real collector confirming, and lost results repaired
+    "repair.to_hub": ("p50_ms", "p95_ms"),
+    "repair.confirmed_after": ("p50_ms", "p95_ms"),
+    "repair.gap_to_repair": ("p50_ms", "p95_ms"),
 }
 
 

@@ -74,7 +74,8 @@ def test_negative_quiet_period_is_refused_not_replaced(tmp_path: Path) -> None:
 
 
 def test_config_check_command_exit_codes(tmp_path: Path) -> None:
-    good = write(tmp_path, VALID)
+    # edge config check also looks at the watch folder: one that exists.
+    good = write(tmp_path, VALID.replace("/srv/modality-export", str(tmp_path)))
     ok = subprocess.run(
         [sys.executable, "-m", "edge", "config", "check", str(good)],
         capture_output=True,
@@ -94,7 +95,8 @@ def test_config_check_command_exit_codes(tmp_path: Path) -> None:
 
 def test_output_into_a_closed_pipe_ends_without_a_traceback(tmp_path: Path) -> None:
     """``edge ... | head``: the reader leaves before the command writes."""
-    good = write(tmp_path, VALID)
+    # edge config check also looks at the watch folder: one that exists.
+    good = write(tmp_path, VALID.replace("/srv/modality-export", str(tmp_path)))
     with subprocess.Popen(
         [sys.executable, "-m", "edge", "config", "check", str(good)],
         stdout=subprocess.PIPE,

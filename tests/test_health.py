@@ -61,6 +61,11 @@ def test_quarantined_file_is_announced_without_its_name_and_health_comes_on_requ
         "write_error": None,
         "error": None,
         "replaced": None,
+        "confirm": "broker",
+        "confirmed_seq": 0,
+        "unconfirmed": 0,
+        "oldest_unconfirmed_at": None,
+        "oldest_unconfirmed_age_s": None,
     }
     assert health["alarms"] == []
     assert set(health["disk"]) == {"watch", "state"}

@@ -33,11 +33,14 @@ PER_BOX = 40
 WIDTH, HEIGHT = 1400, 1000
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a test dependency")
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
-from selenium.webdriver.support.expected_conditions import staleness_of  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 pytestmark = [
@@ -217,7 +220,23 @@ def follow(browser: WebDriver, element: WebElement) -> None:
     """Click a link or a form's button and wait until the next page has replaced this one."""
     page = browser.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(browser, 30).until(staleness_of(page))
+    WebDriverWait(browser, 30).until(lambda _: replaced(page))
+
+
+def replaced(page: WebElement) -> bool:
+    """Whether the page's root element is gone: the next page has replaced it.
+
+    Chromium answers a look at an element of a page being replaced either as stale or,
+    mid-navigation, as an inspector error that the node is no longer in the document."""
+    try:
+        page.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc.msg):
+            return True
+        raise
+    return False
 
 
 def log_in(browser: WebDriver, hub: Hub, name: str) -> None:

@@ -124,7 +124,8 @@ def test_devices_show_the_latest_health_read_defensively(engine: Engine) -> None
     with engine.connect() as connection:
         a, b = list_devices(connection)
     assert (a.site, a.status, a.since, a.engine_version) == ("a", "online", NOW, "7")
-    assert (a.outbox, a.gpu_temperature_c, a.missing) == (4, 61.5, 0)
+    # The box says it is at seq 3 and the hub holds seq 1: seq 2 and 3 are missing.
+    assert (a.outbox, a.gpu_temperature_c, a.missing) == (4, 61.5, 2)
     assert (a.hub_seq, a.device_seq) == (1, 3)
     assert a.last_result is not None
     assert (b.status, b.engine_version, b.outbox, b.gpu_temperature_c) == (None, None, None, None)

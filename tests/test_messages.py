@@ -13,7 +13,11 @@ from journal_builders import ENGINE, four_views, study_result
 from schemas import conforms
 
 from edge.common.privacy import file_tag
+from edge.delivery.health import DeliverySnapshot, broker_fields, delivery_alarms, journal_fields
+from edge.delivery.protocol import CONFIRM_SCHEMA, HELLO_SCHEMA, RESEND_SCHEMA
+from edge.delivery.stream import Refusal
 from edge.health.metrics import Metrics
+from edge.journal import Unconfirmed
 from edge.messages import schemas
 from edge.messages.event import EVENT_SCHEMA, event
 from edge.messages.health import (
@@ -51,12 +55,28 @@ def snapshot(**changes: Any) -> HealthSnapshot:
         "last_error": None,
         "alarms": ["state_disk_low"],
         "gpu": None,
+        **delivery_fields(
+            DeliverySnapshot(True, Unconfirmed(17, 15, 2, 1_700_000_000.0), None, None, 20, 3600.0)
+        ),
     }
     return HealthSnapshot(**{**fields, **changes})
 
 
+def delivery_fields(delivery: DeliverySnapshot) -> dict[str, Any]:
+    return {
+        "journal_delivery": journal_fields(delivery),
+        "broker_delivery": broker_fields(delivery),
+    }
+
+
 def test_every_message_type_has_its_schema_and_every_schema_a_type() -> None:
-    assert set(schemas.FILES) == {RESULT_SCHEMA, HEALTH_SCHEMA, EVENT_SCHEMA}
+    confirmation_protocol = {HELLO_SCHEMA, CONFIRM_SCHEMA, RESEND_SCHEMA}
+    assert set(schemas.FILES) == {
+        RESULT_SCHEMA,
+        HEALTH_SCHEMA,
+        EVENT_SCHEMA,
+        *confirmation_protocol,
+    }
     assert {path.name for path in SCHEMA_FOLDER.glob("*.schema.json")} == set(
         schemas.FILES.values()
     )
@@ -122,3 +142,18 @@ def test_the_event_schema_refuses_a_path_a_uid_or_an_unknown_field(field: str, v
     changed[field] = value
     with pytest.raises(jsonschema.ValidationError):
         conforms(changed)
+
+
+def test_a_health_with_a_refused_result_and_every_new_alarm_fits_its_schema() -> None:
+    refusal = Refusal(7, 3, "edge/clinic-1/box-1/results", "not authorized", 1_700_000_000.0)
+    delivery = DeliverySnapshot(True, Unconfirmed(3, 0, 3, 1.0), refusal, None, 1, 60.0)
+    raised = delivery_alarms(delivery)
+    assert raised == [
+        "hub_unconfirmed",
+        "broker_refused: not authorized on edge/clinic-1/box-1/results",
+    ]
+    alarms = [*raised, "watch_unavailable", "inotify_limit: raise fs.inotify.max_user_instances"]
+    message = health_message(snapshot(alarms=alarms, **delivery_fields(delivery)))
+    conforms(message)
+    assert message["broker"]["refused"]["seq"] == 3
+    assert message["journal"]["unconfirmed"] == 3

@@ -144,6 +144,11 @@ class EngineSwitch:
         if self._requested.is_set():
             self._start_load()
 
+    @property
+    def loading(self) -> bool:
+        """An engine is being loaded beside the serving one."""
+        return self._loader is not None and self._loader.is_alive()
+
     def join(self, timeout: float) -> None:
         """Wait for a load in progress (at shutdown)."""
         if self._loader is not None:

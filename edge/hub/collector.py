@@ -2,6 +2,7 @@
 
     paho network thread (edge.hub.link): on_message -> inbox (SimpleQueue)
     main thread: take a batch -> decode -> one transaction -> commit -> PUBACK each
+                 -> confirm to each box (edge.confirm/1); now and then, ask for gaps
 
 A message is acknowledged only once its row is committed: whatever is published
 while the collector is down, crashes or is killed, is sent again by the broker
@@ -23,11 +24,13 @@ from types import FrameType
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from edge.common import signals
+from edge.delivery.protocol import confirm_message, encode
 from edge.hub.config import HubConfig
 from edge.hub.errors import HubError
 from edge.hub.link import Delivery, SessionLink
 from edge.hub.messages import Record, Rejected, decode, oversized
 from edge.hub.queries import find_gaps
+from edge.hub.repair import GapRepair
 from edge.hub.store import Store, WriteReport
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ class Collector:
         self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self._totals = WriteReport()
         self.link = SessionLink(config.mqtt, self._inbox.put)
+        self.repair = GapRepair(self.link, config.mqtt.topic_prefix, config.mqtt.resend_after_s)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -77,6 +81,8 @@ class Collector:
                 self._commit(batch)
             if self.link.fatal is not None:
                 raise HubError(self.link.fatal)
+            if self.repair.due():
+                self._ask_for_gaps()
             if time.monotonic() >= next_summary:
                 self._log_summary()
                 next_summary = time.monotonic() + SUMMARY_EVERY_S
@@ -118,6 +124,7 @@ class Collector:
             return False
         for delivery in batch:
             self.link.ack(delivery)
+        self._confirm(report)
         for delivery, record in pairs:
             if isinstance(record, Rejected):
                 # Not the detail: it may quote the message's values, which stay in the database.
@@ -125,6 +132,21 @@ class Collector:
                             delivery.topic, record.reason)  # fmt: skip
         self._account(report)
         return True
+
+    def _confirm(self, report: WriteReport) -> None:
+        """Tell each box how far its results are committed (retained: it reads it at connect)."""
+        prefix = self.config.mqtt.topic_prefix
+        for (site, device), confirmation in sorted(report.confirms.items()):
+            if confirmation is not None:
+                topic = f"{prefix}/{site}/{device}/confirm"
+                self.link.publish(topic, encode(confirm_message(confirmation)), retain=True)
+
+    def _ask_for_gaps(self) -> None:
+        try:
+            with self.store.engine.connect() as connection:
+                self.repair.step(connection)
+        except SQLAlchemyError as exc:  # asked again at the next check
+            log.warning("cannot look for gaps now: %s", _one_line(exc))
 
     def _decode(self, delivery: Delivery) -> Record:
         mqtt = self.config.mqtt
@@ -177,6 +199,7 @@ class Collector:
             if single is None:
                 return None
             _add(total, single)
+            total.confirms.update(single.confirms)
             total.notices.extend(single.notices)
             total.late |= single.late
         return total

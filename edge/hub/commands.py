@@ -7,6 +7,9 @@
     edge hub compare --site S --engine A --with B [--outcomes CSV] [--json]
                                                 two engines on the studies both scored
     edge hub check --config hub.yaml            validate the configuration and exit
+    edge hub acl --user U [--site S --device D]  the broker ACL stanza of a box or the hub
+    edge hub resend --site S --device D [--seq A-B] --config hub.yaml
+                                                ask a box to send results again
 
 The queries read the database named by ``--db URL`` or by the configuration's
 ``database`` section. The argument parser lives in :mod:`edge.cli`, which
@@ -22,21 +25,26 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
+from edge.delivery.protocol import ResendRequest, encode, resend_message
 from edge.errors import ConfigError
+from edge.hub.acl import box_acl, hub_acl
 from edge.hub.collector import Collector
 from edge.hub.compare import compare_engines
 from edge.hub.config import HubConfig, load_hub_config
 from edge.hub.database import open_database
 from edge.hub.errors import HubError
+from edge.hub.link import publish_once
 from edge.hub.queries import find_gaps, list_devices, list_results
 from edge.hub.report import as_json, comparison_text, devices_table, gaps_table, results_table
 from edge.hub.store import Store
+from edge.hub.tables import devices
 from edge.logs import setup_logging
 
+_SEQ_RANGE = re.compile(r"^(\d+)(-(\d*))?$")
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -56,6 +64,10 @@ def run_hub(args: argparse.Namespace) -> int:
         database = config.database_url().render_as_string(hide_password=True)
         print(f"{args.config}: valid (broker {config.mqtt.host}:{config.mqtt.port}, {database})")
         return 0
+    if action == "acl":
+        return _acl(args)
+    if action == "resend":
+        return _resend(_config(args), args.site, args.device, args.seq)
     engine = open_database(_database_url(args), writer=False)
     try:
         with engine.connect() as connection:
@@ -124,6 +136,64 @@ def _collect(config: HubConfig) -> int:
     finally:
         engine.dispose()
     return 0
+
+
+def _acl(args: argparse.Namespace) -> int:
+    if (args.site is None) != (args.device is None):
+        raise HubError("edge hub acl: give both --site and --device (a box), or neither (the hub)")
+    if args.site is None:
+        print(hub_acl(args.topic_prefix, args.user), end="")
+    else:
+        print(box_acl(args.topic_prefix, args.site, args.device, args.user), end="")
+    return 0
+
+
+def _resend(config: HubConfig, site: str, device: str, seq: str | None) -> int:
+    """Publish an ``edge.resend/1`` to the box; without ``--seq``, from the hub's
+    confirmation on (what the box still holds unconfirmed, and anything after it)."""
+    if seq is None:
+        first, last = _confirmed(config, site, device) + 1, None
+    else:
+        first, last = parse_seq_range(seq)
+    request = ResendRequest(site, device, first, last, "operator")
+    topic = f"{config.mqtt.topic_prefix}/{site}/{device}/resend"
+    publish_once(config.mqtt, topic, encode(resend_message(request)))
+    print(f"asked {site}/{device} for seq {first}..{'newest' if last is None else last} again")
+    return 0
+
+
+def _confirmed(config: HubConfig, site: str, device: str) -> int:
+    engine = open_database(config.database_url(), writer=False)
+    try:
+        with engine.connect() as connection:
+            value = connection.execute(
+                select(devices.c.confirmed_seq).where(
+                    devices.c.site == site, devices.c.device == device
+                )
+            ).scalar()
+    except SQLAlchemyError as exc:
+        raise HubError(f"cannot read the hub database: {exc}") from exc
+    finally:
+        engine.dispose()
+    return int(value or 0)
+
+
+def parse_seq_range(text: str) -> tuple[int, int | None]:
+    """``--seq``: ``A-B``, ``A-`` (to the newest) or ``A``.
+
+    Raises
+    ------
+    HubError
+        For anything else, or B below A.
+    """
+    match = _SEQ_RANGE.match(text.strip())
+    if match is None:
+        raise HubError(f"--seq {text!r}: expected A-B, A- or A, with A >= 1")
+    first = int(match.group(1))
+    last = first if match.group(2) is None else (int(match.group(3)) if match.group(3) else None)
+    if first < 1 or (last is not None and last < first):
+        raise HubError(f"--seq {text!r}: expected 1 <= A <= B")
+    return first, last
 
 
 def _config(args: argparse.Namespace) -> HubConfig:

@@ -60,6 +60,11 @@ class HubMqttConfig(StrictModel):
         "first kilobyte are kept in rejects (reason too_large). Set the broker's "
         "message_size_limit too (docs/hub.md).",
     )
+    resend_after_s: Annotated[float, Field(gt=0, le=86400)] = Field(
+        10.0,
+        description="A gap open this long is asked for again (edge.resend/1 to its box), "
+        "and again each time this long passes while it stays open.",
+    )
 
     _check_segments = field_validator("topic_prefix", "group")(topic_segment)
 

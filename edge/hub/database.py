@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from edge.hub.errors import HubError
-from edge.hub.tables import metadata
+from edge.hub.tables import DEVICE_COLUMNS_ADDED, metadata
 
 #: seconds a SQLite writer waits for another (a second collector, a query) to finish
 SQLITE_BUSY_S = 30
@@ -57,6 +57,15 @@ def _create_tables(engine: Engine) -> None:
         for table in metadata.sorted_tables:
             for index in table.indexes:
                 index.create(connection, checkfirst=True)
+        _add_missing_columns(connection)
+
+
+def _add_missing_columns(connection: Connection) -> None:
+    """The one migration so far: ``devices`` columns of the confirmation protocol."""
+    present = {column["name"] for column in inspect(connection).get_columns("devices")}
+    for name, sql_type in DEVICE_COLUMNS_ADDED:
+        if name not in present:
+            connection.execute(text(f"ALTER TABLE devices ADD COLUMN {name} {sql_type}"))
 
 
 def _sqlite_engine(url: URL, *, writer: bool) -> Engine:

@@ -15,6 +15,7 @@ before it commits, is sent again by the broker.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.common.mqttclient import make_client
 from edge.hub.config import HubMqttConfig, read_secret
+from edge.hub.errors import HubError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,8 @@ def subscriptions(mqtt: HubMqttConfig) -> list[str]:
     """The topic filters: shared for the streams, direct for the retained state."""
     shared = f"$share/{mqtt.group}/{mqtt.topic_prefix}/+/+"
     direct = f"{mqtt.topic_prefix}/+/+"
-    return [f"{shared}/results", f"{shared}/events", f"{direct}/health", f"{direct}/status"]
+    streams = [f"{shared}/{leaf}" for leaf in ("results", "events", "hello")]
+    return [*streams, f"{direct}/health", f"{direct}/status"]
 
 
 class SessionLink:
@@ -85,6 +88,15 @@ class SessionLink:
         self._client.disconnect()
         self._client.loop_stop()
 
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
+        """Hand a QoS 1 message to paho (a confirmation, a re-send request); False if it
+        could not be queued (paho keeps what is queued across its reconnects)."""
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            log.warning("cannot publish on %s now: %s", topic, paho.error_string(info.rc))
+            return False
+        return True
+
     def ack(self, delivery: Delivery) -> None:
         """Acknowledge ``delivery`` (a PUBACK), if its connection is still the current one."""
         with self._ack_lock:
@@ -97,18 +109,7 @@ class SessionLink:
     # -- paho, on its network thread -----------------------------------------------------
 
     def _make_client(self) -> paho.Client:
-        mqtt = self._config
-        password = None
-        if mqtt.username is not None and mqtt.password_file:
-            password = read_secret(mqtt.password_file)
-        client = make_client(
-            mqtt.client_id,
-            tls=mqtt.tls,
-            username=mqtt.username,
-            password=password,
-            reconnect_on_failure=True,
-            manual_ack=True,
-        )
+        client = hub_client(self._config, self._config.client_id, manual_ack=True)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
@@ -159,3 +160,44 @@ class SessionLink:
         self._on_delivery(
             Delivery(message.topic, bytes(message.payload), message.mid, message.qos, self._link)
         )
+
+
+def hub_client(mqtt: HubMqttConfig, client_id: str, *, manual_ack: bool) -> paho.Client:
+    """A paho MQTT 5 client with the hub's credentials and TLS (reconnecting by itself)."""
+    password = None
+    if mqtt.username is not None and mqtt.password_file:
+        password = read_secret(mqtt.password_file)
+    return make_client(
+        client_id,
+        tls=mqtt.tls,
+        username=mqtt.username,
+        password=password,
+        reconnect_on_failure=True,
+        manual_ack=manual_ack,
+    )
+
+
+def publish_once(mqtt: HubMqttConfig, topic: str, payload: bytes, timeout_s: float = 30.0) -> None:
+    """Publish one QoS 1 message under a client id of its own, and wait for the PUBACK.
+
+    Raises
+    ------
+    HubError
+        When the broker cannot be reached, refuses the connection or the message.
+    """
+    client = hub_client(mqtt, f"{mqtt.client_id}-cli-{os.getpid()}"[:64], manual_ack=False)
+    try:
+        client.connect(mqtt.host, mqtt.port, keepalive=mqtt.keepalive_s)
+    except OSError as exc:
+        raise HubError(f"cannot reach the broker at {mqtt.host}:{mqtt.port}: {exc}") from exc
+    client.loop_start()
+    try:
+        info = client.publish(topic, payload, qos=1)
+        info.wait_for_publish(timeout=timeout_s)
+        if not info.is_published():
+            raise HubError(f"the broker did not acknowledge the message on {topic}")
+    except (RuntimeError, ValueError) as exc:
+        raise HubError(f"the broker refused the message on {topic}: {exc}") from exc
+    finally:
+        client.disconnect()
+        client.loop_stop()

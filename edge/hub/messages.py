@@ -27,6 +27,7 @@ import fastjsonschema
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from edge.delivery.protocol import ProtocolError, parse_hello
 from edge.messages.event import EVENT_SCHEMA
 from edge.messages.health import HEALTH_SCHEMA
 from edge.messages.result import RESULT_SCHEMA
@@ -34,7 +35,7 @@ from edge.messages.schemas import load_schema
 
 STATUSES = ("online", "offline")
 #: the topic leaves the collector subscribes to
-LEAVES = ("results", "health", "status", "events")
+LEAVES = ("results", "health", "status", "events", "hello")
 _MAX_DETAIL = 500
 #: what a ``too_large`` reject keeps of the message
 KEPT_PREFIX = 1024
@@ -82,6 +83,15 @@ class HealthRecord:
 
 
 @dataclass(frozen=True)
+class HelloRecord:
+    """``edge.hello/1``: a box connected, and its numbering goes up to ``last_seq``."""
+
+    site: str
+    device: str
+    last_seq: int
+
+
+@dataclass(frozen=True)
 class StatusRecord:
     site: str
     device: str
@@ -109,7 +119,7 @@ class Rejected:
     detail: str
 
 
-Record = ResultRecord | HealthRecord | StatusRecord | EventRecord | Rejected
+Record = ResultRecord | HealthRecord | StatusRecord | EventRecord | HelloRecord | Rejected
 
 
 def parse_topic(topic: str, prefix: str) -> Origin | None:
@@ -145,6 +155,8 @@ def decode(topic: str, payload: bytes, prefix: str) -> Record:
         return Rejected(topic, payload, "bad_topic", f"not {prefix}/SITE/DEVICE/{'|'.join(LEAVES)}")
     if origin.leaf == "status":
         return _status(topic, payload, origin)
+    if origin.leaf == "hello":
+        return _hello(topic, payload, origin)
     try:
         document = json.loads(payload)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -177,6 +189,16 @@ def _status(topic: str, payload: bytes, origin: Origin) -> Record:
     if text not in STATUSES:
         return Rejected(topic, payload, "bad_status", _short(f"{text!r} is not online or offline"))
     return StatusRecord(origin.site, origin.device, text)
+
+
+def _hello(topic: str, payload: bytes, origin: Origin) -> Record:
+    try:
+        hello = parse_hello(payload)
+    except ProtocolError as exc:
+        return Rejected(topic, payload, "invalid", _short(str(exc)))
+    if (hello.site, hello.device) != (origin.site, origin.device):
+        return Rejected(topic, payload, "topic_mismatch", "site or device in the message")
+    return HelloRecord(origin.site, origin.device, hello.last_seq)
 
 
 def _result(topic: str, payload: bytes, document: dict[str, Any]) -> Record:

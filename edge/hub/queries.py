@@ -150,9 +150,16 @@ def find_gaps(
 
     A missing range is found between two neighbouring seq values of a device's
     numbering (a window over the results ordered by seq), so it disappears by
-    itself once the late result is stored. A gap after the highest seq cannot be
-    seen until a later result arrives; the device's outbox backlog shows it.
+    itself once the late result is stored. A gap after the highest seq stored is
+    seen from the box's own newest seq (``device_last_seq``, from its hello and its
+    health): a lost last result is missing too.
     """
+    found = _gaps_between(connection, site=site, device=device)
+    found.extend(_gaps_after(connection, site=site, device=device))
+    return sorted(found, key=lambda gap: (gap.site, gap.device, gap.epoch, gap.first))
+
+
+def _gaps_between(connection: Connection, *, site: str | None, device: str | None) -> list[Gap]:
     partition = (results.c.site, results.c.device, results.c.epoch)
     previous = func.lag(results.c.seq).over(partition_by=partition, order_by=results.c.seq)
     numbered = select(*partition, results.c.seq, results.c.received_at, previous.label("prev"))
@@ -177,6 +184,26 @@ def find_gaps(
     return [
         Gap(row.site, row.device, row.epoch, int(row.first), int(row.last), row.received_at)
         for row in connection.execute(query)
+    ]
+
+
+def _gaps_after(connection: Connection, *, site: str | None, device: str | None) -> list[Gap]:
+    """Per device, the seq numbers between the highest stored and the box's own newest."""
+    query = select(devices).where(devices.c.device_last_seq > devices.c.max_seq)
+    if site is not None:
+        query = query.where(devices.c.site == site)
+    if device is not None:
+        query = query.where(devices.c.device == device)
+    return [
+        Gap(
+            row["site"],
+            row["device"],
+            row["epoch"],
+            int(row["max_seq"]) + 1,
+            int(row["device_last_seq"]),
+            row["device_last_seq_at"],
+        )
+        for row in connection.execute(query).mappings()
     ]
 
 

@@ -25,11 +25,14 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from edge.delivery.protocol import Confirmation
 from edge.hub.aggregates import Tally
 from edge.hub.compare import store_shadow
+from edge.hub.confirm import advance, announced_last_seq
 from edge.hub.messages import (
     EventRecord,
     HealthRecord,
+    HelloRecord,
     Record,
     Rejected,
     ResultRecord,
@@ -43,7 +46,7 @@ log = logging.getLogger(__name__)
 HEALTH_ORDER_WINDOW = timedelta(seconds=60)
 
 Device = tuple[str, str]
-DeviceRecord = ResultRecord | HealthRecord | StatusRecord | EventRecord
+DeviceRecord = ResultRecord | HealthRecord | StatusRecord | EventRecord | HelloRecord
 
 
 @dataclass
@@ -60,6 +63,9 @@ class DeviceState:
     epoch: int
     max_seq: int
     last_result_at: datetime | None
+    confirmed_seq: int | None
+    device_last_seq: int | None
+    device_last_seq_at: datetime | None
 
     @property
     def name(self) -> str:
@@ -78,6 +84,9 @@ class WriteReport:
     notices: list[tuple[int, str]] = field(default_factory=list)
     #: devices that received a result filling a gap: their open gaps are re-counted
     late: set[Device] = field(default_factory=set)
+    #: the confirmation to publish, after the commit, to each device that sent a result
+    #: or a hello in this batch (None: nothing of its current epoch stored from seq 1)
+    confirms: dict[Device, Confirmation | None] = field(default_factory=dict)
 
 
 class Store:
@@ -105,6 +114,10 @@ class Store:
                 state = self._lock_device(connection, device, received_at)
                 for record in group:
                     self._apply(connection, state, record, received_at, report, tally)
+                if any(isinstance(r, ResultRecord | HelloRecord) for r in group):
+                    state.confirmed_seq, report.confirms[device] = advance(
+                        connection, *device, state.epoch, state.confirmed_seq or 0
+                    )
                 self._save_device(connection, state)
             tally.flush(connection)
         return report
@@ -153,7 +166,9 @@ class Store:
             self._result(connection, state, record, now, report, tally)
             return
         report.updates += 1
-        if isinstance(record, StatusRecord):
+        if isinstance(record, HelloRecord):
+            state.device_last_seq, state.device_last_seq_at = record.last_seq, now
+        elif isinstance(record, StatusRecord):
             if record.status != state.status:
                 state.status, state.status_since = record.status, now
         elif isinstance(record, HealthRecord):
@@ -162,6 +177,9 @@ class Store:
                              record.at or now)  # fmt: skip
                 state.health, state.health_at = record.document, record.at
                 state.health_received_at = now
+                last_seq = announced_last_seq(record.document)
+                if last_seq is not None and last_seq != state.device_last_seq:
+                    state.device_last_seq, state.device_last_seq_at = last_seq, now
         else:
             self._event(connection, record, now)
 
@@ -291,6 +309,7 @@ class Store:
         )
         state.epoch += 1
         state.max_seq = 0
+        state.confirmed_seq = 0
 
     # -- rejects ----------------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ Times are stored as UTC without a zone (the two databases agree on that form).
 - ``shadow_scores``: a result's ``shadow`` object (a candidate engine's scores of the
   same study), one row per result that has one, for ``edge hub compare``.
 - ``devices``: one row per appliance: its latest status and health, and where its
-  ``seq`` numbering stands (``epoch`` counts the times it started again from 1).
+  ``seq`` numbering stands (``epoch`` counts the times it started again from 1;
+  ``confirmed_seq``, what the hub has confirmed to it; ``device_last_seq``, the
+  box's own newest).
 - ``events``: quarantined files, errors and the like, one row per distinct message.
 - ``seq_resets``: each time a device's ``seq`` went backwards (its journal was wiped).
 - ``rejects``: every message the hub could not take, with the reason.
@@ -93,6 +95,16 @@ devices = Table(
     Column("epoch", Integer, nullable=False),
     Column("max_seq", BigInteger, nullable=False, comment="highest seq in the current epoch"),
     Column("last_result_at", DateTime, comment="created_at of the newest result"),
+    Column("confirmed_seq", BigInteger, comment="every seq up to this one is stored (epoch)"),
+    Column("device_last_seq", BigInteger, comment="the box's own newest seq (hello, health)"),
+    Column("device_last_seq_at", DateTime, comment="when the hub heard device_last_seq"),
+)
+
+#: columns added to ``devices`` after its first release: (name, SQL type) for the migration
+DEVICE_COLUMNS_ADDED = (
+    ("confirmed_seq", "BIGINT"),
+    ("device_last_seq", "BIGINT"),
+    ("device_last_seq_at", "TIMESTAMP"),
 )
 
 events = Table(

@@ -21,6 +21,9 @@ resumes where it stopped:
     order as room frees.
 ``sequence``
     the last ``seq`` given per device name.
+``confirmations``
+    the hub's last cumulative confirmation: every result up to its ``seq`` is in
+    the hub's database (:mod:`~edge.journal.confirmations`).
 ``events``
     the last :data:`EVENTS_KEPT` events sent on ``.../events`` (quarantined
     files, internal errors), for ``edge status`` after a restart.
@@ -40,10 +43,18 @@ reasons) and :meth:`Journal.file_counts` (files per state).
 
 from __future__ import annotations
 
+from edge.journal.confirmations import ConfirmationRows
 from edge.journal.database import FILENAME, SCHEMA_VERSION
 from edge.journal.events import EVENTS_KEPT, EventRows
 from edge.journal.files import DONE_STATES, FORGETTABLE_STATES, FileRows
-from edge.journal.records import Backlog, EventRecord, FileRecord, OutboxEntry, ResultSummary
+from edge.journal.records import (
+    Backlog,
+    EventRecord,
+    FileRecord,
+    OutboxEntry,
+    ResultSummary,
+    Unconfirmed,
+)
 from edge.journal.results import ResultRows
 
 __all__ = [
@@ -58,8 +69,9 @@ __all__ = [
     "Journal",
     "OutboxEntry",
     "ResultSummary",
+    "Unconfirmed",
 ]
 
 
-class Journal(FileRows, ResultRows, EventRows):
+class Journal(FileRows, ResultRows, EventRows, ConfirmationRows):
     """The journal database of one ``state_dir``; thread-safe."""

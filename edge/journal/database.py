@@ -68,7 +68,9 @@ CREATE TABLE IF NOT EXISTS images (
     engine_backend TEXT NOT NULL,
     timings TEXT NOT NULL,
     scored_at REAL NOT NULL,
-    result_entry INTEGER
+    result_entry INTEGER,
+    -- the regions the engine located, [[column, row, radius, score], ...]: the CAD SR's marks
+    findings TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS images_open ON images (study_uid) WHERE result_entry IS NULL;
 CREATE INDEX IF NOT EXISTS images_by_result ON images (result_entry);
@@ -119,6 +121,13 @@ CREATE TABLE IF NOT EXISTS events (
     file TEXT,
     study TEXT,
     message TEXT NOT NULL
+);
+-- the hub's last cumulative confirmation per device name (edge.confirm/1)
+CREATE TABLE IF NOT EXISTS confirmations (
+    device TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    result_id TEXT NOT NULL,
+    confirmed_at REAL NOT NULL
 );
 """
 
@@ -321,6 +330,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     if version != SCHEMA_VERSION or _missing_schema(db):
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    _add_columns(db)
     return db
 
 
@@ -329,6 +339,21 @@ def _missing_schema(db: sqlite3.Connection) -> set[str]:
     wanted = set(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", _SCHEMA))
     present = {str(row[0]) for row in db.execute("SELECT name FROM sqlite_master")}
     return wanted - present
+
+
+#: columns added since a table was first created: (table, column, definition)
+_ADDED_COLUMNS = (("images", "findings", "TEXT NOT NULL DEFAULT '[]'"),)
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Give a journal made before a column existed that column (at the table's end).
+
+    The schema version stays: an older daemon's journal reads the same, and
+    ``edge status`` reads one not yet opened by this version (the column absent)."""
+    for table, column, definition in _ADDED_COLUMNS:  # read first: no write unless missing
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 def _is_damage(exc: sqlite3.Error) -> bool:

@@ -68,3 +68,13 @@ class Backlog:
     waiting: int
     oldest_created_at: float | None
     last_seq: int
+
+
+@dataclass(frozen=True)
+class Unconfirmed:
+    """Where the hub's confirmations stand: results held that it has not confirmed."""
+
+    last_seq: int
+    confirmed_seq: int
+    count: int
+    oldest_created_at: float | None

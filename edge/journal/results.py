@@ -1,8 +1,9 @@
 """The ``images``, ``results``, ``outbox`` and ``sequence`` tables.
 
 ``images`` holds one row per scored SOP Instance UID: what the study assembler
-needs to rebuild an open study without decoding again; ``shadow_images`` the shadow
-engine's score of it, when one scored it (in the same transaction). ``results`` holds one row
+needs to rebuild an open study without decoding again, the regions the engine
+located included (the CAD SR's marks); ``shadow_images`` the shadow engine's score
+of it, when one scored it (in the same transaction). ``results`` holds one row
 per study result with its per-device ``seq`` and exact payload, so that a result is
 replayed after a crash, never recomputed differently. ``outbox`` holds the results
 on their way to the broker, at most ``outbox_max``, deleted at the broker's PUBACK;
@@ -22,6 +23,7 @@ from edge.journal.database import JournalBase, path_key
 from edge.journal.records import Backlog, OutboxEntry, ResultSummary
 from edge.types import (
     EngineInfo,
+    Finding,
     ImageHeader,
     ImageScore,
     IncomingFile,
@@ -40,7 +42,7 @@ class ResultRows(JournalBase):
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO images VALUES"
-                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
                 (
                     *(header.sop_uid, header.study_uid, header.accession),
                     *(path_key(source.path), source.size, source.mtime_ns),
@@ -51,6 +53,7 @@ class ResultRows(JournalBase):
                     score.engine.backend,
                     json.dumps(score.timings_ms),
                     time.time(),
+                    _findings_json(score.findings),
                 ),
             )
             if score.shadow is not None:
@@ -116,21 +119,25 @@ class ResultRows(JournalBase):
             ).fetchall()
         return [OutboxEntry(**dict(row)) for row in rows]
 
-    def acknowledge(self, entry: int) -> None:
-        """The broker acknowledged ``entry``: out of the outbox, and the next moves up."""
+    def acknowledge(self, entry: int) -> bool:
+        """The broker acknowledged ``entry``: out of the outbox, and the next moves up.
+
+        True when this is its first acknowledgement (not a result sent again).
+        """
         now = time.time()
         with self._transaction() as db:
             db.execute("DELETE FROM outbox WHERE entry = ?", (entry,))
-            db.execute(
+            first = db.execute(
                 "UPDATE results SET delivered_at = ? WHERE entry = ? AND delivered_at IS NULL",
                 (now, entry),
-            )
+            ).rowcount
             db.execute(
                 "UPDATE files SET state = 'published', updated_at = ? WHERE state = 'scored'"
                 " AND sop_uid IN (SELECT sop_uid FROM images WHERE result_entry = ?)",
                 (now, entry),
             )
             self._fill_outbox(db)
+        return first > 0
 
     def _fill_outbox(self, db: sqlite3.Connection) -> None:
         # Results move up in entry order, so everything waiting is newer than
@@ -176,22 +183,32 @@ class ResultRows(JournalBase):
         (seq,) = db.execute("SELECT seq FROM sequence WHERE device = ?", (self.device,)).fetchone()
         return int(seq)
 
-    def forget_results(self, before: float, limit: int) -> tuple[int, int]:
+    def forget_results(
+        self, before: float, limit: int, *, keep_unconfirmed: bool = False
+    ) -> tuple[int, int]:
         """Forget up to ``limit`` results delivered before ``before`` (epoch seconds),
         oldest first, with the scored images that went into them.
 
         Returns (results, images) forgotten. Results not yet delivered are kept
         however old; ``sequence`` keeps counting, so the hub sees no gap. The newest
         result is kept too: SQLite numbers a new row one above the highest, and the
-        publisher relies on ``entry`` only ever growing.
+        publisher relies on ``entry`` only ever growing. ``keep_unconfirmed``
+        (``mqtt.confirm: hub``): a result the hub has not confirmed is kept too.
         """
+        unconfirmed = (
+            " AND NOT (device = :device AND seq > coalesce("
+            "(SELECT seq FROM confirmations WHERE device = :device), 0))"
+            if keep_unconfirmed
+            else ""
+        )
         with self._transaction() as db:
             entries = [
                 int(row[0])
                 for row in db.execute(
-                    "SELECT entry FROM results WHERE delivered_at < ?"
-                    " AND entry < (SELECT max(entry) FROM results) ORDER BY entry LIMIT ?",
-                    (before, limit),
+                    "SELECT entry FROM results WHERE delivered_at < :before"
+                    " AND entry < (SELECT max(entry) FROM results)"
+                    f"{unconfirmed} ORDER BY entry LIMIT :limit",
+                    {"before": before, "limit": limit, "device": self.device},
                 )
             ]
             if not entries:
@@ -254,7 +271,9 @@ def _image_score(row: sqlite3.Row, detected_at: float) -> ImageScore:
     engine = EngineInfo(
         row["engine_name"], row["engine_version"], row["engine_sha256"], row["engine_backend"]
     )
-    return ImageScore(header, row["score"], engine, timings, shadow=_shadow_score(row))
+    columns = row.keys()  # sqlite3.Row: "in row" would look among the values
+    findings = _findings(row["findings"] if "findings" in columns else "[]")
+    return ImageScore(header, row["score"], engine, timings, findings, shadow=_shadow_score(row))
 
 
 def _shadow_score(row: sqlite3.Row) -> ShadowScore | None:
@@ -268,3 +287,11 @@ def _shadow_score(row: sqlite3.Row) -> ShadowScore | None:
 
 def _engine_columns(engine: EngineInfo) -> tuple[str, str, str, str]:
     return engine.name, engine.version, engine.sha256, engine.backend
+
+
+def _findings_json(findings: tuple[Finding, ...]) -> str:
+    return json.dumps([[f.column, f.row, f.radius, f.score] for f in findings])
+
+
+def _findings(text: str) -> tuple[Finding, ...]:
+    return tuple(Finding(*(float(value) for value in item)) for item in json.loads(text))

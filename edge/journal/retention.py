@@ -9,7 +9,8 @@ at start and then every hour, it forgets:
   that long whose path has left the watch folder. A file still in the folder
   keeps its row, or a restart's scan would take it again.
 
-Results waiting for the broker are never forgotten, whatever their age. A pass
+Results waiting for the broker are never forgotten, whatever their age, nor
+(with ``mqtt.confirm: hub``) results the hub has not confirmed. A pass
 runs in small batches, one per call of :meth:`Retention.step`, so that the
 journal's lock is never held long while images are being scored.
 """
@@ -46,8 +47,16 @@ class Forgotten:
 class Retention:
     """Passes of forgetting over the journal, one batch per :meth:`step`."""
 
-    def __init__(self, journal: Journal, keep_days: float, *, batch: int = BATCH) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        keep_days: float,
+        *,
+        batch: int = BATCH,
+        keep_unconfirmed: bool = False,
+    ) -> None:
         self._journal = journal
+        self._keep_unconfirmed = keep_unconfirmed
         self._batch = batch
         self._keep_s = keep_days * 86400.0
         self._interval_s = min(PASS_INTERVAL_S, self._keep_s / PASSES_PER_PERIOD)
@@ -74,7 +83,11 @@ class Retention:
             The journal cannot be read or written; the pass is tried again later.
         """
         if self._pass is None:
-            self._pass = _Pass(before=time.time() - self._keep_s, batch=self._batch)
+            self._pass = _Pass(
+                before=time.time() - self._keep_s,
+                batch=self._batch,
+                keep_unconfirmed=self._keep_unconfirmed,
+            )
         current = self._pass
         try:
             finished = current.step(self._journal)
@@ -104,6 +117,7 @@ class Retention:
 class _Pass:
     before: float
     batch: int
+    keep_unconfirmed: bool
     forgotten: Forgotten = field(default_factory=Forgotten)
     results_done: bool = False
     cursor: tuple[float, str] = (0.0, "")
@@ -111,7 +125,9 @@ class _Pass:
     def step(self, journal: Journal) -> bool:
         """One batch; True once the pass is over."""
         if not self.results_done:
-            results, images = journal.forget_results(self.before, self.batch)
+            results, images = journal.forget_results(
+                self.before, self.batch, keep_unconfirmed=self.keep_unconfirmed
+            )
             self.forgotten.results += results
             self.forgotten.images += images
             self.results_done = results < self.batch

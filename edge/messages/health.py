@@ -67,8 +67,15 @@ class HealthSnapshot:
     last_error: dict[str, Any] | None
     alarms: list[str]
     gpu: dict[str, Any] | None
+    #: the hub's confirmations (``journal.confirm``, ``confirmed_seq``, ...), laid out
+    #: by :mod:`edge.delivery.health`
+    journal_delivery: dict[str, Any]
+    #: ``broker.window`` and ``broker.refused``
+    broker_delivery: dict[str, Any]
     #: the DICOM receiver's counters (:mod:`edge.dicom.counters`), where one is configured
     receiver: dict[str, Any] | None = None
+    #: the DICOM destinations' queues (docs/dicom.md); None when the CAD SR is off
+    dicom: dict[str, Any] | None = None
 
 
 def health_message(snapshot: HealthSnapshot) -> dict[str, Any]:
@@ -82,7 +89,11 @@ def health_message(snapshot: HealthSnapshot) -> dict[str, Any]:
         "at": now_iso(),
         "uptime_s": round(snapshot.uptime_s, 1),
         "engine": _engine(snapshot.engine),
-        "broker": {"connected": snapshot.broker_connected, "last_error": snapshot.broker_error},
+        "broker": {
+            "connected": snapshot.broker_connected,
+            "last_error": snapshot.broker_error,
+            **snapshot.broker_delivery,
+        },
         "disk": snapshot.disk,
         "queues": {
             "files_pending": snapshot.files_pending,
@@ -100,6 +111,7 @@ def health_message(snapshot: HealthSnapshot) -> dict[str, Any]:
             "write_error": journal.write_error,
             "error": journal.error,
             "replaced": journal.replaced,
+            **snapshot.journal_delivery,
         },
         "counters": snapshot.counters,
         "latency_ms": snapshot.latency_ms,
@@ -110,6 +122,8 @@ def health_message(snapshot: HealthSnapshot) -> dict[str, Any]:
         message["receiver"] = snapshot.receiver
     if snapshot.gpu is not None:
         message["gpu"] = snapshot.gpu
+    if snapshot.dicom is not None:
+        message["dicom"] = snapshot.dicom
     return message
 
 

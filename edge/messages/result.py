@@ -52,6 +52,8 @@ def result_message(result: StudyResult, *, site: str, device: str, seq: int) -> 
         "closed_by": result.closed_by,
         "timings_ms": {name: round(value, 2) for name, value in result.timings_ms.items()},
         "created_at": result.created_at,
+        # the SOP Instance UID of the study's CAD SR, set when one is made (docs/dicom.md)
+        "sr_uid": None,
     }
     if result.shadow is not None:
         message["shadow"] = _shadow(result.shadow)

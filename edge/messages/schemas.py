@@ -17,6 +17,9 @@ FILES = {
     "edge.result/1": "result.schema.json",
     "edge.health/1": "health.schema.json",
     "edge.event/1": "event.schema.json",
+    "edge.hello/1": "hello.schema.json",
+    "edge.confirm/1": "confirm.schema.json",
+    "edge.resend/1": "resend.schema.json",
 }
 
 

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 #: failures that a file still being written also shows; retried once it settles
 RETRYABLE = frozenset({"empty", "truncated", "not_dicom", "malformed", "unreadable"})
+#: failures a stop itself can cause (a decoder closed under a file): never the file's
+#: fault while stopping
+STOP_FAILURES = frozenset({"decoder_crashed", "decode_timeout", "internal_error"})
 
 
 class Rechecks(Protocol):
@@ -76,6 +79,8 @@ class Intake:
         self._lock = threading.Lock()
         #: start times of the files the ingest pool has in hand, for the watchdog
         self.clock = WorkClock()
+        #: set by the daemon when it stops: what fails now stays for the next start
+        self.stopping = threading.Event()
 
     def attach(self, watcher: Rechecks) -> None:
         """Give intake the watcher that feeds it (built after it, with its callback)."""
@@ -116,7 +121,12 @@ class Intake:
     def reject(
         self, incoming: IncomingFile, error: IngestError, study_uid: str | None = None
     ) -> None:
-        """Quarantine the file with its reason, unless it is only still being written."""
+        """Quarantine the file with its reason, unless it is only still being written
+        (or the daemon is stopping, which may be the cause)."""
+        if self.stopping.is_set() and error.reason in STOP_FAILURES:
+            log.warning("file %s left for the next start (%s while stopping)",
+                        file_tag(incoming.path), error.reason)  # fmt: skip
+            return
         settle_s = self._config.watch.settle_s
         if error.reason in RETRYABLE and _recently_written(incoming.path, settle_s):
             log.debug("file %s incomplete (%s); waiting", file_tag(incoming.path), error.reason)

@@ -23,7 +23,10 @@ import math
 from dataclasses import dataclass
 
 #: the default limit on the 99th percentile of |score - score of a full decode|
-DEFAULT_TOLERANCE = 0.01
+#: (0.015: one level down, what the appliance did before the limit existed, moves the
+#: demo engine 1.1.0's scores by 0.0118 at p99 and keeps JPEG 2000 at a third of the
+#: full decode's time; two levels move them by 0.12, far outside it)
+DEFAULT_TOLERANCE = 0.015
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """From an assembled study to the journal's outbox: each result gets its ``seq``.
 
-A result is delivered only from the journal (:class:`~edge.pipeline.publish.
+A result is delivered only from the journal (:class:`~edge.delivery.publisher.
 Publisher`), so it is journalled, with its ``seq`` and its finished payload, before
 the publisher is woken. When the journal refuses the write (``state_dir`` full), the
 result waits here, in memory and in order, and is tried again from the tick.
@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from edge.common.privacy import study_hash
 from edge.config import Config
@@ -25,6 +26,17 @@ from edge.types import StudyResult
 log = logging.getLogger(__name__)
 
 
+class Reports(Protocol):
+    """What else a result becomes as it is journalled: its CAD SR
+    (:class:`~edge.delivery.dicom_delivery.DicomDelivery`)."""
+
+    def prepare(self, result: StudyResult) -> Any | None:
+        """Read what the report needs, outside the journal's lock; None: no report."""
+
+    def commit(self, prepared: Any, result_id: str) -> str:
+        """Keep the report of the result ``result_id`` durably; its id (the SR's UID)."""
+
+
 class ResultJournal:
     """Journals assembled results for the publisher and keeps those the journal refused."""
 
@@ -35,8 +47,10 @@ class ResultJournal:
         metrics: Metrics,
         incidents: Incidents,
         wake_publisher: Callable[[], None],
+        reports: Reports | None = None,
     ) -> None:
         self._config = config
+        self._reports = reports
         self._journal = journal
         self._metrics = metrics
         self._incidents = incidents
@@ -80,9 +94,14 @@ class ResultJournal:
     def _journal_result(self, result: StudyResult) -> bool:
         """Give the result its seq in the journal and wake the publisher; False: retry later."""
         config = self._config
+        reports = self._reports
+        prepared = None if reports is None else reports.prepare(result)
 
         def payload(seq: int) -> tuple[str, bytes]:
             message = result_message(result, site=config.site, device=config.device, seq=seq)
+            if prepared is not None and reports is not None:
+                # Kept in the DICOM outbox before the result that names it is committed.
+                message["sr_uid"] = reports.commit(prepared, message["id"])
             # Before the commit makes the result visible to the publisher.
             self._submitted_at[seq] = result.assembled_at
             return message["id"], encode(message)

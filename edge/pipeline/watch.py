@@ -39,6 +39,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
 
 from edge.types import IncomingFile
 
@@ -74,6 +75,7 @@ class FolderWatcher:
         settle_s: float = 2.0,
         ignore: tuple[str, ...] = (),
         remember: int = EMITTED_MAX,
+        polling: bool = False,
     ) -> None:
         self.root = root
         self._remember = remember
@@ -90,7 +92,9 @@ class FolderWatcher:
         self._stop = threading.Event()
         #: wakes the settle thread early: a new file's grace is shorter than its tick
         self._wake = threading.Event()
-        self._observer = Observer()
+        # polling: where inotify cannot be had (its limits exhausted), a stat scan
+        # every settle_s; files are taken once settled.
+        self._observer = PollingObserver(timeout=settle_s) if polling else Observer()
         self._settler = threading.Thread(target=self._settle_loop, name="watch-settle", daemon=True)
 
     # -- life cycle -------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 from edge.bundle.manifest import read_manifest
 from edge.common.privacy import study_hash
 from edge.config import Config
+from edge.delivery.dicom_delivery import status_lines
 from edge.dicom.counters import status_line as receiver_line
 from edge.dicom.spool import Spool
 from edge.engines.store import EngineStore
@@ -52,6 +53,8 @@ def show_status(config: Config, out: Out, *, limit: int = 10) -> None:
         out(f"outbox    {outbox_line(journal.backlog())}")
         if config.receiver is not None:
             out(f"receiver  {receiver_status(config)}")
+        for line in status_lines(config):
+            out(line)
         show_studies(journal.recent_results(limit), out)
         show_events(journal.recent_events(limit), out)
     finally:

@@ -185,7 +185,14 @@ def daemon_config(
     """
     data = base.model_dump(mode="json")
     data["watch"]["dir"] = str(folder / "export")
-    data["mqtt"] = {"host": "127.0.0.1", "port": port, "topic_prefix": base.mqtt.topic_prefix}
+    # No collector confirms in these phases: done at the broker's PUBACK (the repair
+    # phase, edge.bench.repair, runs a collector and confirmations of its own).
+    data["mqtt"] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "topic_prefix": base.mqtt.topic_prefix,
+        "confirm": "broker",
+    }
     if health_interval_s is not None:
         data["health"]["interval_s"] = health_interval_s
     (folder / "export").mkdir(parents=True, exist_ok=True)

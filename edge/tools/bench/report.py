@@ -15,6 +15,7 @@ import numpy as np
 from edge.tools.bench.corpus import ENCODINGS
 from edge.tools.bench.isolated import FileCost
 from edge.tools.bench.phases import BurstRun, StudySample
+from edge.tools.bench.repair import RepairFigures
 
 SCHEMA = "edge.bench/1"
 #: stage timings the daemon's result message carries, in pipeline order
@@ -59,6 +60,8 @@ class Measured:
     cores: int
     #: the C-STORE phase's section (:func:`edge.tools.bench.cstore.section`)
     cstore: dict[str, Any] | None = None
+    #: None when the hub extra is not installed (no collector to confirm)
+    repair: RepairFigures | None = None
 
 
 def build(measured: Measured, header: dict[str, Any]) -> dict[str, Any]:
@@ -91,6 +94,14 @@ def build(measured: Measured, header: dict[str, Any]) -> dict[str, Any]:
         "baseline": {"e2e": baseline_e2e, "poll_s": m.baseline_poll_s},
         "by_encoding": {e: _encoding(m, e, last_compute) for e in encodings},
     }
+    if m.repair is not None:
+        document["repair"] = {
+            "to_hub": summary(m.repair.to_hub_ms),
+            "confirmed_after": summary(m.repair.confirmed_after_ms),
+            "gap_to_repair": summary(m.repair.gap_to_repair_ms),
+            "resend_after_s": m.repair.resend_after_s,
+            "encoding": m.repair.encoding,
+        }
     document["targets"] = targets(document)
     if m.cstore is not None:
         document["cstore"] = m.cstore

@@ -27,7 +27,7 @@ from edge.engines.engine import Engine
 from edge.engines.serving import choose_serving
 from edge.engines.store import EngineStore
 from edge.runtimes import registry
-from edge.tools.bench import BenchError, chart, cstore, isolated, phases, report, table
+from edge.tools.bench import BenchError, chart, cstore, isolated, phases, repair, report, table
 from edge.tools.bench.corpus import ENCODINGS, Case, default_cache_dir, templates
 from edge.tools.bench.session import BenchSession, FootprintFigures, LatencyFigures
 from edge.tools.samples import VIEW_ORDER
@@ -51,6 +51,10 @@ class Plan:
     #: every view in isolation, or only each case's last view (quick)
     isolated_all_views: bool
     warm_up_images: int
+    #: confirmed studies, and lost results repaired, in the repair phase
+    repair_samples: int
+    #: studies of the CAD SR phase (result -> PACS C-STORE response)
+    sr_studies: int = 30
 
     @classmethod
     def default(cls, quick: bool) -> Plan:
@@ -66,6 +70,8 @@ class Plan:
                 isolated_repeats=1,
                 isolated_all_views=False,
                 warm_up_images=48,
+                repair_samples=3,
+                sr_studies=10,
             )
         return cls(
             cases=2,
@@ -78,6 +84,7 @@ class Plan:
             isolated_repeats=3,
             isolated_all_views=True,
             warm_up_images=200,
+            repair_samples=10,
         )
 
 
@@ -147,7 +154,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         config = base_config(options.config, work)
         if options.cstore_only:
             return _cstore_only(options, config, work, load_start)
-        measured, engine_info = _measure(options, config, work)
+        measured, engine_info, sr = _measure(options, config, work)
     finally:
         if options.keep:
             print(f"bench: kept {work}")
@@ -163,13 +170,16 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         "encodings": list(options.encodings),
     }
     document = report.build(measured, header)
+    document["cad_sr"] = sr
     print()
     print(table.render(document))
     _write_outputs(document, options)
     return document
 
 
-def _measure(options: BenchOptions, config: Config, work: Path) -> tuple[report.Measured, Any]:
+def _measure(
+    options: BenchOptions, config: Config, work: Path
+) -> tuple[report.Measured, Any, dict[str, Any]]:
     plan = options.plan
     cores = os.cpu_count() or 1
     wanted = tuple(dict.fromkeys(options.encodings + options.soak_encodings))
@@ -186,7 +196,7 @@ def _measure(options: BenchOptions, config: Config, work: Path) -> tuple[report.
             last_view=LAST_VIEW,
             repeats=plan.isolated_repeats,
         )
-        latency, footprint, baseline, by_cstore = _pipeline_phases(
+        latency, footprint, baseline, by_cstore, repaired, sr = _pipeline_phases(
             options, config, work, cases, engine
         )
     finally:
@@ -207,8 +217,9 @@ def _measure(options: BenchOptions, config: Config, work: Path) -> tuple[report.
         baseline_poll_s=plan.baseline_poll_s,
         cores=cores,
         cstore=cstore.section(by_cstore, options.encodings),
+        repair=repaired,
     )
-    return measured, alone.engine
+    return measured, alone.engine, sr
 
 
 def _pipeline_phases(
@@ -217,8 +228,15 @@ def _pipeline_phases(
     work: Path,
     cases: dict[str, list[Case]],
     engine: Engine,
-) -> tuple[LatencyFigures, FootprintFigures, list[phases.StudySample], cstore.CstoreFigures]:
-    """Latency, footprint, baseline and C-STORE, measured on running daemons."""
+) -> tuple[
+    LatencyFigures,
+    FootprintFigures,
+    list[phases.StudySample],
+    cstore.CstoreFigures,
+    repair.RepairFigures | None,
+    dict[str, Any],
+]:
+    """Latency, footprint, baseline, C-STORE, repair and the CAD SR, measured on running daemons."""
     plan = options.plan
     max_pixels = config.decode.max_pixels
     with BenchSession(config, work, cases) as session:
@@ -236,7 +254,11 @@ def _pipeline_phases(
         )
         baseline = session.baseline(options.encodings, plan.baseline_repeats, plan.baseline_poll_s)
         by_cstore = session.cstore(options.encodings, plan.repeats)
-    return latency, footprint, baseline, by_cstore
+        repaired = (
+            session.repair(options.encodings[0], plan.repair_samples) if _hub_installed() else None
+        )
+        sr = session.sr_delivery(options.encodings, plan.sr_studies)
+    return latency, footprint, baseline, by_cstore, repaired, sr
 
 
 def _cstore_only(
@@ -259,6 +281,16 @@ def _cstore_only(
     print(cstore.render(section))
     _write_outputs(document, replace(options, chart_path=None))
     return document
+
+
+def _hub_installed() -> bool:
+    """The repair phase runs the hub's collector, which needs the hub extra."""
+    try:
+        import sqlalchemy  # noqa: F401
+    except ImportError:
+        print("bench: no repair phase: the hub extra is not installed (pip install 'edge[hub]')")
+        return False
+    return True
 
 
 def base_config(path: Path | None, work: Path) -> Config:

@@ -22,7 +22,7 @@ from typing import Any
 
 from edge.config import Config
 from edge.daemon import SERVING
-from edge.tools.bench import BenchError, cstore, phases
+from edge.tools.bench import BenchError, cstore, dicom, phases, repair
 from edge.tools.bench.baseline import READY as BASELINE_READY
 from edge.tools.bench.baseline import TOPIC as BASELINE_TOPIC
 from edge.tools.bench.corpus import Case
@@ -146,6 +146,20 @@ class BenchSession:
             }
         return FootprintFigures(idle, rss, soaked)
 
+    def sr_delivery(self, encodings: tuple[str, ...], studies: int) -> dict[str, Any]:
+        """The CAD SR phase (:mod:`edge.bench.dicom`): a daemon sending to a bench PACS."""
+        pacs = dicom.Pacs()
+        base, self.config = self.config, dicom.with_pacs(self.config, pacs)
+        try:
+            with self._daemon("daemon-sr", health_interval_s=1.0) as (_daemon, rig):
+                with _phase(f"CAD SR: {studies} studies, views {dicom.GAP_S:g} s apart"):
+                    samples = dicom.measure(rig, pacs, encodings, studies)
+                health = self.listener.wait_health(after=time.monotonic(), timeout=30)
+        finally:
+            self.config = base
+            pacs.close()
+        return dicom.figures(samples, health)
+
     def baseline(
         self, encodings: tuple[str, ...], repeats: int, poll_s: float
     ) -> list[phases.StudySample]:
@@ -175,6 +189,13 @@ class BenchSession:
         rig = self._rig(folder / "export", _folder(self.work, "staging-cstore"))
         with _phase(f"C-STORE: {repeats} per encoding, views {MODALITY_GAP_S:g} s apart, at once"):
             return cstore.measure(rig, path, port, encodings, repeats)
+
+    def repair(self, encoding: str, samples: int) -> repair.RepairFigures:
+        """The repair phase (:mod:`edge.bench.repair`): a collector, and a box of its own."""
+        folder = _folder(self.work, "repair")
+        rig = self._rig(_folder(folder, "export"))
+        with _phase(f"repair: {samples} confirmed studies, {samples} lost results repaired"):
+            return repair.measure(self.config, folder, self._broker.port, rig, encoding, samples)
 
     @contextmanager
     def _daemon(

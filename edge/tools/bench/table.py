@@ -24,8 +24,22 @@ def render(doc: dict[str, Any]) -> str:
     parts = [_heading(doc), _end_to_end(doc), _stages(doc), _isolated(doc), _rest(doc)]
     if "cstore" in doc:
         parts.insert(2, cstore.render(doc["cstore"]))
+    if "cad_sr" in doc:
+        parts.append(_cad_sr(doc["cad_sr"]))
     parts.append(_targets(doc))
     return "\n\n".join(parts) + "\n"
+
+
+def _cad_sr(sr: dict[str, Any]) -> str:
+    figures = sr["result_to_store_response"]
+    own = sr.get("queue_to_store_response_ms", {})
+    return (
+        f"CAD SR, ms: result at the hub -> the PACS's C-STORE response ({figures['n']} studies)"
+        f"\n  p50 {figures['p50_ms']:.1f}, p95 {figures['p95_ms']:.1f} (target p50 <= "
+        f"{sr['target_p50_ms']}; negative: the SR was stored first)"
+        f"\n  the daemon's own, SR queued -> C-STORE response: p50 {own.get('p50', float('nan'))}"
+        f", p95 {own.get('p95', float('nan'))}"
+    )
 
 
 def _heading(doc: dict[str, Any]) -> str:
@@ -121,8 +135,28 @@ def _rest(doc: dict[str, Any]) -> str:
             f"{doc['idle_s']:g} s; RSS {rss['warm']:.0f} MB warm, {rss['after_soak']:.0f} MB "
             f"after {rss['soak_images']} images ({rss['growth_percent']:+.1f} %), "
             f"peak {rss['peak']:.0f} MB; decode workers {rss['decode_workers']:.0f} MB",
+            *_repair(doc),
         ]
     )
+
+
+def _repair(doc: dict[str, Any]) -> list[str]:
+    repair = doc.get("repair")
+    if repair is None:
+        return ["repair     not measured (the hub extra is not installed)"]
+    to_hub, after, gap = repair["to_hub"], repair["confirmed_after"], repair["gap_to_repair"]
+    encoding = repair["encoding"]
+    without = doc["by_encoding"][encoding]["e2e_burst"]
+    return [
+        f"confirm    {encoding}, all views at once, result at the hub: p50 "
+        f"{to_hub['p50_ms']:.0f} ms, p95 {to_hub['p95_ms']:.0f} ms with the hub confirming "
+        f"(without: p50 {without['p50_ms']:.0f}, p95 {without['p95_ms']:.0f});",
+        f"           the confirmation reaches the box {after['p50_ms']:.0f} ms after the result "
+        f"reaches the hub (p95 {after['p95_ms']:.0f})",
+        f"repair     a lost result, from its gap at the hub to stored: p50 "
+        f"{gap['p50_ms'] / 1000:.1f} s, p95 {gap['p95_ms'] / 1000:.1f} s "
+        f"(n {gap['n']}; mqtt.resend_after_s {repair['resend_after_s']:g})",
+    ]
 
 
 def _targets(doc: dict[str, Any]) -> str:

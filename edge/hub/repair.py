@@ -1,0 +1,83 @@
+"""Asking the boxes for what the hub misses: ``edge.resend/1`` for each open gap.
+
+A gap is often only a result on its way (collectors of one group commit in
+any order, a box replays after a reconnect), so a gap is asked for only once it
+has been open ``mqtt.resend_after_s``, and then again, at doubling intervals up
+to :data:`MAX_INTERVAL_S`, while it stays open. Only gaps of a device's current
+epoch are asked for: an older epoch's results went with the box's old journal.
+The box answers by sending them again, byte for byte; the store counts them in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+
+from sqlalchemy import Connection, select
+
+from edge.delivery.protocol import ResendRequest, encode, resend_message
+from edge.hub.link import SessionLink
+from edge.hub.queries import Gap, find_gaps
+from edge.hub.tables import devices
+
+log = logging.getLogger(__name__)
+
+#: how often the gaps are looked at
+CHECK_EVERY_S = 2.0
+#: the longest wait between two requests for the same gap
+MAX_INTERVAL_S = 600.0
+
+GapKey = tuple[str, str, int, int, int]
+
+
+class GapRepair:
+    """The collector's re-send requests; :meth:`step` runs on its main thread."""
+
+    def __init__(self, link: SessionLink, prefix: str, resend_after_s: float) -> None:
+        self._link = link
+        self._prefix = prefix
+        self._after_s = resend_after_s
+        self._next_check = 0.0
+        #: gap -> (when to ask next, the interval after that)
+        self._asked: dict[GapKey, tuple[float, float]] = {}
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._next_check
+
+    def step(self, connection: Connection) -> int:
+        """Ask for every current gap that is due; how many requests went out."""
+        self._next_check = time.monotonic() + CHECK_EVERY_S
+        epochs = {
+            (row.site, row.device): row.epoch
+            for row in connection.execute(select(devices.c.site, devices.c.device, devices.c.epoch))
+        }
+        gaps = [g for g in find_gaps(connection) if epochs.get((g.site, g.device)) == g.epoch]
+        open_keys = {_key(gap) for gap in gaps}
+        self._asked = {key: value for key, value in self._asked.items() if key in open_keys}
+        return sum(self._ask(gap) for gap in gaps if self._is_due(gap))
+
+    def _is_due(self, gap: Gap) -> bool:
+        asked = self._asked.get(_key(gap))
+        if asked is not None:
+            return time.monotonic() >= asked[0]
+        if gap.since is None:
+            return True
+        age = (datetime.now(timezone.utc).replace(tzinfo=None) - gap.since).total_seconds()
+        return age >= self._after_s
+
+    def _ask(self, gap: Gap) -> bool:
+        request = ResendRequest(gap.site, gap.device, gap.first, gap.last, "gap")
+        topic = f"{self._prefix}/{gap.site}/{gap.device}/resend"
+        if not self._link.publish(topic, encode(resend_message(request))):
+            return False
+        previous = self._asked.get(_key(gap))
+        interval = self._after_s if previous is None else min(previous[1] * 2, MAX_INTERVAL_S)
+        self._asked[_key(gap)] = (time.monotonic() + interval, interval)
+        log.info("%s/%s: asked for seq %d..%d again (epoch %d)",
+                 gap.site, gap.device, gap.first, gap.last, gap.epoch)  # fmt: skip
+        return True
+
+
+def _key(gap: Gap) -> GapKey:
+    return (gap.site, gap.device, gap.epoch, gap.first, gap.last)

@@ -1,0 +1,46 @@
+"""What a restarted daemon takes back from its journal before it looks at the folder.
+
+Open studies are rebuilt from their journalled scores (and go out at once where
+they are complete or quiet); files taken but not scored are not resubmitted here:
+they are still in the watch folder, and the watcher's start-up scan hands them on
+again. Those that have left the folder meanwhile are noted as gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from edge.errors import JournalError
+from edge.health.incidents import Incidents
+from edge.journal import Journal
+from edge.pipeline.results import ResultJournal
+from edge.pipeline.study import StudyAssembler
+
+log = logging.getLogger(__name__)
+
+
+def resume_from_journal(
+    journal: Journal, assembler: StudyAssembler, results: ResultJournal, incidents: Incidents
+) -> None:
+    """Rebuild open studies from journalled scores; forget files that vanished."""
+    unfinished = journal.unfinished_files()
+    for record in unfinished:
+        if not Path(record.path).exists():
+            _note_gone(journal, incidents, Path(record.path))
+    scores = journal.open_study_scores()
+    for result in assembler.restore(scores):
+        results.assembled(result)
+    if unfinished or scores:
+        log.info(
+            "resuming: %d scored images of open studies, %d files not yet scored",
+            len(scores),
+            len(unfinished),
+        )
+
+
+def _note_gone(journal: Journal, incidents: Incidents, path: Path) -> None:
+    try:
+        journal.set_file_state(path, "gone", "missing_at_start")
+    except JournalError as exc:
+        incidents.journal_failed("ingest", exc)

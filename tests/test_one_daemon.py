@@ -1,0 +1,125 @@
+"""One daemon per state folder, and a watch folder it cannot see: real ``edge run`` processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from pydicom.uid import generate_uid
+from support import Broker, DaemonProcess, Subscriber, write_config
+
+from edge.tools.samples import sample_cases, write_study
+
+
+def subscriber_port(daemon: DaemonProcess) -> int:
+    port: int = yaml.safe_load(daemon.config.read_text())["mqtt"]["port"]
+    return port
+
+
+def edge(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def test_a_second_daemon_on_the_same_state_folder_exits_at_once_naming_the_first(
+    daemon_factory: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    first = daemon_factory()
+    assert first.process is not None
+    started = time.monotonic()
+    second = edge("run", "--config", str(first.config))
+    assert second.returncode != 0
+    assert time.monotonic() - started < 30  # it did not start serving first
+    assert f"pid {first.process.pid}" in second.stderr
+    assert "Traceback" not in second.stderr
+    # The first goes on, and the technician's read-only tools still work beside it.
+    assert first.alive()
+    assert edge("status", "--config", str(first.config)).returncode == 0
+    assert " serving " not in second.stdout + second.stderr
+
+
+def test_a_missing_watch_folder_is_one_line_naming_the_key(broker: Broker, tmp_path: Path) -> None:
+    config = write_config(tmp_path, broker.port)
+    shutil.rmtree(tmp_path / "export")
+    for command in (("run", "--config"), ("config", "check")):
+        done = edge(*command, str(config))
+        assert "Traceback" not in done.stderr
+        assert "watch.dir" in done.stderr and str(tmp_path / "export") in done.stderr
+        assert "does not exist" in done.stderr
+    # edge run refuses; edge config check says the file is valid, and warns.
+    assert edge("run", "--config", str(config)).returncode != 0
+    assert "warning: edge run would not start here" in done.stderr
+    (tmp_path / "export").write_text("a file, not a folder")
+    done = edge("run", "--config", str(config))
+    assert done.returncode != 0 and "is not a folder" in done.stderr
+
+
+def test_a_watch_folder_gone_while_running_is_an_alarm_and_is_rescanned_on_return(
+    daemon_factory: Callable[..., DaemonProcess], subscriber: Subscriber, tmp_path: Path
+) -> None:
+    daemon = daemon_factory(study={"quiet_s": 1}, health={"interval_s": 1})
+    events = Subscriber(subscriber_port(daemon), ["edge/+/+/events"])
+    export, away = tmp_path / "export", tmp_path / "export.away"
+    os.rename(export, away)
+    health = subscriber.wait_health(lambda h: "watch_unavailable" in h["alarms"], timeout=60)
+    assert health["counters"]["errors"] == 0
+    event = events.next("/events", timeout=30)
+    events.close()
+    assert isinstance(event, dict) and event["reason"] == "watch_unavailable"
+    assert "watch.dir" in event["message"]
+    # A study arrives while the folder is away (the exporter writes into it where it is).
+    study_uid = generate_uid()
+    staged = write_study(sample_cases()[0], tmp_path / "staging", accession="W1",
+                         study_uid=study_uid)  # fmt: skip
+    (away / study_uid).mkdir()
+    os.rename(staged["rcc"], away / study_uid / "rcc.dcm")
+    os.rename(away, export)
+    result = subscriber.next("/results", timeout=120)
+    assert isinstance(result, dict) and result["study_uid"] == study_uid
+    subscriber.wait_health(lambda h: "watch_unavailable" not in h["alarms"], timeout=30)
+    assert daemon.alive()
+    assert "is back: watching it again" in daemon.log()
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+def test_inotify_refused_is_an_alarm_naming_the_sysctl_and_the_folder_is_polled(
+    broker: Broker, subscriber: Subscriber, tmp_path: Path
+) -> None:
+    # In a user namespace of its own the daemon may have no inotify instance at all
+    # (the limit is per namespace), as when a box's fs.inotify limits are exhausted.
+    config = write_config(tmp_path, broker.port, study={"quiet_s": 1}, health={"interval_s": 1})
+    limit = "echo 0 > /proc/sys/user/max_inotify_instances"
+    probe = subprocess.run(["unshare", "-U", "-r", "sh", "-c", limit], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a user namespace here: {probe.stderr.decode().strip()}")
+    command = f'{limit} && exec "$0" -m edge run --config "$1"'
+    log = (tmp_path / "daemon.log").open("wb")
+    process = subprocess.Popen(
+        ["unshare", "-U", "-r", "sh", "-c", command, sys.executable, str(config)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        health = subscriber.wait_health(
+            lambda h: any(a.startswith("inotify_limit") for a in h["alarms"]), timeout=120
+        )
+        assert "inotify_limit: raise fs.inotify.max_user_instances" in health["alarms"]
+        study_uid = generate_uid()
+        staged = write_study(sample_cases()[0], tmp_path / "staging", accession="P1",
+                             study_uid=study_uid)  # fmt: skip
+        (tmp_path / "export" / study_uid).mkdir()
+        os.rename(staged["rcc"], tmp_path / "export" / study_uid / "rcc.dcm")
+        result = subscriber.next("/results", timeout=120)
+        assert isinstance(result, dict) and result["study_uid"] == study_uid
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        log.close()
