@@ -53,7 +53,7 @@ from edge.health.gpu import GpuTelemetry, open_gpu_telemetry
 from edge.health.incidents import Incidents
 from edge.health.liveness import Stage, Supervisor
 from edge.health.metrics import Metrics, alarms, disk_free
-from edge.journal import OutboxEntry
+from edge.journal import Backlog, OutboxEntry
 from edge.journal.recovery import open_journal
 from edge.journal.retention import Retention
 from edge.messages.health import EngineState, HealthSnapshot, JournalState, health_message
@@ -315,15 +315,7 @@ class Daemon:
             infer_depth=self.infer.depth,
             open_studies=self.assembler.open_studies,
             unjournalled=self.results.waiting,
-            journal=JournalState(
-                outbox=None if backlog is None else backlog.outbox,
-                waiting=waiting,
-                last_seq=None if backlog is None else backlog.last_seq,
-                oldest_created_at=None if backlog is None else backlog.oldest_created_at,
-                write_error=self.journal.write_error,
-                error=self.journal.failure,
-                replaced=None if self.recovery is None else self.recovery.health(),
-            ),
+            journal=self._journal_state(backlog),
             counters={**self.metrics.counters(), "events_dropped": self.publisher.dropped_events},
             latency_ms=self.metrics.latency(),
             last_error=self.metrics.last_error,
@@ -346,6 +338,17 @@ class Daemon:
             if self.gpu is None
             else {"source": self.gpu.source, "devices": self.gpu.snapshot()},
             dicom=self.dicom.health(),
+        )
+
+    def _journal_state(self, backlog: Backlog | None) -> JournalState:
+        return JournalState(
+            outbox=None if backlog is None else backlog.outbox,
+            waiting=None if backlog is None else backlog.waiting,
+            last_seq=None if backlog is None else backlog.last_seq,
+            oldest_created_at=None if backlog is None else backlog.oldest_created_at,
+            write_error=self.journal.write_error,
+            error=self.journal.failure,
+            replaced=None if self.recovery is None else self.recovery.health(),
         )
 
     def _engine_state(self) -> EngineState:

@@ -27,7 +27,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.common.mqttclient import Will, make_client
-from edge.config import MqttConfig
+from edge.config import Config, MqttConfig
+from edge.credentials import broker_password, check_tls_files
 from edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -318,6 +319,31 @@ class MqttLink:
         if level == paho.MQTT_LOG_ERR:
             self._socket_error = text
             log.debug("paho: %s", text)
+
+
+def box_link(config: Config, on_event: EventCallback) -> MqttLink:
+    """The appliance's link: its client id, ``offline`` as last will, its subscriptions.
+
+    Every TLS file is checked first, so that a missing one stops the start with its
+    key path instead of paho's traceback; the password is read again before every
+    connection attempt.
+
+    Raises
+    ------
+    ConfigError
+        A TLS file, the password file or the credential cannot be read.
+    """
+    check_tls_files(config.mqtt)
+    return MqttLink(
+        config.mqtt,
+        config.mqtt.client_id or f"edge-{config.site}-{config.device}",
+        will_topic=config.topic("status"),
+        will_payload=b"offline",
+        on_event=on_event,
+        subscriptions=[config.topic(leaf) for leaf in ("health/get", "confirm", "resend")],
+        password=broker_password(config.mqtt),
+        password_source=lambda: broker_password(config.mqtt),
+    )
 
 
 def _property(properties: Any, name: str, default: Any) -> Any:

@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.config import Config
-from edge.credentials import broker_password, check_tls_files
 from edge.delivery import protocol
 from edge.delivery.confirmations import DeliveryStore, DeviceTopics, HubReplies
 from edge.delivery.stream import Refusal, ResultStream, TooLarge
 from edge.errors import JournalError
 from edge.journal import OutboxEntry, Unconfirmed
-from edge.mqtt import DEFAULT_RECEIVE_MAXIMUM, Backoff, LinkEvent, MqttLink
+from edge.mqtt import DEFAULT_RECEIVE_MAXIMUM, Backoff, LinkEvent, MqttLink, box_link
 
 log = logging.getLogger(__name__)
 
@@ -366,32 +365,14 @@ def box_publisher(
     on_delivered: DeliveredCallback | None = None,
     on_request: RequestCallback | None = None,
 ) -> Publisher:
-    """The box's publisher and its link, as the configuration says.
-
-    Every TLS file is checked first (a missing one stops the start with its key path,
-    not paho's traceback); the password is read again before each connection attempt.
-    """
-    check_tls_files(config.mqtt)
-
-    def link(on_event: Callable[[LinkEvent], None]) -> MqttLink:
-        return MqttLink(
-            config.mqtt,
-            config.mqtt.client_id or f"edge-{config.site}-{config.device}",
-            will_topic=config.topic("status"),
-            will_payload=b"offline",
-            on_event=on_event,
-            subscriptions=[config.topic(leaf) for leaf in ("health/get", "confirm", "resend")],
-            password=broker_password(config.mqtt),
-            password_source=lambda: broker_password(config.mqtt),
-        )
-
+    """The box's publisher and its link (:func:`edge.mqtt.box_link`), as configured."""
     topics = DeviceTopics(
         config.site,
         config.device,
         *(config.topic(leaf) for leaf in ("status", "hello", "confirm", "resend")),
     )
     return Publisher(
-        link,
+        lambda on_event: box_link(config, on_event),
         store,
         topics=topics,
         by_hub=config.mqtt.confirm == "hub",
