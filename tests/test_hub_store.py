@@ -253,3 +253,7 @@ def test_one_batch_from_many_boxes_is_stored_as_written_one_by_one(engine: Engin
         missing = {row.site: row.missing for row in list_devices(connection)}
     assert counted == 92
     assert (missing["s0"], missing["s2"], missing["s3"]) == (1, 0, 1)
+    # Confirmed up to the first gap of each box's current numbering, after this batch.
+    confirmed = {site: c.seq for (site, _), c in report.confirms.items() if c is not None}
+    assert (confirmed["s0"], confirmed["s1"], confirmed["s2"], confirmed["s3"]) == (2, 2, 4, 1)
+    assert report.confirms[("s3", "box")].epoch == 2  # type: ignore[union-attr]
