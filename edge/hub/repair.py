@@ -50,7 +50,7 @@ class GapRepair:
         self._next_check = time.monotonic() + CHECK_EVERY_S
         gaps = [
             gap
-            for site, device, epoch in _suspects(connection)
+            for site, device, epoch in devices_to_search(connection)
             for gap in find_gaps(connection, site=site, device=device)
             if gap.epoch == epoch
         ]
@@ -80,7 +80,7 @@ class GapRepair:
         return True
 
 
-def _suspects(connection: Connection) -> list[tuple[str, str, int]]:
+def devices_to_search(connection: Connection) -> list[tuple[str, str, int]]:
     """The devices whose current epoch may have a gap, with that epoch.
 
     Only those are searched (each through its own index range): every seq up to
