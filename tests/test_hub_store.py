@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 from hub_support import postgres_database, result_document
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from edge.hub.database import open_database
 from edge.hub.messages import Record, decode
 from edge.hub.queries import find_gaps, list_devices, list_results
 from edge.hub.store import Store
-from edge.hub.tables import events, rejects, results, seq_resets
+from edge.hub.tables import events, rejects, result_days, results, seq_resets
 
 NOW = datetime(2025, 3, 1, 12, 0, 0)
 
@@ -227,3 +227,33 @@ def test_a_device_whose_clock_went_back_still_has_its_health_shown(engine: Engin
     with engine.connect() as connection:
         [device] = list_devices(connection)
     assert device.engine_version == "2"
+
+
+def test_one_batch_from_many_boxes_is_stored_as_written_one_by_one(engine: Engine) -> None:
+    """The batch's few statements keep each message's meaning, whatever mixes in it."""
+    store = Store(engine)
+    store.write([result("s0", "box", 1)], NOW)
+    mixed: list[Record] = [result(f"s{n}", "box", seq) for seq in (1, 2, 4) for n in range(30)]
+    mixed += [
+        result("s0", "box", 2),  # stored earlier in this batch: a re-delivery
+        decode("edge/s1/box/results", b"not json", "edge"),
+        result("s2", "box", 3),  # late, closes the gap the batch opened
+        result("s3", "box", 1, id=f"{7:032x}"),  # seq 1 taken in this batch: journal wiped
+    ]
+    report = store.write(mixed, NOW)
+    # s0's seq 1 stored before (a re-delivery), then 89 new ones, s2's seq 3 and s3's new epoch
+    assert (report.stored, report.duplicates, report.rejected) == (91, 2, 1)
+    stored = {(r["site"], r["epoch"], r["seq"]): r["deliveries"] for r in rows(engine, results)}
+    assert len(stored) == 92
+    assert stored[("s0", 1, 1)] == 2 and stored[("s0", 1, 2)] == 2 and stored[("s2", 1, 3)] == 1
+    assert stored[("s3", 2, 1)] == 1
+    assert gaps(engine) == [("box", 1, 3, 3)] * 29  # every site's seq 3 but s2's
+    with engine.connect() as connection:
+        counted = connection.execute(select(func.sum(result_days.c.results))).scalar_one()
+        missing = {row.site: row.missing for row in list_devices(connection)}
+    assert counted == 92
+    assert (missing["s0"], missing["s2"], missing["s3"]) == (1, 0, 1)
+    # Confirmed up to the first gap of each box's current numbering, after this batch.
+    confirmed = {site: c.seq for (site, _), c in report.confirms.items() if c is not None}
+    assert (confirmed["s0"], confirmed["s1"], confirmed["s2"], confirmed["s3"]) == (2, 2, 4, 1)
+    assert report.confirms[("s3", "box")].epoch == 2  # type: ignore[union-attr]

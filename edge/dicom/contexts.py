@@ -7,25 +7,9 @@ data set is stored exactly as it was sent: nothing is transcoded on the way in.
 
 from __future__ import annotations
 
-from pydicom.uid import (
-    HTJ2K,
-    JPEG2000,
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    HTJ2KLossless,
-    HTJ2KLosslessRPCL,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
+from pydicom.uid import UID
+
+from edge.pipeline.decode import FAMILIES, NATIVE
 
 #: the image storage SOP classes a mammography unit or PACS sends (PS3.4 B.5); ingest
 #: skips For Processing and tomosynthesis objects unless the engine accepts them, and
@@ -48,22 +32,7 @@ STORAGE_SOP_CLASSES: dict[str, UID] = {
 #: Verification SOP Class: C-ECHO (PS3.4 A.4)
 VERIFICATION = UID("1.2.840.10008.1.1")
 
-#: every transfer syntax the decoders of :mod:`edge.pipeline.decode` read (docs/ingest.md)
-TRANSFER_SYNTAXES: tuple[UID, ...] = (
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    RLELossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEG2000Lossless,
-    JPEG2000,
-    HTJ2KLossless,
-    HTJ2KLosslessRPCL,
-    HTJ2K,
-)
+#: every transfer syntax the decoders of :mod:`edge.pipeline.decode` read (docs/ingest.md):
+#: the native ones, then each one of a codestream family, taken from the decoder itself
+#: so that the receiver never accepts what ingest cannot read, nor refuses what it can
+TRANSFER_SYNTAXES: tuple[UID, ...] = (*sorted(NATIVE), *(UID(uid) for uid in FAMILIES))

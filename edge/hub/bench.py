@@ -206,6 +206,7 @@ def _write_devices(
         rows.append({"site": site, "device": device, "first_seen": now, "status": "online",
                      "status_since": now, "health": health, "health_at": now,
                      "health_received_at": now, "epoch": 1, "max_seq": per_box,
+                     "confirmed_seq": per_box,
                      "last_result_at": now})  # fmt: skip
     with engine.begin() as connection:
         connection.execute(insert(devices), rows)

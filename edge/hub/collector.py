@@ -1,7 +1,8 @@
 """The collector process: MQTT in, database out, an acknowledgement only after the commit.
 
     paho network thread (edge.hub.link): on_message -> inbox (SimpleQueue)
-    main thread: take a batch -> decode -> one transaction -> commit -> PUBACK each
+    main thread: take a batch (what is queued, up to database.batch, 50 ms at most)
+                 -> decode -> one transaction -> commit -> PUBACK each
                  -> confirm to each box (edge.confirm/1); now and then, ask for gaps
 
 A message is acknowledged only once its row is committed: whatever is published
@@ -39,6 +40,8 @@ TICK_S = 0.2
 #: seconds between retries while the database refuses to commit
 RETRY_MAX_S = 30.0
 SUMMARY_EVERY_S = 60.0
+#: seconds a batch waits for more messages after its first (see Collector._take_batch)
+BATCH_WAIT_S = 0.05
 
 
 class Collector:
@@ -102,16 +105,25 @@ class Collector:
     # -- the main thread's work ---------------------------------------------------------------
 
     def _take_batch(self, *, block: bool) -> list[Delivery]:
-        """Up to ``database.batch`` deliveries; waits a tick for the first if ``block``."""
+        """Up to ``database.batch`` deliveries; if ``block``, waits a tick for the first.
+
+        After the first, what is queued is drained, and for up to ``BATCH_WAIT_S`` what
+        arrives too: a full batch costs the database a few statements, where a batch of
+        one costs as many (the acknowledgements wait that long at most).
+        """
         batch: list[Delivery] = []
         if block:
             try:
                 batch.append(self._inbox.get(timeout=TICK_S))
             except queue.Empty:
                 return batch
+        deadline = time.monotonic() + BATCH_WAIT_S
         while len(batch) < self.config.database.batch:
+            left = deadline - time.monotonic() if block else 0.0
             try:
-                batch.append(self._inbox.get_nowait())
+                batch.append(
+                    self._inbox.get(timeout=left) if left > 0 else self._inbox.get_nowait()
+                )
             except queue.Empty:
                 break
         return batch

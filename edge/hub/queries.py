@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from edge.hub import fields
 from edge.hub.tables import devices, results
 
 
@@ -84,14 +85,14 @@ def _device_row(row: Any, missing: int) -> DeviceRow:
         device=row["device"],
         status=row["status"],
         since=row["status_since"],
-        engine_version=_text(_path(health, "engine", "version")),
+        engine_version=fields.text(fields.at(health, "engine", "version")),
         last_result=row["last_result_at"],
-        outbox=_integer(_path(health, "queues", "outbox")),
+        outbox=fields.integer(fields.at(health, "queues", "outbox")),
         gpu_temperature_c=gpu_temperature(health),
         health_at=row["health_at"],
         missing=missing,
         hub_seq=row["max_seq"],
-        device_seq=_integer(_path(health, "journal", "last_seq")),
+        device_seq=fields.integer(fields.at(health, "journal", "last_seq")),
     )
 
 
@@ -104,7 +105,7 @@ def gpu_temperature(health: dict[str, Any]) -> float | None:
         boards = gpu["devices"]
     else:
         boards = gpu if isinstance(gpu, list) else [gpu]
-    readings = [_number(_path(board, "temperature_c")) for board in boards]
+    readings = [fields.number(fields.at(board, "temperature_c")) for board in boards]
     present = [reading for reading in readings if reading is not None]
     return max(present) if present else None
 
@@ -205,25 +206,3 @@ def _gaps_after(connection: Connection, *, site: str | None, device: str | None)
         )
         for row in connection.execute(query).mappings()
     ]
-
-
-def _path(document: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(document, dict):
-            return None
-        document = document.get(key)
-    return document
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _integer(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from edge.hub import fields
 from edge.hub.queries import gpu_temperature
 from edge.hub.tables import defect_hours, device_gaps, devices
 
@@ -102,11 +103,11 @@ def _row(
         status=row["status"] or "unknown",
         since=row["status_since"],
         last_result=row["last_result_at"],
-        outbox=_integer(_path(health, "queues", "outbox")),
-        backlog=_integer(_path(health, "queues", "journal_backlog")),
+        outbox=fields.integer(fields.at(health, "queues", "outbox")),
+        backlog=fields.integer(fields.at(health, "queues", "journal_backlog")),
         engine=_engine(health),
         gpu_temperature_c=gpu_temperature(health),
-        latency_p95_ms=_number(_path(health, "latency_ms", "total", "p95")),
+        latency_p95_ms=fields.number(fields.at(health, "latency_ms", "total", "p95")),
         received_24h=received,
         defects_24h=counts,
         missing=missing,
@@ -131,25 +132,7 @@ def _with_problems(row: FleetRow, now: datetime) -> FleetRow:
 
 
 def _engine(health: dict[str, Any]) -> str | None:
-    name, version = _path(health, "engine", "name"), _path(health, "engine", "version")
+    name, version = fields.at(health, "engine", "name"), fields.at(health, "engine", "version")
     if not isinstance(version, str):
         return None
     return f"{name} {version}" if isinstance(name, str) else version
-
-
-def _path(document: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(document, dict):
-            return None
-        document = document.get(key)
-    return document
-
-
-def _integer(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, and_, func, or_, select, tuple_
 
 from edge.hub.aggregates import LATENCY_BINS, SCORE_BINS, latency_upper_ms
 from edge.hub.config import MonitoringConfig
@@ -145,11 +145,15 @@ def _reference_bins(
     if not firsts:
         return {}
     span = timedelta(days=reference_days)
-    # Each group's own first days, in the query: only the sums per bin come back.
+    # Each group's own first days, in the query (only the sums per bin come back), one
+    # condition per distinct first day: most groups of a programme begin together.
+    starting: dict[date, list[Group]] = defaultdict(list)
+    for group, first in sorted(firsts.items()):
+        starting[first].append(group)
     periods = [
-        and_(result_bins.c.site == site, result_bins.c.engine == engine,
-             result_bins.c.day >= first, result_bins.c.day < first + span)
-        for (site, engine), first in sorted(firsts.items())
+        and_(result_bins.c.day >= first, result_bins.c.day < first + span,
+             tuple_(result_bins.c.site, result_bins.c.engine).in_(groups))
+        for first, groups in sorted(starting.items())
     ]  # fmt: skip
     query = (
         select(result_bins.c.site, result_bins.c.engine, result_bins.c.bin,
