@@ -3,19 +3,16 @@
 - :func:`storescu`: dcmtk's command-line sender, as a modality's export would run it.
 - :class:`Sender`: one association of a pynetdicom SCU that records the status of
   every C-STORE, as a PACS router does to decide what to send again.
-- :func:`mounted_tmpfs`: a small filesystem for a state disk that fills up.
 - :func:`receiver_settings`: the ``receiver:`` section, the test's sender registered.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,24 +125,6 @@ class Sender:
             self.assoc.release()
         if self._raw is not None:
             self._raw.close()
-
-
-@contextlib.contextmanager
-def mounted_tmpfs(folder: Path, size_mb: int) -> Iterator[Path]:
-    """A tmpfs of ``size_mb`` at ``folder`` (root only; the test is skipped elsewhere)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(folder)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"needs root to mount a small tmpfs: {mounted.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def sop_uids(files: list[Path]) -> set[str]:

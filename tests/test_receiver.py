@@ -18,7 +18,6 @@ from dicom_senders import (
     CALLING,
     Sender,
     dcmtk,
-    mounted_tmpfs,
     needs_dcmtk,
     receiver_settings,
     sop_uids,
@@ -27,7 +26,7 @@ from dicom_senders import (
 from hub_session import HubSession
 from schemas import conforms
 from support import Broker, DaemonProcess, Subscriber, free_port, wait_for_port, write_config
-from tmpfs import fill
+from tmpfs import fill, mounted_tmpfs
 
 from edge.daemon import SERVING
 from edge.dicom.receiver import OUT_OF_RESOURCES

@@ -1,4 +1,5 @@
-"""A small filesystem for the fault tests: a tmpfs of 8 MiB (root only), and filling it."""
+"""A small filesystem for the fault tests: a tmpfs (8 MiB for a state folder, root only),
+and filling it."""
 
 from __future__ import annotations
 
@@ -12,15 +13,12 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture
-def small_state_dir(tmp_path: Path) -> Iterator[Path]:
-    """``tmp_path/state`` on a tmpfs of 8 MiB, unmounted afterwards; skips where not allowed."""
-    folder = tmp_path / "state"
-    folder.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("needs the mount command to make a small filesystem")
+@contextlib.contextmanager
+def mounted_tmpfs(folder: Path, size_mb: int) -> Iterator[Path]:
+    """A tmpfs of ``size_mb`` at ``folder`` (root only; the test is skipped elsewhere)."""
+    folder.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(folder)],
         capture_output=True,
         text=True,
         check=False,
@@ -31,6 +29,15 @@ def small_state_dir(tmp_path: Path) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def small_state_dir(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path/state`` on a tmpfs of 8 MiB, unmounted afterwards; skips where not allowed."""
+    if shutil.which("mount") is None:
+        pytest.skip("needs the mount command to make a small filesystem")
+    with mounted_tmpfs(tmp_path / "state", 8) as folder:
+        yield folder
 
 
 def fill(folder: Path) -> Path:
