@@ -84,9 +84,12 @@ def test_a_journal_damaged_beneath_the_daemon_costs_no_file_and_is_recovered_at_
     export = tmp_path / "export"
     state = tmp_path / "state"
     events = Subscriber(broker.port, ["edge/+/+/events"])
+    # Its own subscriber: a result published before the health the test waits for must
+    # not be passed over (and dropped) while ``subscriber`` looks for that health.
+    scored = Subscriber(broker.port, ["edge/+/+/results"])
     daemon = start_daemon(broker.port)
     put(four_view_study(tmp_path / "new", "first"), export)
-    (first,) = results(subscriber, 1)
+    (first,) = results(scored, 1)
     assert first["seq"] == 1
 
     damage_beneath(state / FILENAME)
@@ -114,7 +117,7 @@ def test_a_journal_damaged_beneath_the_daemon_costs_no_file_and_is_recovered_at_
     assert replaced["last_seq"] == 1 and replaced["seq_from"] == "sequence"
     assert Path(replaced["kept_at"], FILENAME).is_file()
     # The waiting study is scored now, numbered after what the old journal held.
-    (second,) = results(subscriber, 1)
+    (second,) = results(scored, 1)
     assert second["seq"] == 2 and second["id"] != first["id"]
     health = subscriber.wait_health(lambda h: h["counters"]["processed"] == 4, 60)
     assert "journal_failed" not in health["alarms"]
@@ -128,6 +131,7 @@ def test_a_journal_damaged_beneath_the_daemon_costs_no_file_and_is_recovered_at_
         reasons.add(event["reason"])
         assert event["reason"] != "quarantined", event
     events.close()
+    scored.close()
 
 
 def test_a_full_state_disk_at_start_serves_health_then_takes_files_once_space_returns(
