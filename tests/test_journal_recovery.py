@@ -166,6 +166,54 @@ def test_undelivered_results_survive_a_damaged_results_table_through_the_outbox(
     journal.close()
 
 
+def confirmed_journal(state_dir: Path, tmp_path: Path, confirmed: int) -> None:
+    """A journal of 4 results, all acknowledged by the broker, the hub's confirmation
+    up to ``confirmed``."""
+    filled_journal(state_dir, tmp_path, studies=4, delivered=4)
+    journal = Journal.open(state_dir, device="box-1")
+    assert journal.confirm(confirmed, f"id-{confirmed}")
+    journal.close()
+    _checkpoint(state_dir / FILENAME)
+
+
+def test_the_hubs_confirmation_survives_a_damaged_journal(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    confirmed_journal(state, tmp_path, confirmed=3)
+    overwrite_root_pages(state / FILENAME, *FILES_PAGES)
+
+    journal, recovery = open_journal(state, device="box-1", outbox_max=1000)
+    assert recovery is not None and recovery.confirmed_seq == 3
+    assert recovery.health()["confirmed_seq"] == 3
+    assert "the hub's confirmation up to seq 3" in recovery.summary()
+    # Health says what the hub holds; only seq 4 is sent again, and kept until confirmed.
+    state_now = journal.unconfirmed()
+    assert (state_now.last_seq, state_now.confirmed_seq, state_now.count) == (4, 3, 1)
+    replay = journal.sendable_after(0, replay=(state_now.confirmed_seq, 4), limit=100)
+    assert [entry.seq for entry in replay] == [4]
+    assert journal.confirm(4, "id-4")  # the hub's next confirmation still fits
+    journal.close()
+
+
+def test_a_number_the_hub_confirmed_is_never_given_again_after_a_recovery(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    confirmed_journal(state, tmp_path, confirmed=4)
+    # The numbering and every result lost: only the hub's confirmation says how far it went.
+    overwrite_root_pages(state / FILENAME, "sequence", "results", "sqlite_autoindex_results_1")
+
+    journal, recovery = open_journal(state, device="box-1", outbox_max=1000)
+    assert recovery is not None and recovery.results == 0
+    assert (recovery.last_seq, recovery.seq_from) == (4, "the hub's confirmation")
+    scores = four_views(tmp_path, "1.2.8")
+    score_all(journal, scores)
+    assert journalled(journal, study_result(scores)) == 5  # not 1: the hub holds 1..4
+    assert journal.unconfirmed().confirmed_seq == 4
+    journal.close()
+
+
 def test_a_journal_found_damaged_while_serving_is_recovered_even_if_quick_check_passes(
     tmp_path: Path,
 ) -> None:

@@ -15,8 +15,10 @@ damage a query hits), is not served from, and not refused either:
    one goes out as it was journalled, same ``id``, same payload; one the ``results``
    table lost is rebuilt from the outbox's copy of its payload) and the scored
    images (open studies, and the SOP Instance UIDs already scored, so an image
-   sent again is still a duplicate), and its ``seq`` continues from the highest
-   number read (the ``sequence`` table, else the newest result).
+   sent again is still a duplicate), and the hub's last confirmation (so what the
+   hub holds is not sent again, nor reported unconfirmed); its ``seq`` continues
+   from the highest number read (the ``sequence`` table, the newest result, the
+   hub's confirmation: a number the hub confirmed is never given again).
 
 The file states are not carried over: files still in the watch folder are taken
 again, and those whose image was scored are counted as duplicates. What the hub
@@ -46,7 +48,7 @@ log = logging.getLogger(__name__)
 #: where damaged journals are kept, under ``state_dir``
 DAMAGED_DIR = "journal-damaged"
 #: what a new journal takes over from a damaged one, in this order
-CARRIED_TABLES = ("results", "images")
+CARRIED_TABLES = ("results", "images", "confirmations")
 _SIDE_FILES = ("-wal", "-shm")
 
 
@@ -63,6 +65,8 @@ class Recovery:
     results: int
     undelivered: int
     images: int
+    #: the hub's confirmation carried over (0: none was readable)
+    confirmed_seq: int = 0
 
     def health(self) -> dict[str, Any]:
         """Health's ``journal.replaced``: when, where the damaged file is kept, what was carried."""
@@ -74,13 +78,15 @@ class Recovery:
             "images": self.images,
             "last_seq": self.last_seq,
             "seq_from": self.seq_from,
+            "confirmed_seq": self.confirmed_seq,
         }
 
     def summary(self) -> str:
         """One line for the log, the event and ``edge journal recover``."""
         return (
             f"damaged journal moved to {self.kept_at}; the new one holds {self.results} "
-            f"results ({self.undelivered} not yet delivered) and {self.images} scored images; "
+            f"results ({self.undelivered} not yet delivered), {self.images} scored images and "
+            f"the hub's confirmation up to seq {self.confirmed_seq}; "
             f"seq continues from {self.last_seq} (read from {self.seq_from})"
         )
 
@@ -164,6 +170,7 @@ def recover(
         results=len(results),
         undelivered=sum(1 for row in results if row.get("delivered_at") is None),
         images=len(rows["images"]),
+        confirmed_seq=_confirmed(rows["confirmations"], device),
     )
     _write_note(kept, recovery)
     log.warning("journal recovered: %s", recovery.summary())
@@ -193,14 +200,34 @@ def _salvage(path: Path, device: str) -> tuple[dict[str, list[dict[str, Any]]], 
             rows["results"] = _with_outbox(rows["results"], _readable_rows(db, "outbox"))
     except sqlite3.Error as exc:
         log.error("nothing can be read from the damaged journal: %s", exc)
-    counted = [int(row["seq"]) for row in sequence if row.get("device") == device]
-    if counted:
-        from_results = max((int(row["seq"]) for row in rows["results"]), default=0)
-        return rows, max(max(counted), from_results), "sequence"
-    results = [int(row["seq"]) for row in rows["results"] if row.get("device") == device]
-    if results:
-        return rows, max(results), "results"
-    return rows, 0, "nothing readable: numbering starts again at 1"
+    last_seq, seq_from = _last_seq(sequence, rows, device)
+    return rows, last_seq, seq_from
+
+
+def _last_seq(
+    sequence: list[dict[str, Any]], rows: dict[str, list[dict[str, Any]]], device: str
+) -> tuple[int, str]:
+    """The highest ``seq`` of ``device`` still readable, and where it was read.
+
+    The hub's confirmation counts too: the numbers it confirmed are in its database,
+    and a new result given one of them would be taken for delivered.
+    """
+    read = {
+        "sequence": [int(row["seq"]) for row in sequence if row.get("device") == device],
+        "results": [int(row["seq"]) for row in rows["results"] if row.get("device") == device],
+        "the hub's confirmation": [_confirmed(rows["confirmations"], device)],
+    }
+    best, where = max(((max(seqs, default=0), where) for where, seqs in read.items()),
+                      key=lambda found: found[0])  # fmt: skip
+    if best == 0:
+        return 0, "nothing readable: numbering starts again at 1"
+    return best, where
+
+
+def _confirmed(confirmations: list[dict[str, Any]], device: str) -> int:
+    """The seq up to which the hub confirmed ``device``'s results (0: none readable)."""
+    return max((int(row["seq"]) for row in confirmations if row.get("device") == device),
+               default=0)  # fmt: skip
 
 
 def _with_outbox(
