@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import queue
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from edge.pipeline.watch import FolderWatcher
 from edge.types import IncomingFile
@@ -68,3 +74,73 @@ def test_a_file_moved_in_from_outside_the_folder_is_taken_as_arrived(tmp_path: P
         assert taken.empty()  # each once
     finally:
         watcher.stop()
+
+
+# Run in a user namespace of its own, where this process is root and the inotify
+# limits are its own to set (/proc/sys/user/max_inotify_watches): the kernel refuses
+# a watch exactly as when a box's fs.inotify.max_user_watches is exhausted, and no
+# other process on the machine is touched.
+_LIMITED_GUARD = """
+import json, sys, time
+from pathlib import Path
+from edge.pipeline.watch import FolderWatcher
+from edge.pipeline.watch_folder import WatchGuard
+
+root, limit = Path(sys.argv[1]), Path("/proc/sys/user/max_inotify_watches")
+taken, events = {}, []
+limit.write_text("2")  # the folder and one sub-folder: no room for a third
+guard = WatchGuard(
+    root,
+    lambda polling: FolderWatcher(root, lambda f: taken.setdefault(f.path.name, f.trigger),
+                                  settle_s=0.3, polling=polling),
+    lambda kind, reason, message, where="": events.append([reason, message]),
+    inotify_retry_s=1,
+)
+
+def wait(condition):
+    deadline = time.monotonic() + 20
+    while not condition() and time.monotonic() < deadline:
+        guard.poll()
+        time.sleep(0.1)
+    return condition()
+
+guard.start()
+said = {"at_start": guard.inotify_limit}
+(root / "study-1" / "views").mkdir(parents=True)  # views: refused a watch
+(root / "study-1" / "views" / "rcc.dcm").write_bytes(b"x" * 100)
+said["polled"] = wait(lambda: "rcc.dcm" in taken)
+said["limit"] = guard.inotify_limit
+limit.write_text("100")  # the technician raises it
+said["cleared"] = wait(lambda: guard.inotify_limit is None)
+(root / "study-2").mkdir()
+(root / "study-2" / "lcc.dcm").write_bytes(b"y" * 100)
+said["watched"] = wait(lambda: "lcc.dcm" in taken)
+guard.stop()
+print(json.dumps({**said, "taken": taken, "events": events}))
+"""
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+def test_a_sub_folder_the_inotify_limit_leaves_unwatched_is_an_alarm_and_polled(
+    tmp_path: Path,
+) -> None:
+    probe = subprocess.run(["unshare", "-U", "-r", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a user namespace here: {probe.stderr.decode().strip()}")
+    done = subprocess.run(
+        ["unshare", "-U", "-r", sys.executable, "-c", _LIMITED_GUARD, str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    said = json.loads(done.stdout)
+    assert said["at_start"] is None  # room for the folder, and for one more
+    # The new sub-folder's own sub-folder could not be watched: the alarm names the
+    # sysctl, and the folder is polled, so the file written into it is taken all the same.
+    assert said["polled"] and said["limit"] == "fs.inotify.max_user_watches"
+    assert ["inotify_limit", "inotify limit fs.inotify.max_user_watches reached: raise it"] in (
+        said["events"]
+    )
+    # Raised, inotify is tried again: the alarm clears, and a new sub-folder is watched.
+    assert said["cleared"] and said["watched"]
+    assert [reason for reason, _message in said["events"]] == ["inotify_limit", "inotify_available"]
+    assert said["taken"]["lcc.dcm"] in ("close_write", "arrived")

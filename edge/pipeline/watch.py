@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.events import (
+    DirCreatedEvent,
     DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
@@ -41,6 +42,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from edge.pipeline.inotify_room import exhausted_limit
 from edge.types import IncomingFile
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,10 @@ class FolderWatcher:
         # polling: where inotify cannot be had (its limits exhausted), a stat scan
         # every settle_s; files are taken once settled.
         self._observer = PollingObserver(timeout=settle_s) if polling else Observer()
+        self._polling = polling
+        #: the sysctl whose limit left a new sub-folder unwatched, or None: the
+        #: folder must be polled (:class:`~edge.pipeline.watch_folder.WatchGuard`)
+        self.refused: str | None = None
         self._settler = threading.Thread(target=self._settle_loop, name="watch-settle", daemon=True)
 
     # -- life cycle -------------------------------------------------------------------
@@ -140,6 +146,15 @@ class FolderWatcher:
         """
         self.forget(path)
         self._track(path)
+
+    def subfolder(self, path: Path) -> None:
+        """A new sub-folder: note when the kernel refused watching it (see ``refused``)."""
+        if self._polling or not self._recursive or self.refused is not None:
+            return
+        self.refused = exhausted_limit(path)
+        if self.refused is not None:
+            log.error("inotify refused a watch on a new sub-folder of %s (%s reached)",
+                      self.root, self.refused)  # fmt: skip
 
     def forget(self, path: Path) -> None:
         """Drop what is remembered of ``path`` (after it was moved away or deleted)."""
@@ -266,6 +281,7 @@ class _Handler(FileSystemEventHandler):
             # A folder moved in whole (a study exported to a temp folder, then
             # renamed): its files will never see an event of their own.
             dest = Path(_text(event.dest_path))
+            self._watcher.subfolder(dest)
             for folder, _dirs, files in os.walk(dest):
                 for name in files:
                     self._watcher._take(Path(folder) / name, "moved")
@@ -273,6 +289,8 @@ class _Handler(FileSystemEventHandler):
     def on_created(self, event: FileSystemEvent) -> None:
         if isinstance(event, FileCreatedEvent):
             self._watcher._created(Path(_text(event.src_path)))
+        elif isinstance(event, DirCreatedEvent):
+            self._watcher.subfolder(Path(_text(event.src_path)))
 
     def on_opened(self, event: FileSystemEvent) -> None:
         if isinstance(event, FileOpenedEvent):

@@ -7,13 +7,15 @@ folder every :data:`CHECK_EVERY_S`: gone, replaced (another folder at the same
 path: inotify still watches the old one) or unreadable raises
 ``watch_unavailable`` with an event; once it is back, a new watcher starts on it
 and its scan takes whatever arrived meanwhile. When the kernel refuses inotify
-(``fs.inotify.max_user_watches`` or ``max_user_instances`` exhausted) the folder
-is polled instead, and ``inotify_limit`` names the sysctl to raise.
+(``fs.inotify.max_user_watches`` or ``max_user_instances`` exhausted), at start or
+for a sub-folder made while running, the folder is polled instead (its scan takes
+what the unwatched sub-folder held), ``inotify_limit`` names the sysctl to raise,
+and inotify is tried again every :data:`INOTIFY_RETRY_S`: once the kernel has room,
+the alarm clears.
 """
 
 from __future__ import annotations
 
-import errno
 import getpass
 import logging
 import os
@@ -23,17 +25,15 @@ from pathlib import Path
 from typing import Protocol
 
 from edge.config import WatchConfig
+from edge.pipeline.inotify_room import INOTIFY_LIMITS, exhausted_limit
 from edge.pipeline.watch import FileCallback, FolderWatcher
 
 log = logging.getLogger(__name__)
 
 #: how often the folder is looked at while running
 CHECK_EVERY_S = 1.0
-#: the kernel's refusals of inotify, and the sysctl to raise for each
-_INOTIFY_LIMITS = {
-    errno.ENOSPC: "fs.inotify.max_user_watches",
-    errno.EMFILE: "fs.inotify.max_user_instances",
-}
+#: how often inotify is tried again while the folder is polled for want of it
+INOTIFY_RETRY_S = 60.0
 
 WatcherFactory = Callable[[bool], FolderWatcher]
 
@@ -73,8 +73,17 @@ class WatchGuard:
     whichever watcher is current; ``poll`` runs on the daemon's tick.
     """
 
-    def __init__(self, folder: Path, make: WatcherFactory, on_change: EventSink) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        make: WatcherFactory,
+        on_change: EventSink,
+        *,
+        inotify_retry_s: float = INOTIFY_RETRY_S,
+    ) -> None:
         self._folder = folder
+        self._inotify_retry_s = inotify_retry_s
+        self._next_inotify = 0.0
         self._make = make
         self._on_change = on_change
         self._polling = False
@@ -111,10 +120,18 @@ class WatchGuard:
             self._watcher = self._make(self._polling)
             self._watcher.start()
         except OSError as exc:
-            sysctl = _INOTIFY_LIMITS.get(exc.errno or 0)
+            sysctl = INOTIFY_LIMITS.get(exc.errno or 0)
             if sysctl is None or self._polling:
                 raise
             self._fall_back_to_polling(sysctl)
+            return
+        # watchdog leaves a sub-folder it could not watch unwatched without a word.
+        refused = None if self._polling else exhausted_limit(self._folder)
+        if refused is not None:
+            self._watcher.stop()
+            self._fall_back_to_polling(refused)
+        elif not self._polling and self.inotify_limit is not None:
+            self._inotify_back()
 
     def stop(self) -> None:
         if self._watcher is not None:
@@ -132,6 +149,8 @@ class WatchGuard:
             self._lost(problem)
         elif problem is None and self.unavailable is not None:
             self._back()
+        elif problem is None:
+            self._check_inotify()
 
     # -- the watcher's interface, for the current watcher ---------------------------------
 
@@ -168,17 +187,41 @@ class WatchGuard:
         self._on_change("watch", "watch_available", f"watch.dir {self._folder} is back: rescanned",
                         where="watch")  # fmt: skip
 
+    def _check_inotify(self) -> None:
+        """Poll when the watcher lost a sub-folder to the limit; try inotify again later."""
+        watcher = self._watcher
+        if watcher is None:
+            return
+        if not self._polling and watcher.refused is not None:
+            watcher.stop()
+            self._fall_back_to_polling(watcher.refused)
+        elif self._polling and time.monotonic() >= self._next_inotify:
+            self._next_inotify = time.monotonic() + self._inotify_retry_s
+            if exhausted_limit(self._folder) is None:
+                watcher.stop()
+                self._polling = False
+                self.start()  # polls again, quietly, if the kernel still refuses
+
     def _fall_back_to_polling(self, sysctl: str) -> None:
-        self.inotify_limit = sysctl
-        log.error(
-            "inotify refused (%s exhausted): polling %s instead; raise it, e.g. "
-            "sysctl -w %s=524288",
-            sysctl, self._folder, sysctl,
-        )  # fmt: skip
-        self._on_change("watch", "inotify_limit", f"inotify limit {sysctl} reached: raise it",
-                        where="watch")  # fmt: skip
+        self._next_inotify = time.monotonic() + self._inotify_retry_s
         self._polling = True
+        if self.inotify_limit is None:
+            self.inotify_limit = sysctl
+            log.error(
+                "inotify refused (%s exhausted): polling %s instead; raise it, e.g. "
+                "sysctl -w %s=524288",
+                sysctl, self._folder, sysctl,
+            )  # fmt: skip
+            self._on_change("watch", "inotify_limit", f"inotify limit {sysctl} reached: raise it",
+                            where="watch")  # fmt: skip
         self.start()
+
+    def _inotify_back(self) -> None:
+        log.info("inotify watches %s again (%s has room)", self._folder, self.inotify_limit)
+        self._on_change("watch", "inotify_available",
+                        f"inotify watches the folder again ({self.inotify_limit} has room)",
+                        where="watch")  # fmt: skip
+        self.inotify_limit = None
 
 
 def watch_alarms(guard: WatchGuard) -> list[str]:
