@@ -130,6 +130,23 @@ def test_confirmed_results_are_not_replayed_and_unconfirmed_ones_are_kept(
     journal.close()
 
 
+def test_a_request_after_the_connects_replay_sends_its_range_alone(tmp_path: Path) -> None:
+    journal = journal_with(tmp_path, 5)
+    stream = stream_on(journal, by_hub=True)
+    for mid, _seq in send_all(stream):  # the connect's replay: everything unconfirmed
+        row = stream.acked(mid)
+        assert row is not None
+        journal.acknowledge(row.entry)
+    assert send_all(stream, 10) == []
+    stream.rewind(2, 3)  # an operator's edge hub resend --seq 2-3
+    assert [seq for _, seq in send_all(stream, 20)] == [2, 3]
+    for mid in (20, 21):
+        stream.acked(mid)
+    stream.rewind(5, None)  # a gap at the newest
+    assert [seq for _, seq in send_all(stream, 30)] == [5]
+    journal.close()
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [

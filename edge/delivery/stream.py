@@ -12,7 +12,9 @@ publisher at most a window of results to have in flight:
 - what it sends is the outbox (results the broker has not acknowledged) and, with
   ``mqtt.confirm: hub``, every result above the hub's confirmation since the last
   connect, re-send request or confirmation time-out (:meth:`rewind`): byte for
-  byte the journalled payload, so the hub stores each ``id`` once;
+  byte the journalled payload, so the hub stores each ``id`` once. A replay ends
+  when the cursor reaches the end of the journal: a later request sends its own
+  range, not again everything since the connect;
 - a PUBACK with a failure reason (an ACL that denies the topic, a quota) is an
   outcome: the result stays, the refusal is kept for health, and the stream goes
   back to it and retries it alone, after a growing delay, on the same connection.
@@ -102,10 +104,8 @@ class ResultStream:
 
     def rewind(self, first_seq: int, last_seq: int | None) -> None:
         """Send this device's results ``first_seq``..``last_seq`` again, in order."""
-        low, high = first_seq - 1, NEWEST if last_seq is None else last_seq
-        if self._replay is not None:
-            low, high = min(low, self._replay[0]), max(high, self._replay[1])
-        self._replay = (low, high)
+        high = NEWEST if last_seq is None else last_seq
+        self._replay = _union(self._replay, (first_seq - 1, high))
         self._go_back(0)
 
     def peek(self, now: float) -> OutboxEntry | None:
@@ -146,6 +146,9 @@ class ResultStream:
             self.refusal = Refusal(row.entry, row.seq, row.topic, reason, time.time())
         self._retry_at = time.monotonic() + self._retry.next_delay()
         self._go_back(row.entry - 1)
+        if self._by_hub:
+            # The newer ones the broker accepted meanwhile go again, after it.
+            self._replay = _union(self._replay, (row.seq - 1, NEWEST))
         return row
 
     def _go_back(self, entry: int) -> None:
@@ -160,12 +163,20 @@ class ResultStream:
                     self._store.sendable_after(self._cursor, replay=self._replay, limit=PAGE)
                 )
                 if not self._page:
+                    self._replay = None  # everything asked for has been sent
                     return None
             row = self._page[0]
             if row.entry not in busy:
                 return row
             self._page.popleft()
             self._cursor = max(self._cursor, row.entry)
+
+
+def _union(replay: tuple[int, int] | None, other: tuple[int, int]) -> tuple[int, int]:
+    """One ``(low, high]`` seq range covering a replay under way and another."""
+    if replay is None:
+        return other
+    return min(replay[0], other[0]), max(replay[1], other[1])
 
 
 def packet_size(topic: str, payload: bytes) -> int:
