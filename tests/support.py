@@ -159,11 +159,15 @@ def write_config(folder: Path, port: int, **overrides: Any) -> Path:
 class DaemonProcess:
     """``edge run`` in a real child process, its log kept for the test's failure report."""
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
+    ) -> None:
         self.config = config
         self.log_path = config.parent / "daemon.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.env = env or {}
+        #: what runs the daemon (e.g. setpriv, as the service user), before the command
+        self.prefix = prefix
         #: where this run's lines begin in the log, which every run appends to
         self._run_starts_at = 0
 
@@ -172,7 +176,7 @@ class DaemonProcess:
         self._run_starts_at = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "edge", "run", "--config", str(self.config)],
+                [*self.prefix, sys.executable, "-m", "edge", "run", "--config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,

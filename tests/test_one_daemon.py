@@ -6,8 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,10 @@ import yaml
 from pydicom.uid import generate_uid
 from support import Broker, DaemonProcess, Subscriber, write_config
 
+from edge.daemon import SERVING
 from edge.tools.samples import sample_cases, write_study
+
+NOBODY, NOGROUP = 65534, 65534
 
 
 def subscriber_port(daemon: DaemonProcess) -> int:
@@ -123,3 +127,75 @@ def test_inotify_refused_is_an_alarm_naming_the_sysctl_and_the_folder_is_polled(
         process.terminate()
         process.wait(timeout=60)
         log.close()
+
+
+#: the service user a root test runs the daemon as (its own HOME and PATH, as systemd
+#: gives it): the kernel's permission checks apply
+AS_SERVICE_USER = ("setpriv", "--reset-env", "--reuid=nobody", "--regid=nogroup", "--clear-groups")
+
+
+@pytest.fixture
+def service_folder() -> Iterator[Path]:
+    """A folder the service user can reach (pytest's own, under /tmp/pytest-of-root, is 0700)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to run the daemon as another user")
+    probe = subprocess.run([*AS_SERVICE_USER, sys.executable, "-c", "import edge"],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    if probe.returncode != 0:
+        pytest.skip(f"the service user cannot run this checkout's Python: {probe.stderr[-300:]}")
+    folder = Path(tempfile.mkdtemp(prefix="edge-service-", dir="/tmp"))
+    folder.chmod(0o755)
+    (folder / "state").mkdir()
+    os.chown(folder / "state", NOBODY, NOGROUP)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_watch_folder_the_service_user_cannot_read_is_an_error_then_an_alarm(
+    broker: Broker, subscriber: Subscriber, service_folder: Path
+) -> None:
+    # Decoders in threads: this checkout's interpreter may live where the service user
+    # cannot start a worker process from (a pyenv under /root, which is 0700).
+    config = write_config(service_folder, broker.port, study={"quiet_s": 1},
+                          health={"interval_s": 1}, log={"level": "INFO"},
+                          decode={"pool": "thread"})  # fmt: skip
+    export = service_folder / "export"
+    export.chmod(0o700)  # root's: the service user cannot list it
+    for command in (("run", "--config"), ("config", "check")):
+        done = subprocess.run(
+            [*AS_SERVICE_USER, sys.executable, "-m", "edge", *command, str(config)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert "Traceback" not in done.stderr
+        assert f"watch.dir: {export} is not readable by nobody" in done.stderr, done.stderr
+        assert f"chmod g+rx {export}" in done.stderr
+        assert (done.returncode != 0) == (command[0] == "run")
+    assert len(done.stderr.strip().splitlines()) <= 2  # the line, and config check's warning
+
+    export.chmod(0o755)
+    daemon = DaemonProcess(config, prefix=AS_SERVICE_USER)
+    daemon.start()
+    events = Subscriber(broker.port, ["edge/+/+/events"])
+    try:
+        daemon.wait_log(SERVING, timeout=120)
+        export.chmod(0o700)  # taken away while it runs
+        health = subscriber.wait_health(lambda h: "watch_unavailable" in h["alarms"], timeout=60)
+        assert health["counters"]["errors"] == 0
+        event = events.next("/events", timeout=30)
+        assert isinstance(event, dict) and event["reason"] == "watch_unavailable"
+        assert "not readable by nobody" in event["message"]
+        # A study arrives meanwhile; once the folder is readable again it is rescanned.
+        study_uid = generate_uid()
+        staged = write_study(sample_cases()[0], service_folder / "staging", accession="U1",
+                             study_uid=study_uid)  # fmt: skip
+        (export / study_uid).mkdir()
+        os.rename(staged["rcc"], export / study_uid / "rcc.dcm")
+        export.chmod(0o755)
+        result = subscriber.next("/results", timeout=120)
+        assert isinstance(result, dict) and result["study_uid"] == study_uid
+        subscriber.wait_health(lambda h: "watch_unavailable" not in h["alarms"], timeout=30)
+        assert daemon.alive()
+    finally:
+        events.close()
+        if daemon.alive():
+            daemon.stop()
