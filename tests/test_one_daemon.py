@@ -95,32 +95,42 @@ def test_a_watch_folder_gone_while_running_is_an_alarm_and_is_rescanned_on_retur
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+@pytest.mark.parametrize(
+    ("limit", "sysctl"),
+    [("max_inotify_instances = 0", "max_user_instances"),
+     ("max_inotify_watches = 2", "max_user_watches")],
+    ids=["no-instance-at-start", "no-watch-for-a-new-sub-folder"],
+)  # fmt: skip
 def test_inotify_refused_is_an_alarm_naming_the_sysctl_and_the_folder_is_polled(
-    broker: Broker, subscriber: Subscriber, tmp_path: Path
+    limit: str, sysctl: str, broker: Broker, subscriber: Subscriber, tmp_path: Path
 ) -> None:
-    # In a user namespace of its own the daemon may have no inotify instance at all
-    # (the limit is per namespace), as when a box's fs.inotify limits are exhausted.
+    # In a user namespace of its own the daemon has inotify limits of its own (they
+    # are per namespace), set here as when a box's fs.inotify limits are exhausted:
+    # no instance at all, or room for the folder (and one more) and no new sub-folder.
     config = write_config(tmp_path, broker.port, study={"quiet_s": 1}, health={"interval_s": 1})
-    limit = "echo 0 > /proc/sys/user/max_inotify_instances"
-    probe = subprocess.run(["unshare", "-U", "-r", "sh", "-c", limit], capture_output=True)
+    name, value = limit.split(" = ")
+    lower = f"echo {value} > /proc/sys/user/{name}"
+    probe = subprocess.run(["unshare", "-U", "-r", "sh", "-c", lower], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot make a user namespace here: {probe.stderr.decode().strip()}")
-    command = f'{limit} && exec "$0" -m edge run --config "$1"'
+    command = f'{lower} && exec "$0" -m edge run --config "$1"'
     log = (tmp_path / "daemon.log").open("wb")
     process = subprocess.Popen(
         ["unshare", "-U", "-r", "sh", "-c", command, sys.executable, str(config)],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
+    alarm = f"inotify_limit: raise fs.inotify.{sysctl}"
     try:
-        health = subscriber.wait_health(
-            lambda h: any(a.startswith("inotify_limit") for a in h["alarms"]), timeout=120
-        )
-        assert "inotify_limit: raise fs.inotify.max_user_instances" in health["alarms"]
+        first = subscriber.wait_health(lambda h: True, timeout=120)
+        assert (alarm in first["alarms"]) == (name == "max_inotify_instances"), first["alarms"]
         study_uid = generate_uid()
         staged = write_study(sample_cases()[0], tmp_path / "staging", accession="P1",
                              study_uid=study_uid)  # fmt: skip
-        (tmp_path / "export" / study_uid).mkdir()
-        os.rename(staged["rcc"], tmp_path / "export" / study_uid / "rcc.dcm")
+        views = tmp_path / "export" / study_uid / "views"  # no room for their watch
+        views.mkdir(parents=True)
+        os.rename(staged["rcc"], views / "rcc.dcm")
+        health = subscriber.wait_health(lambda h: alarm in h["alarms"], timeout=60)
+        assert health["counters"]["errors"] == 0
         result = subscriber.next("/results", timeout=120)
         assert isinstance(result, dict) and result["study_uid"] == study_uid
     finally:
