@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
@@ -26,10 +27,11 @@ _IN_CLOEXEC = os.O_CLOEXEC
 _IN_CREATE = 0x100
 
 
-def exhausted_limit(folder: Path) -> str | None:
-    """The sysctl whose limit refuses a watch on ``folder`` now, or None when one is given.
+def exhausted_limit(folders: Iterable[Path]) -> str | None:
+    """The sysctl whose limit refuses a watch on each of ``folders`` at once now, or
+    None when the kernel gives them all.
 
-    Any other refusal (the folder gone, not readable) is None: the watch guard sees
+    Any other refusal (a folder gone, not readable) is None: the watch guard sees
     those for itself.
     """
     libc = _libc()
@@ -39,11 +41,14 @@ def exhausted_limit(folder: Path) -> str | None:
     if descriptor < 0:
         return INOTIFY_LIMITS.get(ctypes.get_errno())
     try:
-        if libc.inotify_add_watch(descriptor, os.fsencode(folder), _IN_CREATE) < 0:
-            return INOTIFY_LIMITS.get(ctypes.get_errno())
+        for folder in folders:
+            if libc.inotify_add_watch(descriptor, os.fsencode(folder), _IN_CREATE) < 0:
+                refused = INOTIFY_LIMITS.get(ctypes.get_errno())
+                if refused is not None:
+                    return refused
         return None
     finally:
-        os.close(descriptor)  # the watch goes with its instance
+        os.close(descriptor)  # the watches go with their instance
 
 
 @cache

@@ -151,7 +151,7 @@ class FolderWatcher:
         """A new sub-folder: note when the kernel refused watching it (see ``refused``)."""
         if self._polling or not self._recursive or self.refused is not None:
             return
-        self.refused = exhausted_limit(path)
+        self.refused = exhausted_limit([path])
         if self.refused is not None:
             log.error("inotify refused a watch on a new sub-folder of %s (%s reached)",
                       self.root, self.refused)  # fmt: skip

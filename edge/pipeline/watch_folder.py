@@ -20,7 +20,7 @@ import getpass
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -79,9 +79,11 @@ class WatchGuard:
         make: WatcherFactory,
         on_change: EventSink,
         *,
+        recursive: bool = True,
         inotify_retry_s: float = INOTIFY_RETRY_S,
     ) -> None:
         self._folder = folder
+        self._recursive = recursive
         self._inotify_retry_s = inotify_retry_s
         self._next_inotify = 0.0
         self._make = make
@@ -109,7 +111,7 @@ class WatchGuard:
                 polling=polling,
             )
 
-        return cls(watch.dir, make, on_change)
+        return cls(watch.dir, make, on_change, recursive=watch.recursive)
 
     def start(self) -> None:
         """Watch the folder (and scan what is there); by polling if inotify is refused."""
@@ -126,7 +128,7 @@ class WatchGuard:
             self._fall_back_to_polling(sysctl)
             return
         # watchdog leaves a sub-folder it could not watch unwatched without a word.
-        refused = None if self._polling else exhausted_limit(self._folder)
+        refused = None if self._polling else exhausted_limit([self._folder])
         if refused is not None:
             self._watcher.stop()
             self._fall_back_to_polling(refused)
@@ -197,10 +199,17 @@ class WatchGuard:
             self._fall_back_to_polling(watcher.refused)
         elif self._polling and time.monotonic() >= self._next_inotify:
             self._next_inotify = time.monotonic() + self._inotify_retry_s
-            if exhausted_limit(self._folder) is None:
+            # Room for a watch on every folder it holds, or inotify would fail again.
+            if exhausted_limit(self._folders()) is None:
                 watcher.stop()
                 self._polling = False
                 self.start()  # polls again, quietly, if the kernel still refuses
+
+    def _folders(self) -> Iterator[Path]:
+        yield self._folder
+        if self._recursive:
+            for folder, names, _files in os.walk(self._folder):
+                yield from (Path(folder) / name for name in names)
 
     def _fall_back_to_polling(self, sysctl: str) -> None:
         self._next_inotify = time.monotonic() + self._inotify_retry_s
