@@ -7,15 +7,23 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 import yaml
 from hub_support import CollectorProcess, write_hub_config
+from sqlalchemy import Engine
 from support import free_port, wait_for_port
+
+from edge.hub.config import HubConfig
+from edge.hub.console.app import build_app
 
 PASSWORD = "correct horse battery"
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -85,6 +93,23 @@ class ConsoleProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(timeout=30)
+
+
+@contextmanager
+def console_in_process(config: HubConfig, reader: Engine, writer: Engine) -> Iterator[str]:
+    """The console application under uvicorn in this process, on a free port: its URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(config, reader, writer), port=port,
+                                           log_config=None))  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def csrf_of(html: str) -> str:

@@ -7,21 +7,16 @@ HTTP; the PostgreSQL tests in test_hub_console.py run it as ``edge hub serve``.
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from console_support import csrf_of
+from console_support import console_in_process, csrf_of
 from hub_support import result_document
-from support import free_port
 
 from edge.hub.config import load_hub_config
-from edge.hub.console.app import build_app
 from edge.hub.console.users import add_user, new_token
 from edge.hub.database import open_database
 from edge.hub.messages import decode
@@ -43,18 +38,12 @@ def client(tmp_path: Path) -> Iterator[httpx.Client]:
         document = result_document("clinic-s", "box-1", seq, score=score)
         store.write([decode("edge/clinic-s/box-1/results", json.dumps(document).encode(), "edge")],
                     now)  # fmt: skip
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(config, reader, writer), port=port,
-                                           log_config=None))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+    with (
+        console_in_process(config, reader, writer) as url,
+        httpx.Client(base_url=url, timeout=30) as http,
+    ):
         http.headers["x-token"] = new_token(config.console.users_file, "rita")
         yield http
-    server.should_exit = True
-    thread.join(timeout=30)
     reader.dispose()
     writer.dispose()
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,9 @@ from edge.hub.tables import results, shadow_scores
 
 #: the normal quantile of a two-sided 95 % interval
 Z95 = 1.959964
+
+#: results created from the first time until the second (exclusive)
+Period = tuple[datetime, datetime]
 
 
 @dataclass(frozen=True)
@@ -126,19 +130,36 @@ def compare_engines(
     engine: str,
     other: str,
     outcomes: Mapping[str, bool] | None = None,
+    period: Period | None = None,
 ) -> Comparison:
     """Compare engine versions ``engine`` and ``other`` at ``site`` from the stored rows.
 
     ``outcomes`` maps a study's accession number or Study Instance UID to whether a
     cancer was found; by default the hub's ``outcomes`` table. Without any known
-    outcome the accuracy fields stay None.
+    outcome the accuracy fields stay None. ``period`` (from, until exclusive) keeps the
+    results created in it.
     """
-    pairs, partial = study_pairs(connection, site=site, engine=engine, other=other)
+    return compare_with_pairs(
+        connection, site=site, engine=engine, other=other, outcomes=outcomes, period=period
+    )[0]
+
+
+def compare_with_pairs(
+    connection: Connection,
+    *,
+    site: str,
+    engine: str,
+    other: str,
+    outcomes: Mapping[str, bool] | None = None,
+    period: Period | None = None,
+) -> tuple[Comparison, list[Pair]]:
+    """:func:`compare_engines` and the pairs it counted (the console plots them)."""
+    pairs, partial = study_pairs(connection, site=site, engine=engine, other=other, period=period)
     comparison = summarise(pairs, partial, site=site, engine=engine, other=other)
     known = stored_outcomes(connection, site) if outcomes is None else outcomes
     if not known:
-        return comparison
-    return with_accuracy(comparison, pairs, known)
+        return comparison, pairs
+    return with_accuracy(comparison, pairs, known), pairs
 
 
 def stored_outcomes(connection: Connection, site: str) -> dict[str, bool]:
@@ -151,9 +172,14 @@ def stored_outcomes(connection: Connection, site: str) -> dict[str, bool]:
 
 
 def study_pairs(
-    connection: Connection, *, site: str, engine: str, other: str
+    connection: Connection, *, site: str, engine: str, other: str, period: Period | None = None
 ) -> tuple[list[Pair], int]:
-    """The studies scored by both, in either direction; and how many were partial."""
+    """The studies scored by both, in either direction; and how many were partial.
+
+    The query starts from the site's shadow rows of the two versions (their index), so
+    that a site without a trial costs nothing however many results it holds.
+    """
+    versions = (engine, other)
     query = (
         select(
             results.c.study_uid,
@@ -167,24 +193,36 @@ def study_pairs(
             shadow_scores.c.skipped,
         )
         .join(shadow_scores, shadow_scores.c.result_id == results.c.id)
-        .where(results.c.site == site)
+        .where(
+            shadow_scores.c.site == site,
+            shadow_scores.c.model_version.in_(versions),
+            results.c.site == site,
+            results.c.model_version.in_(versions),
+            *_created_in(period),
+        )
         .order_by(results.c.created_at)
     )
     pairs: dict[str, Pair] = {}
     partial = 0
     for row in connection.execute(query).mappings():
-        versions = (row["model_version"], row["shadow_version"])
-        if versions not in ((engine, other), (other, engine)):
+        found = (row["model_version"], row["shadow_version"])
+        if found not in (versions, versions[::-1]):
             continue
         if row["skipped"]:
             partial += 1
             continue
         served = (float(row["score"]), bool(row["suspicious"]))
         shadowed = (float(row["shadow_score"]), bool(row["shadow_suspicious"]))
-        a, b = (served, shadowed) if versions[0] == engine else (shadowed, served)
+        a, b = (served, shadowed) if found[0] == engine else (shadowed, served)
         # a study sent again keeps its latest pair
         pairs[row["study_uid"]] = Pair(row["study_uid"], row["accession"], *a, *b)
     return list(pairs.values()), partial
+
+
+def _created_in(period: Period | None) -> list[Any]:
+    if period is None:
+        return []
+    return [results.c.created_at >= period[0], results.c.created_at < period[1]]
 
 
 def summarise(pairs: list[Pair], partial: int, *, site: str, engine: str, other: str) -> Comparison:

@@ -103,3 +103,43 @@ def _legend(series: Sequence[tuple[str, str, object]]) -> str:
         f"{escape(name)}</text>"
         for i, (name, colour, _) in enumerate(series)
     )
+
+
+def scatter_chart(
+    title: str,
+    axes: tuple[str, str],
+    points: Sequence[tuple[float, float, bool]],
+) -> str:
+    """Paired scores in the unit square: (x, y, agree); a disagreement is drawn red.
+    The diagonal is where both engines give the same score."""
+    side = HEIGHT * 2
+    inner = side - 2 * PAD
+    parts = [f'<line x1="{PAD}" y1="{side - PAD}" x2="{side - PAD}" y2="{PAD}" '
+             f'stroke="#ccc"/>']  # fmt: skip
+    for x, y, agree in points:
+        colour = "#1f5fa8" if agree else "#c0392b"
+        parts.append(f'<circle cx="{PAD + inner * _unit(x):.1f}" '
+                     f'cy="{side - PAD - inner * _unit(y):.1f}" r="2.5" fill="{colour}" '
+                     f'fill-opacity="0.6"/>')  # fmt: skip
+    parts.append(_square_frame(title, axes, side))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" role="img" class="chart" '
+            f'viewBox="0 0 {side} {side}" width="{side}" height="{side}">'
+            f"<title>{escape(title)}</title>{''.join(parts)}</svg>")  # fmt: skip
+
+
+def _unit(value: float) -> float:
+    return min(max(value, 0.0), 1.0)
+
+
+def _square_frame(title: str, axes: tuple[str, str], side: int) -> str:
+    bottom = side - PAD
+    return (f'<text x="{PAD}" y="14" font-size="12" fill="#222">{escape(title)}</text>'
+            f'<line x1="{PAD}" y1="{bottom}" x2="{bottom}" y2="{bottom}" stroke="#888"/>'
+            f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{bottom}" stroke="#888"/>'
+            f'<text x="{side // 2}" y="{bottom + 16}" font-size="10" fill="#555" '
+            f'text-anchor="middle">{escape(axes[0])}</text>'
+            f'<text x="{bottom}" y="{bottom + 16}" font-size="10" fill="#555">1</text>'
+            f'<text x="2" y="{PAD + 4}" font-size="10" fill="#555">1</text>'
+            f'<text x="{PAD + 4}" y="{PAD + 10}" font-size="10" fill="#555">'
+            f"{escape(axes[1])}</text>"
+            f'<text x="2" y="{bottom}" font-size="10" fill="#555">0</text>')  # fmt: skip

@@ -13,6 +13,7 @@ from edge.hub.console.auditlog import recent
 from edge.hub.console.fleet import fleet
 from edge.hub.console.monitoring import Monitoring, monitoring
 from edge.hub.console.params import ParamError, monitoring_selection, worklist_filters
+from edge.hub.console.shadows import SCATTER_POINTS, EngineComparison, engine_comparisons
 from edge.hub.console.web import Visit, error_page, page, read, render
 from edge.hub.console.worklist import sites_and_engines, study, worklist
 
@@ -64,8 +65,11 @@ async def monitoring_page(visit: Visit) -> Response:
     config = visit.console.config.monitoring
     view = await read(visit.request, monitoring, chosen, config)
     sites, engines = await read(visit.request, sites_and_engines)
+    compared = await read(visit.request, engine_comparisons, chosen)
     shown: dict[str, Any] = {"view": view, "config": config, "sites": sites, "engines": engines,
-             "charts": _charts(view)}  # fmt: skip
+             "charts": _charts(view), "compared": compared,
+             "scatters": [_scatter(item) for item in compared],
+             "scatter_points": SCATTER_POINTS}  # fmt: skip
     return render(visit.request, visit.session, visit.user, "monitoring.html", **shown)
 
 
@@ -87,6 +91,13 @@ def _charts(view: Monitoring) -> dict[str, str]:
             ("period", "#1f5fa8", _shares(view.current_histogram)),
         ], bin_labels),
     }  # fmt: skip
+
+
+def _scatter(item: EngineComparison) -> str:
+    c = item.comparison
+    return charts.scatter_chart(f"Study scores at {c.site}: {c.engine} against {c.other}",
+                                (f"score of A ({c.engine})", f"score of B ({c.other})"),
+                                item.points)  # fmt: skip
 
 
 def _shares(histogram: list[int]) -> list[float]:
