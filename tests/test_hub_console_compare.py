@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,7 +20,7 @@ from console_support import close_clients, console_in_process, login
 from hub_support import postgres_database, result_document
 
 from edge.hub.config import load_hub_config
-from edge.hub.console.users import add_user
+from edge.hub.console.users import add_user, new_token
 from edge.hub.database import open_database
 from edge.hub.messages import decode
 from edge.hub.outcomes import parse_outcome, record_outcomes
@@ -65,10 +66,17 @@ def _outcomes(documents: list[dict[str, Any]]) -> list[Any]:
     ]  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Console:
+    base: str
+    #: a viewer's API token
+    token: str
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def console(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+) -> Iterator[Console]:
     folder = tmp_path_factory.mktemp(f"compare-{request.param}")
     url = f"sqlite:///{folder / 'hub.db'}" if request.param == "sqlite" else postgres_database()
     (folder / "hub.yaml").write_text(
@@ -82,8 +90,9 @@ def console(
     messages = _documents()
     Store(writer).write([decode(t, json.dumps(d).encode(), "edge") for t, d in messages], now)
     record_outcomes(writer, _outcomes([d for _, d in messages]), "quality-lead", now)
+    token = new_token(config.console.users_file, "vic")
     with console_in_process(config, reader, writer) as base:
-        yield base
+        yield Console(base, token)
     close_clients()
     reader.dispose()
     writer.dispose()
@@ -110,8 +119,8 @@ def expected() -> dict[str, str]:
     }  # fmt: skip
 
 
-def test_the_page_shows_the_comparison_counted_from_the_stored_rows(console: str) -> None:
-    client = login(console, "vic", PASSWORD)
+def test_the_page_shows_the_comparison_counted_from_the_stored_rows(console: Console) -> None:
+    client = login(console.base, "vic", PASSWORD)
     for params in ({"site": SITE}, {}):  # the site, and every site
         page = client.get("/monitoring", params=params)
         assert page.status_code == 200
@@ -128,8 +137,21 @@ def test_the_page_shows_the_comparison_counted_from_the_stored_rows(console: str
             assert document["study_uid"] not in page.text
 
 
-def test_without_shadow_rows_there_is_nothing_to_compare(console: str) -> None:
-    client = login(console, "vic", PASSWORD)
+def test_the_metrics_api_carries_the_same_comparison(console: Console) -> None:
+    token = {"Authorization": f"Bearer {console.token}"}
+    answer = httpx.get(console.base + "/api/v1/metrics", params={"site": SITE}, headers=token,
+                       timeout=30)  # fmt: skip
+    assert answer.status_code == 200
+    [found] = answer.json()["comparisons"]
+    want = expected()
+    assert (found["engine"], found["other"], found["studies"], found["partial"]) == ("1", "2", 7, 1)
+    assert [found[k] for k in ("both", "engine_only", "other_only", "neither")] == [
+        int(want[k]) for k in ("both", "engine-only", "other-only", "neither")
+    ]
+
+
+def test_without_shadow_rows_there_is_nothing_to_compare(console: Console) -> None:
+    client = login(console.base, "vic", PASSWORD)
     for params in ({"site": "clinic-n"}, {"engine": "3"}):
         page = client.get("/monitoring", params=params)
         assert page.status_code == 200
@@ -139,6 +161,6 @@ def test_without_shadow_rows_there_is_nothing_to_compare(console: str) -> None:
         )
 
 
-def test_a_viewer_must_log_in_to_see_it(console: str) -> None:
-    answer = httpx.get(console + "/monitoring", params={"site": SITE}, timeout=30)
+def test_a_viewer_must_log_in_to_see_it(console: Console) -> None:
+    answer = httpx.get(console.base + "/monitoring", params={"site": SITE}, timeout=30)
     assert answer.status_code == 303 and "engine-comparison" not in answer.text

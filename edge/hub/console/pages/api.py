@@ -2,7 +2,7 @@
 
 GET  /api/v1/devices                               the fleet, worst first
 GET  /api/v1/results?since=&until=&site=&suspicious=&engine=&limit=&page=
-GET  /api/v1/metrics?site=&engine=&since=&until=   the monitoring figures
+GET  /api/v1/metrics?site=&engine=&since=&until=   the monitoring figures, comparisons too
 POST /api/v1/outcomes                              [{study_uid|accession, ...}] (reader)
 """
 
@@ -28,6 +28,7 @@ from edge.hub.console.params import (
     since_time,
     worklist_filters,
 )
+from edge.hub.console.shadows import engine_comparisons
 from edge.hub.console.users import User
 from edge.hub.console.web import api, console_of, json_response, read
 from edge.hub.console.worklist import worklist
@@ -72,7 +73,9 @@ async def metrics_api(request: Request, user: User) -> Response:
     except ParamError as exc:
         return _bad(str(exc))
     view = await read(request, monitoring, chosen, console_of(request).config.monitoring)
-    return json_response(dataclasses.asdict(view))
+    compared = await read(request, engine_comparisons, chosen)
+    comparisons = [dataclasses.asdict(item.comparison) for item in compared]
+    return json_response({**dataclasses.asdict(view), "comparisons": comparisons})
 
 
 @api("reader")
