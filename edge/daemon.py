@@ -166,6 +166,7 @@ class Daemon:
         self.results = ResultJournal(
             config, self.journal, self.metrics, self.incidents, self.publisher.wake, self.dicom
         )
+        self.infer.shadow_to(self.results)
         self.retention = Retention(
             self.journal, config.journal.keep_days, keep_unconfirmed=config.mqtt.confirm == "hub"
         )

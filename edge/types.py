@@ -120,8 +120,6 @@ class ImageScore:
     timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
     #: regions the engine located, strongest first (empty for an engine without a map)
     findings: tuple[Finding, ...] = ()
-    #: the shadow engine's score of the same model input (None: no shadow, or skipped)
-    shadow: ShadowScore | None = None
 
 
 @dataclass(frozen=True)
@@ -132,8 +130,9 @@ class BreastScore:
 
 @dataclass(frozen=True)
 class ShadowResult:
-    """A study as the shadow engine scored it, at its own threshold (``edge.result/1``'s
-    ``shadow`` object). ``skipped`` counts the study's images it did not score."""
+    """A study as the shadow engine scored it, at its own threshold: the companion of
+    its serving result (``edge.shadow/1``). ``skipped`` counts the study's images it
+    did not score."""
 
     engine: EngineInfo
     score: float
@@ -167,5 +166,3 @@ class StudyResult:
     created_at: str
     #: monotonic time of assembly (the start of the ``publish`` timing)
     assembled_at: float = field(default_factory=time.monotonic, compare=False)
-    #: the shadow engine's view of the same study, when one scored it
-    shadow: ShadowResult | None = None

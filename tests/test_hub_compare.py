@@ -11,14 +11,16 @@ from typing import Any
 import numpy as np
 import pytest
 from hub_support import hub_table, postgres_database, result_document
+from schemas import conforms
 from sqlalchemy import Engine, func, select
 
 from edge.hub.commands import read_outcomes
 from edge.hub.compare import auc_interval, compare_engines, wilson
 from edge.hub.database import open_database
 from edge.hub.errors import HubError
-from edge.hub.messages import decode
+from edge.hub.messages import Rejected, decode
 from edge.hub.outcomes import parse_outcome, record_outcomes
+from edge.hub.queries import missing_companions
 from edge.hub.store import Store
 from edge.hub.tables import shadow_scores
 
@@ -48,10 +50,32 @@ def shadowed(seq: int, score: float, shadow: float, *, skipped: int = 0) -> dict
 
 
 def store(engine: Engine, documents: list[dict[str, Any]]) -> None:
+    """Store each result, and after it its companion (``edge.shadow/1``) from its
+    ``shadow`` key, as the box sends them."""
+    messages = []
+    for document in documents:
+        result = {key: value for key, value in document.items() if key != "shadow"}
+        messages.append(("results", result))
+        if "shadow" in document:
+            result["shadow_follows"] = True
+            messages.append(("shadow", companion(result, document["shadow"])))
     records = [
-        decode("edge/clinic-1/box-1/results", json.dumps(d).encode(), "edge") for d in documents
+        decode(f"edge/clinic-1/box-1/{leaf}", json.dumps(d).encode(), "edge")
+        for leaf, d in messages
     ]
     Store(engine).write(records, NOW)
+
+
+def companion(result: dict[str, Any], shadow: dict[str, Any]) -> dict[str, Any]:
+    document = {
+        "schema": "edge.shadow/1",
+        "result_id": result["id"],
+        **{key: result[key] for key in ("seq", "site", "device", "study_uid", "created_at")},
+        "serving_model": result["model"],
+        **shadow,
+    }
+    conforms(document)
+    return document
 
 
 # (A's score, B's score): A calls >= 0.5, B calls >= 0.4
@@ -154,3 +178,45 @@ def test_accuracy_comes_from_the_hubs_recorded_outcomes(engine: Engine) -> None:
     assert (found.with_outcome, found.cancers) == (5, 2)
     assert found.accuracy is not None and found.accuracy.sensitivity is not None
     assert found.accuracy.sensitivity.value == 1.0
+
+
+def test_a_missing_companion_is_a_gap_until_it_is_stored_once(engine: Engine) -> None:
+    result = result_document("clinic-1", "box-1", 1, score=0.7)
+    result["shadow_follows"] = True
+    plain = result_document("clinic-1", "box-1", 2, score=0.2)  # nothing follows it
+    Store(engine).write(
+        [
+            decode("edge/clinic-1/box-1/results", json.dumps(d).encode(), "edge")
+            for d in (result, plain)
+        ],
+        NOW,
+    )
+    later = datetime.fromisoformat(result["created_at"].replace("Z", "+00:00")).replace(tzinfo=None)
+    with engine.connect() as connection:
+        (gap,) = missing_companions(connection, now=later, window_s=3600)
+    assert (gap.site, gap.device, gap.first, gap.last, gap.what) == (
+        "clinic-1",
+        "box-1",
+        1,
+        1,
+        "shadow",
+    )
+    shadow = shadowed(1, 0.7, 0.3)["shadow"]
+    payload = json.dumps(companion(result, shadow)).encode()
+    for _ in range(2):  # a re-delivery is stored once
+        Store(engine).write([decode("edge/clinic-1/box-1/shadow", payload, "edge")], NOW)
+    with engine.connect() as connection:
+        assert missing_companions(connection, now=later, window_s=3600) == []
+        stored = connection.execute(select(func.count()).select_from(shadow_scores)).scalar()
+    assert stored == 1
+
+
+def test_a_companion_that_speaks_for_another_box_is_refused() -> None:
+    result = result_document("clinic-1", "box-1", 1, score=0.7)
+    document = companion(result, shadowed(1, 0.7, 0.3)["shadow"])
+    record = decode("edge/clinic-1/box-2/shadow", json.dumps(document).encode(), "edge")
+    assert isinstance(record, Rejected) and record.reason == "topic_mismatch"
+    broken = decode(
+        "edge/clinic-1/box-1/shadow", json.dumps({**document, "seq": 0}).encode(), "edge"
+    )
+    assert isinstance(broken, Rejected) and broken.reason == "invalid"

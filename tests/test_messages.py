@@ -28,6 +28,7 @@ from edge.messages.health import (
     health_message,
 )
 from edge.messages.result import RESULT_SCHEMA, result_message
+from edge.messages.shadow import SHADOW_SCHEMA
 
 SCHEMA_FOLDER = Path(__file__).parents[1] / "edge" / "schemas"
 
@@ -73,6 +74,7 @@ def test_every_message_type_has_its_schema_and_every_schema_a_type() -> None:
     confirmation_protocol = {HELLO_SCHEMA, CONFIRM_SCHEMA, RESEND_SCHEMA}
     assert set(schemas.FILES) == {
         RESULT_SCHEMA,
+        SHADOW_SCHEMA,
         HEALTH_SCHEMA,
         EVENT_SCHEMA,
         *confirmation_protocol,

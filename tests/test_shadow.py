@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -26,9 +27,18 @@ from edge.engines.store import EngineStore
 from edge.errors import ConfigError
 from edge.journal import Journal
 from edge.messages.result import result_message
+from edge.messages.shadow import shadow_message
 from edge.pipeline.infer import InferenceWorker
+from edge.pipeline.shadow_study import JournalledResult, ShadowCompanions
 from edge.pipeline.study import StudyAssembler
-from edge.types import STANDARD_VIEWS, ImageScore, ModelInput, ShadowScore
+from edge.types import (
+    STANDARD_VIEWS,
+    ImageScore,
+    ModelInput,
+    ShadowResult,
+    ShadowScore,
+    StudyResult,
+)
 
 SIZE = 64
 
@@ -49,19 +59,46 @@ def four_inputs(study: str, rng: np.random.Generator) -> list[ModelInput]:
     return items
 
 
-def test_every_image_carries_both_scores_and_the_serving_answer_is_unchanged(
+class Sink:
+    """The worker's shadow sink: a real ShadowCompanions, with the order of calls kept."""
+
+    def __init__(self, calls: list[tuple[str, str]]) -> None:
+        self.calls = calls
+        self.companions: list[tuple[ShadowResult, JournalledResult]] = []
+        self.gathered = ShadowCompanions(lambda *companion: self.companions.append(companion))
+        self.scores: dict[str, ShadowScore | None] = {}
+
+    def expect(self, sop_uid: str) -> None:
+        self.calls.append(("expect", sop_uid))
+        self.gathered.expect(sop_uid)
+
+    def shadowed(self, sop_uid: str, score: ShadowScore | None) -> None:
+        self.calls.append(("shadow", sop_uid))
+        self.scores[sop_uid] = score
+        self.gathered.shadowed(sop_uid, score)
+
+
+def test_the_serving_score_goes_on_before_the_shadow_scores_and_is_unchanged(
     tmp_path: Path,
 ) -> None:
     a = engine(tmp_path, "A", scale=4.0, bias=-1.0, threshold=0.5)
     b = engine(tmp_path, "B", scale=-3.0, bias=1.5, threshold=0.4)
     counted: Counter[str] = Counter()
+    calls: list[tuple[str, str]] = []
+    sink = Sink(calls)
     scores: queue.Queue[ImageScore] = queue.Queue()
+
+    def served(score: ImageScore) -> None:
+        calls.append(("serve", score.header.sop_uid))
+        scores.put(score)
+
     worker = InferenceWorker(
         a,
-        scores.put,
+        served,
         lambda i, r, e: None,
         budget=ShadowBudget(ShadowConfig(when_idle=False, max_share=1.0)),
         count=lambda name, amount: counted.update({name: amount}),
+        shadow_sink=sink,
     )
     worker.set_shadow(b)
     worker.start()
@@ -69,43 +106,88 @@ def test_every_image_carries_both_scores_and_the_serving_answer_is_unchanged(
     for item in items:
         worker.submit(item)
     got = {s.header.sop_uid: s for s in (scores.get(timeout=30) for _ in items)}
-    assembler = StudyAssembler(30, lambda _engine: 0.5)
-    result = None
-    for item in items:
-        served, tensor = got[item.header.sop_uid], item.tensor[np.newaxis]
-        assert served.engine == a.info and served.score == pytest.approx(a.score(tensor)[0])
-        assert served.shadow == ShadowScore(b.info, pytest.approx(b.score(tensor)[0]), 0.4)
-        assembler.arrived(item.header)
-        result = assembler.scored(served) or result
-    assert result is not None and result.shadow is not None
-    plain = assembler_result([dataclasses.replace(s, shadow=None) for s in got.values()])
-    assert (result.score, result.suspicious, result.breasts) == (
-        plain.score,
-        plain.suspicious,
-        plain.breasts,
-    )
-    shadow = result.shadow
-    assert shadow.engine == b.info and shadow.skipped == 0 and shadow.threshold == 0.4
-    shadow_top = max(s.shadow.score for s in got.values() if s.shadow is not None)
-    assert shadow.score == pytest.approx(shadow_top)
-    assert shadow.suspicious == (shadow_top >= 0.4)
-    message = result_message(result, site="clinic-1", device="box-1", seq=1)
-    conforms(message)
-    assert message["shadow"]["model"]["version"] == "B"
-    assert len(message["shadow"]["images"]) == 4 and message["shadow"]["skipped"] == 0
-    assert "shadow" not in result_message(plain, site="clinic-1", device="box-1", seq=2)
-    assert counted == Counter({"shadow_scored": 4})
     worker.stop(timeout=10)
+    for item in items:
+        sop, tensor = item.header.sop_uid, item.tensor[np.newaxis]
+        # told before, scored after: the serving score never waits for the shadow's
+        assert calls.index(("expect", sop)) < calls.index(("serve", sop))
+        assert calls.index(("serve", sop)) < calls.index(("shadow", sop))
+        assert got[sop].engine == a.info and got[sop].score == pytest.approx(a.score(tensor)[0])
+        assert sink.scores[sop] == ShadowScore(b.info, pytest.approx(b.score(tensor)[0]), 0.4)
+    assert counted == Counter({"shadow_scored": 4})
     worker.close_engines()
 
+    result = assembler_result(list(got.values()))
+    assert sink.gathered.follows(result)
+    sink.gathered.journalled(JournalledResult(result, 7, "f" * 32))
+    ((shadow, journalled),) = sink.companions
+    assert journalled.seq == 7 and shadow.engine == b.info
+    assert shadow.skipped == 0 and shadow.threshold == 0.4
+    shadow_top = max(score.score for score in sink.scores.values() if score is not None)
+    assert shadow.score == pytest.approx(shadow_top) and shadow.suspicious == (shadow_top >= 0.4)
+    message = result_message(result, site="clinic-1", device="box-1", seq=7, shadow_follows=True)
+    conforms(message)
+    assert message["shadow_follows"] is True
+    assert "shadow_follows" not in result_message(result, site="clinic-1", device="box-1", seq=8)
+    companion = shadow_message(
+        shadow,
+        result_id=message["id"],
+        seq=7,
+        site="clinic-1",
+        device="box-1",
+        study_uid=result.study_uid,
+        serving=result.engine,
+    )
+    conforms(companion)
+    assert companion["model"]["version"] == "B" and companion["serving_model"]["version"] == "A"
+    assert len(companion["images"]) == 4 and companion["skipped"] == 0
 
-def assembler_result(scores: list[ImageScore]):  # type: ignore[no-untyped-def]
+
+def test_a_companion_waits_for_its_last_shadow_score_and_only_for_it() -> None:
+    companions: list[tuple[ShadowResult, JournalledResult]] = []
+    gathered = ShadowCompanions(lambda *companion: companions.append(companion))
+    images = [
+        image_score(
+            Path(f"/x/{i}.dcm"),
+            sop_uid=f"1.{i}",
+            study_uid="1.9",
+            laterality=side,
+            view=view,
+            score=0.1 * i,
+        )
+        for i, (side, view) in enumerate(STANDARD_VIEWS)
+    ]
+    candidate = dataclasses.replace(images[0].engine, version="B", sha256="b" * 64)
+    for image in images[:3]:
+        gathered.expect(image.header.sop_uid)
+        gathered.shadowed(image.header.sop_uid, ShadowScore(candidate, 0.6, 0.5))
+    gathered.expect(images[3].header.sop_uid)
+    result = assembler_result(images)
+    gathered.journalled(JournalledResult(result, 1, "a" * 32))
+    assert companions == [] and gathered.waiting == 1  # the result went; its companion waits
+    gathered.shadowed(images[3].header.sop_uid, None)  # the shadow failed on the last one
+    ((shadow, journalled),) = companions
+    assert journalled.id == "a" * 32 and gathered.waiting == 0
+    assert shadow.skipped == 1 and len(shadow.images) == 3 and shadow.suspicious
+    # a result none of whose images was shadowed has no companion
+    others = [
+        dataclasses.replace(i, header=dataclasses.replace(i.header, sop_uid=f"2.{n}"))
+        for n, i in enumerate(images)
+    ]
+    plain = assembler_result(others)
+    assert not gathered.follows(plain)
+    gathered.journalled(JournalledResult(plain, 2, "b" * 32))
+    assert len(companions) == 1 and gathered.waiting == 0
+
+
+def assembler_result(scores: list[ImageScore]) -> StudyResult:
     assembler = StudyAssembler(30, lambda _engine: 0.5)
     for score in scores:
         assembler.arrived(score.header)
     done = [assembler.scored(score) for score in scores]
-    assert done[-1] is not None
-    return done[-1]
+    result = done[-1] or assembler.due(now=1e12)[0]  # fewer than four views: by the timer
+    assert result is not None
+    return result
 
 
 def test_the_budget_refuses_while_images_wait_and_beyond_its_share() -> None:
@@ -135,22 +217,25 @@ def test_a_failing_shadow_is_counted_and_never_fails_the_image(tmp_path: Path) -
     counted: Counter[str] = Counter()
     scores: queue.Queue[ImageScore] = queue.Queue()
     failures: list[str] = []
+    sink = Sink([])
     worker = InferenceWorker(
         a,
         scores.put,
         lambda i, reason, e: failures.append(reason),
         budget=ShadowBudget(ShadowConfig(when_idle=False)),
         count=lambda name, amount: counted.update({name: amount}),
+        shadow_sink=sink,
     )
     worker.set_shadow(b)
     worker.start()
     item = four_inputs("1.2.8", np.random.default_rng(1))[0]
     worker.submit(item)
     got = scores.get(timeout=30)
-    assert got.shadow is None and got.score == pytest.approx(a.score(item.tensor[None])[0])
+    assert got.score == pytest.approx(a.score(item.tensor[None])[0])
+    worker.stop(timeout=10)
+    assert sink.scores == {item.header.sop_uid: None}  # the shadow failed: no score
     assert failures == [] and counted == Counter({"shadow_failed": 1})
     worker.take_shadow(b.info)  # closed already: not closed again
-    worker.stop(timeout=10)
     worker.close_engines()
 
 
@@ -158,23 +243,51 @@ def test_shadow_scores_survive_a_restart_in_the_journal(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path, device="box-1")
     plain = image_score(tmp_path / "a.dcm", sop_uid="1.1", study_uid="1.9")
     candidate = dataclasses.replace(plain.engine, version="B", sha256="b" * 64)
-    shadowed = dataclasses.replace(
-        image_score(tmp_path / "b.dcm", sop_uid="1.2", study_uid="1.9", view="MLO"),
-        shadow=ShadowScore(candidate, 0.75, 0.4),
-    )
+    other = image_score(tmp_path / "b.dcm", sop_uid="1.2", study_uid="1.9", view="MLO")
     journal.image_scored(plain)
-    journal.image_scored(shadowed)
+    journal.image_scored(other)
+    journal.image_shadowed("1.2", ShadowScore(candidate, 0.75, 0.4))
     journal.close()
     reopened = Journal.open(tmp_path, device="box-1")
-    restored = {s.header.sop_uid: s.shadow for s in reopened.open_study_scores()}
-    assert restored == {"1.1": None, "1.2": ShadowScore(candidate, 0.75, 0.4)}
+    assert reopened.open_shadow_scores() == {"1.2": ShadowScore(candidate, 0.75, 0.4)}
+    companions: list[tuple[ShadowResult, JournalledResult]] = []
+    gathered = ShadowCompanions(lambda *companion: companions.append(companion))
+    gathered.restore(reopened.open_shadow_scores())
     assembler = StudyAssembler(30, lambda _engine: 0.5)
     assembler.serve(plain.engine)
     assert assembler.restore(reopened.open_study_scores()) == []  # two views: still open
     reopened.close()
     (result,) = assembler.due(now=1e12)
-    assert result.shadow is not None and result.shadow.engine == candidate
-    assert result.shadow.skipped == 1 and result.shadow.images == (("1.2", 0.75),)
+    gathered.journalled(JournalledResult(result, 1, "c" * 32))
+    ((shadow, _),) = companions
+    assert shadow.engine == candidate
+    assert shadow.skipped == 1 and shadow.images == (("1.2", 0.75),)
+
+
+def test_a_companion_is_journalled_sent_again_on_request_and_forgotten_with_its_result(
+    tmp_path: Path,
+) -> None:
+    journal = Journal.open(tmp_path, device="box-1")
+    for seq, sop in ((1, "1.1"), (2, "1.2")):
+        score = image_score(tmp_path / f"{sop}.dcm", sop_uid=sop, study_uid=f"1.9.{seq}")
+        journal.image_scored(score)
+        result = assembler_result([score])
+        journal.record_result(result, "t/results", lambda n: (f"{n:032x}", b"{}"))
+    assert journal.record_companion(f"{2:032x}", "t/shadow", lambda n: f"c{n}".encode()) == 2
+    assert journal.record_companion("0" * 32, "t/shadow", lambda n: b"") is None  # no result
+    (waiting,) = journal.companions_waiting(10)
+    assert (waiting.seq, waiting.topic, waiting.payload) == (2, "t/shadow", b"c2")
+    journal.companion_delivered(waiting.entry)
+    assert journal.companions_waiting(10) == []
+    assert journal.resend_companions(1, 1) == 0  # seq 1 has none
+    assert journal.resend_companions(2, None) == 1
+    assert journal.companions_waiting(10) == [waiting]
+    for entry in (1, 2):
+        journal.acknowledge(entry)
+    journal.record_result(result, "t/results", lambda n: (f"{n:032x}", b"{}"))  # seq 3: kept
+    assert journal.forget_results(before=time.time() + 1, limit=10)[0] == 2
+    assert journal.companions_waiting(10) == []
+    journal.close()
 
 
 def test_edge_engines_shadow_names_checks_and_clears_the_candidate(tmp_path: Path) -> None:

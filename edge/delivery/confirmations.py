@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from edge.delivery import protocol
 from edge.delivery.stream import ResultStream
 from edge.errors import JournalError
-from edge.journal import OutboxEntry, Unconfirmed
+from edge.journal import Companion, OutboxEntry, Unconfirmed
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,12 @@ class DeliveryStore(Protocol):
 
     def unconfirmed(self) -> Unconfirmed: ...
 
+    def companions_waiting(self, limit: int) -> list[Companion]: ...
+
+    def companion_delivered(self, entry: int) -> None: ...
+
+    def resend_companions(self, first_seq: int, last_seq: int | None) -> int: ...
+
 
 class HubReplies:
     """The hub's side of the conversation, as the box hears it."""
@@ -70,6 +77,11 @@ class HubReplies:
         self._by_hub = by_hub
         self._timeout_s = timeout_s
         self._last_progress = time.monotonic()
+        self._also_rewind: list[Callable[[int, int | None], None]] = []
+
+    def also_rewind(self, rewind: Callable[[int, int | None], None]) -> None:
+        """Go back over a re-send request's range with ``rewind`` too (the companions)."""
+        self._also_rewind.append(rewind)
 
     def restart_clock(self) -> None:
         """A new connection: the time-out counts from its replay."""
@@ -135,6 +147,8 @@ class HubReplies:
         last = "newest" if request.last_seq is None else str(request.last_seq)
         log.info("hub asks (%s) for seq %d..%s again", request.reason, request.first_seq, last)
         self._stream.rewind(request.first_seq, request.last_seq)
+        for rewind in self._also_rewind:
+            rewind(request.first_seq, request.last_seq)
 
     def _is_ours(self, site: str, device: str) -> bool:
         return (site, device) == (self._topics.site, self._topics.device)

@@ -26,6 +26,7 @@ from typing import Any
 
 from edge.config import Config
 from edge.delivery import protocol
+from edge.delivery.companions import CompanionStream
 from edge.delivery.confirmations import DeliveryStore, DeviceTopics, HubReplies
 from edge.delivery.stream import Refusal, ResultStream, TooLarge
 from edge.errors import JournalError
@@ -80,9 +81,11 @@ class Publisher:
         self._stream = ResultStream(
             store, by_hub=by_hub, max_in_flight=max_in_flight, retry=Backoff(*REFUSED_RETRY_S)
         )
+        self._companions = CompanionStream(store)
         self._replies = HubReplies(
             store, self._stream, topics, by_hub=by_hub, timeout_s=confirm_timeout_s
         )
+        self._replies.also_rewind(self._companions.rewind)
         self._receive_maximum = DEFAULT_RECEIVE_MAXIMUM
         self._others: set[int] = set()
         self._queued: deque[OutgoingMessage] = deque()
@@ -181,6 +184,7 @@ class Publisher:
         if kind == "link":
             self._on_link(value)
         elif kind == "wake":
+            self._companions.wake()
             self._pump()
         elif kind == "now":
             self._send_now(value)
@@ -222,6 +226,7 @@ class Publisher:
             confirmed_seq=0 if state is None else state.confirmed_seq,
         )
         self._replies.restart_clock()
+        self._companions.restart()
         if event.receive_maximum < DEFAULT_RECEIVE_MAXIMUM:
             log.info("broker receive maximum %d: %d results in flight at most",
                      event.receive_maximum, self._stream.window)  # fmt: skip
@@ -251,7 +256,7 @@ class Publisher:
     def _on_acked(self, mid: int) -> None:
         if mid in self._others:
             self._others.discard(mid)
-        else:
+        elif not self._companions.acked(mid):
             row = self._stream.acked(mid)
             if row is not None:
                 self._record_ack(row)
@@ -261,7 +266,7 @@ class Publisher:
         if mid in self._others:
             self._others.discard(mid)
             log.warning("the broker refused a status, health or event message: %s", reason)
-        else:
+        elif not self._companions.refused(mid, reason):
             before = self._stream.refusal
             row = self._stream.refused(mid, reason)
             if row is not None and (before is None or before.reason != reason):
@@ -297,7 +302,8 @@ class Publisher:
     # -- sending ---------------------------------------------------------------------------
 
     def _room(self) -> bool:
-        return len(self._others) + self._stream.in_flight < self._receive_maximum
+        in_flight = len(self._others) + self._stream.in_flight + self._companions.in_flight
+        return in_flight < self._receive_maximum
 
     def _pump(self) -> None:
         """Send what waits, other messages first, within the broker's Receive Maximum."""
@@ -314,13 +320,21 @@ class Publisher:
         while self._connected and self._room():
             row = self._stream.peek(now)
             if row is None:
-                return
+                break
             try:
                 mid = self._link.publish(row.topic, row.payload)
             except ConnectionError as exc:
                 log.warning("%s; will resend after reconnect", exc)
                 return
             self._stream.sent(mid, row)
+        # The results' companions after them (edge.delivery.companions).
+        while self._connected and self._room() and (companion := self._companions.peek(now)):
+            try:
+                mid = self._link.publish(companion.topic, companion.payload)
+            except ConnectionError as exc:
+                log.warning("%s; will resend after reconnect", exc)
+                return
+            self._companions.sent(mid, companion)
 
     def _send_now(self, message: OutgoingMessage) -> None:
         if not self._connected:

@@ -9,10 +9,10 @@ docs/hub.md, so the documented ACL is the one the tests run a real broker with.
 from __future__ import annotations
 
 #: what a box publishes, and what it reads (docs/messages.md)
-BOX_WRITES = ("results", "status", "health", "events", "hello")
+BOX_WRITES = ("results", "shadow", "status", "health", "events", "hello")
 BOX_READS = ("health/get", "confirm", "resend")
 #: what the collector reads from every box, and what it sends them
-HUB_READS = ("results", "events", "hello", "health", "status")
+HUB_READS = ("results", "shadow", "events", "hello", "health", "status")
 HUB_WRITES = ("confirm", "resend", "health/get")
 
 

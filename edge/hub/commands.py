@@ -38,7 +38,8 @@ from edge.hub.config import HubConfig, load_hub_config
 from edge.hub.database import open_database
 from edge.hub.errors import HubError
 from edge.hub.link import publish_once
-from edge.hub.queries import find_gaps, list_devices, list_results
+from edge.hub.queries import find_gaps, list_devices, list_results, missing_companions
+from edge.hub.repair import COMPANION_WINDOW_S, utc_now
 from edge.hub.report import as_json, comparison_text, devices_table, gaps_table, results_table
 from edge.hub.store import Store
 from edge.hub.tables import devices
@@ -87,7 +88,9 @@ def run_hub(args: argparse.Namespace) -> int:
             elif action == "compare":
                 print(_compare(connection, args))
             else:
-                gaps = find_gaps(connection)
+                gaps = find_gaps(connection) + missing_companions(
+                    connection, now=utc_now(), window_s=COMPANION_WINDOW_S
+                )
                 print(as_json(gaps) if args.json else gaps_table(gaps))
     except SQLAlchemyError as exc:
         raise HubError(f"cannot read the hub database: {exc}") from exc

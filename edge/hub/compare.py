@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, select
 
-from edge.hub.messages import ResultRecord
+from edge.hub.messages import ShadowRecord
+from edge.hub.store_batch import insert_ignoring
 from edge.hub.tables import outcomes as outcome_rows
 from edge.hub.tables import results, shadow_scores
 
@@ -93,22 +94,22 @@ class Comparison:
     other_accuracy: Accuracy | None = None
 
 
-def store_shadow(connection: Connection, record: ResultRecord) -> None:
-    """Keep a result's ``shadow`` object as a ``shadow_scores`` row (called by the store
-    in the transaction that stores the result)."""
-    row = _shadow_row(record)
-    if row is not None:
-        connection.execute(shadow_scores.insert().values(**row))
+def store_shadow(connection: Connection, record: ShadowRecord) -> bool:
+    """Keep a result's companion as its ``shadow_scores`` row; False: it was there
+    already (a re-delivery)."""
+    statement = insert_ignoring(connection, shadow_scores, ("result_id",))
+    inserted = connection.execute(
+        statement.values(**_shadow_row(record)).returning(shadow_scores.c.result_id)
+    ).first()
+    return inserted is not None
 
 
-def _shadow_row(record: ResultRecord) -> dict[str, Any] | None:
-    """The result's ``shadow`` object as a ``shadow_scores`` row (None: it has none)."""
-    shadow = record.document.get("shadow")
-    if not isinstance(shadow, dict):
-        return None
+def _shadow_row(record: ShadowRecord) -> dict[str, Any]:
+    """The companion ``edge.shadow/1`` as a ``shadow_scores`` row."""
+    shadow = record.document
     model, study = shadow["model"], shadow["study"]
     return {
-        "result_id": record.id,
+        "result_id": record.result_id,
         "site": record.site,
         "device": record.device,
         "model_name": model["name"],

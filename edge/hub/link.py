@@ -50,7 +50,7 @@ def subscriptions(mqtt: HubMqttConfig) -> list[str]:
     """The topic filters: shared for the streams, direct for the retained state."""
     shared = f"$share/{mqtt.group}/{mqtt.topic_prefix}/+/+"
     direct = f"{mqtt.topic_prefix}/+/+"
-    streams = [f"{shared}/{leaf}" for leaf in ("results", "events", "hello")]
+    streams = [f"{shared}/{leaf}" for leaf in ("results", "shadow", "events", "hello")]
     return [*streams, f"{direct}/health", f"{direct}/status"]
 
 

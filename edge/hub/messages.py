@@ -1,10 +1,11 @@
 """What arrives from the appliances, decoded and checked before anything is stored.
 
 Each MQTT message becomes exactly one record: a :class:`ResultRecord`,
-:class:`HealthRecord`, :class:`StatusRecord` or :class:`EventRecord` when it is
-what its topic says it is, or a :class:`Rejected` with a short reason when it is
-not (not JSON, an unknown schema, a document the schema refuses, a site or
-device that contradicts its topic). Nothing here raises on bad input: the
+:class:`ShadowRecord` (a result's companion), :class:`HealthRecord`,
+:class:`StatusRecord` or :class:`EventRecord` when it is what its topic says it
+is, or a :class:`Rejected` with a short reason when it is not (not JSON, an
+unknown schema, a document the schema refuses, a site or device that contradicts
+its topic). Nothing here raises on bad input: the
 collector never stops for a message.
 
 Results are checked against ``edge/schemas/result.schema.json`` with one
@@ -32,10 +33,11 @@ from edge.messages.event import EVENT_SCHEMA
 from edge.messages.health import HEALTH_SCHEMA
 from edge.messages.result import RESULT_SCHEMA
 from edge.messages.schemas import load_schema
+from edge.messages.shadow import SHADOW_SCHEMA
 
 STATUSES = ("online", "offline")
 #: the topic leaves the collector subscribes to
-LEAVES = ("results", "health", "status", "events", "hello")
+LEAVES = ("results", "shadow", "health", "status", "events", "hello")
 _MAX_DETAIL = 500
 #: what a ``too_large`` reject keeps of the message
 KEPT_PREFIX = 1024
@@ -70,6 +72,17 @@ class ResultRecord:
     model_backend: str
     timings_ms: dict[str, float]
     created_at: datetime
+    document: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ShadowRecord:
+    """One ``edge.shadow/1`` document: a candidate engine's scores of a result's study."""
+
+    site: str
+    device: str
+    result_id: str
+    seq: int
     document: dict[str, Any]
 
 
@@ -119,7 +132,9 @@ class Rejected:
     detail: str
 
 
-Record = ResultRecord | HealthRecord | StatusRecord | EventRecord | HelloRecord | Rejected
+Record = (
+    ResultRecord | ShadowRecord | HealthRecord | StatusRecord | EventRecord | HelloRecord | Rejected
+)
 
 
 def parse_topic(topic: str, prefix: str) -> Origin | None:
@@ -163,7 +178,12 @@ def decode(topic: str, payload: bytes, prefix: str) -> Record:
         return Rejected(topic, payload, "not_json", _short(str(exc)))
     if not isinstance(document, dict):
         return Rejected(topic, payload, "unknown_schema", "not a JSON object")
-    expected = {"results": RESULT_SCHEMA, "health": HEALTH_SCHEMA, "events": EVENT_SCHEMA}
+    expected = {
+        "results": RESULT_SCHEMA,
+        "shadow": SHADOW_SCHEMA,
+        "health": HEALTH_SCHEMA,
+        "events": EVENT_SCHEMA,
+    }
     schema = document.get("schema")
     if schema != expected[origin.leaf]:
         return Rejected(
@@ -179,6 +199,8 @@ def decode(topic: str, payload: bytes, prefix: str) -> Record:
             )
     if origin.leaf == "results":
         return _result(topic, payload, document)
+    if origin.leaf == "shadow":
+        return _shadow(topic, payload, origin, document)
     if origin.leaf == "health":
         return HealthRecord(origin.site, origin.device, parse_time(document.get("at")), document)
     return _event(topic, payload, origin, document)
@@ -235,6 +257,16 @@ def _result(topic: str, payload: bytes, document: dict[str, Any]) -> Record:
     )
 
 
+def _shadow(topic: str, payload: bytes, origin: Origin, document: dict[str, Any]) -> Record:
+    error = best_match(shadow_validator().iter_errors(document))
+    if error is not None:
+        where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
+        return Rejected(topic, payload, "invalid", _short(f"{where}: {error.message}"))
+    return ShadowRecord(
+        origin.site, origin.device, document["result_id"], document["seq"], document
+    )
+
+
 def _event(topic: str, payload: bytes, origin: Origin, document: dict[str, Any]) -> Record:
     kind = document.get("kind")
     return EventRecord(
@@ -252,6 +284,14 @@ def result_validator() -> Draft202012Validator:
     """The appliance's ``edge.result/1`` schema, with ``seq`` required by the hub."""
     schema = load_schema(RESULT_SCHEMA)
     schema["required"] = sorted({*schema["required"], "seq"})
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+@cache
+def shadow_validator() -> Draft202012Validator:
+    """The appliance's ``edge.shadow/1`` schema."""
+    schema = load_schema(SHADOW_SCHEMA)
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema)
 

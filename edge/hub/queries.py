@@ -7,13 +7,13 @@ path and is None (shown as ``-``) when an appliance's version does not send it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, and_, func, select
 
 from edge.hub import fields
-from edge.hub.tables import devices, results
+from edge.hub.tables import devices, results, shadow_scores
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,8 @@ class Gap:
     last: int
     #: when the result just after the gap arrived: the gap has been open since then
     since: datetime
+    #: ``results`` missing, or ``shadow``: stored results whose companion is missing
+    what: str = "results"
 
     @property
     def count(self) -> int:
@@ -158,6 +160,35 @@ def find_gaps(
     found = _gaps_between(connection, site=site, device=device)
     found.extend(_gaps_after(connection, site=site, device=device))
     return sorted(found, key=lambda gap: (gap.site, gap.device, gap.epoch, gap.first))
+
+
+def missing_companions(connection: Connection, *, now: datetime, window_s: float) -> list[Gap]:
+    """Results of the last ``window_s`` that said ``shadow_follows`` and whose companion
+    (``edge.shadow/1``) is not stored, one gap each (``what="shadow"``).
+
+    Only recent results are searched (through the ``created_at`` index): a box keeps
+    a companion as long as its result, and one missing for longer than that window
+    has been asked for many times already.
+    """
+    follows = results.c.document["shadow_follows"].as_boolean()
+    query = (
+        select(
+            results.c.site, results.c.device, results.c.epoch, results.c.seq, results.c.received_at
+        )
+        .outerjoin(shadow_scores, shadow_scores.c.result_id == results.c.id)
+        .where(
+            and_(
+                results.c.created_at >= now - timedelta(seconds=window_s),
+                follows.is_(True),
+                shadow_scores.c.result_id.is_(None),
+            )
+        )
+        .order_by(results.c.site, results.c.device, results.c.epoch, results.c.seq)
+    )
+    return [
+        Gap(row.site, row.device, row.epoch, row.seq, row.seq, row.received_at, "shadow")
+        for row in connection.execute(query)
+    ]
 
 
 def _gaps_between(connection: Connection, *, site: str | None, device: str | None) -> list[Gap]:

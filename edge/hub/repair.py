@@ -6,6 +6,10 @@ has been open ``mqtt.resend_after_s``, and then again, at doubling intervals up
 to :data:`MAX_INTERVAL_S`, while it stays open. Only gaps of a device's current
 epoch are asked for: an older epoch's results went with the box's old journal.
 The box answers by sending them again, byte for byte; the store counts them in.
+
+A stored result that said ``shadow_follows`` and whose companion (``edge.shadow/1``)
+is not stored after the same wait is asked for the same way, for its own ``seq``:
+the box sends the result again (counted as a re-delivery) and its companion.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from sqlalchemy import Connection, func, or_, select
 
 from edge.delivery.protocol import ResendRequest, encode, resend_message
 from edge.hub.link import SessionLink
-from edge.hub.queries import Gap, find_gaps
+from edge.hub.queries import Gap, find_gaps, missing_companions
 from edge.hub.tables import devices
 
 log = logging.getLogger(__name__)
@@ -27,8 +31,10 @@ log = logging.getLogger(__name__)
 CHECK_EVERY_S = 2.0
 #: the longest wait between two requests for the same gap
 MAX_INTERVAL_S = 600.0
+#: how far back results are searched for a missing companion (a day)
+COMPANION_WINDOW_S = 86_400.0
 
-GapKey = tuple[str, str, int, int, int]
+GapKey = tuple[str, str, int, int, int, str]
 
 
 class GapRepair:
@@ -54,6 +60,7 @@ class GapRepair:
             for gap in find_gaps(connection, site=site, device=device)
             if gap.epoch == epoch
         ]
+        gaps += missing_companions(connection, now=utc_now(), window_s=COMPANION_WINDOW_S)
         open_keys = {_key(gap) for gap in gaps}
         self._asked = {key: value for key, value in self._asked.items() if key in open_keys}
         return sum(self._ask(gap) for gap in gaps if self._is_due(gap))
@@ -64,7 +71,7 @@ class GapRepair:
             return time.monotonic() >= asked[0]
         if gap.since is None:
             return True
-        age = (datetime.now(timezone.utc).replace(tzinfo=None) - gap.since).total_seconds()
+        age = (utc_now() - gap.since).total_seconds()
         return age >= self._after_s
 
     def _ask(self, gap: Gap) -> bool:
@@ -75,8 +82,9 @@ class GapRepair:
         previous = self._asked.get(_key(gap))
         interval = self._after_s if previous is None else min(previous[1] * 2, MAX_INTERVAL_S)
         self._asked[_key(gap)] = (time.monotonic() + interval, interval)
-        log.info("%s/%s: asked for seq %d..%d again (epoch %d)",
-                 gap.site, gap.device, gap.first, gap.last, gap.epoch)  # fmt: skip
+        log.info("%s/%s: asked for seq %d..%d again (epoch %d%s)",
+                 gap.site, gap.device, gap.first, gap.last, gap.epoch,
+                 ", its companion" if gap.what == "shadow" else "")  # fmt: skip
         return True
 
 
@@ -95,5 +103,10 @@ def devices_to_search(connection: Connection) -> list[tuple[str, str, int]]:
     return [(row.site, row.device, row.epoch) for row in connection.execute(query)]
 
 
+def utc_now() -> datetime:
+    """Now, as the database stores times (UTC, naive)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
 def _key(gap: Gap) -> GapKey:
-    return (gap.site, gap.device, gap.epoch, gap.first, gap.last)
+    return (gap.site, gap.device, gap.epoch, gap.first, gap.last, gap.what)

@@ -80,7 +80,7 @@ def results_table(rows: Sequence[ResultRow]) -> str:
 def gaps_table(rows: Sequence[Gap]) -> str:
     if not rows:
         return "no seq missing"
-    headers = ("SITE", "DEVICE", "EPOCH", "MISSING SEQ", "COUNT", "OPEN SINCE")
+    headers = ("SITE", "DEVICE", "EPOCH", "MISSING SEQ", "COUNT", "OPEN SINCE", "MISSING")
     return table(
         headers,
         [
@@ -91,6 +91,7 @@ def gaps_table(rows: Sequence[Gap]) -> str:
                 str(gap.first) if gap.first == gap.last else f"{gap.first}..{gap.last}",
                 str(gap.count),
                 time_text(gap.since),
+                "companion" if gap.what == "shadow" else "result",
             )
             for gap in rows
         ],

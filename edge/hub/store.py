@@ -38,6 +38,7 @@ from edge.hub.messages import (
     Record,
     Rejected,
     ResultRecord,
+    ShadowRecord,
     StatusRecord,
 )
 from edge.hub.store_batch import (
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 HEALTH_ORDER_WINDOW = timedelta(seconds=60)
 
 Device = tuple[str, str]
-DeviceRecord = ResultRecord | HealthRecord | StatusRecord | EventRecord | HelloRecord
+DeviceRecord = ResultRecord | ShadowRecord | HealthRecord | StatusRecord | EventRecord | HelloRecord
 
 
 @dataclass
@@ -149,7 +150,6 @@ class Store:
         report.duplicates += len(batch.pending) - len(stored)
         report.stored = len(stored)
         for pending in stored:
-            store_shadow(connection, pending.record)
             tally.result(pending.record)
             tally.missing(pending.record.site, pending.record.device, pending.missing)
         batch.count_redeliveries(connection, now)
@@ -198,7 +198,9 @@ class Store:
             self._result(connection, state, record, now, report, batch)
             return
         report.updates += 1
-        if isinstance(record, HelloRecord):
+        if isinstance(record, ShadowRecord):
+            store_shadow(connection, record)
+        elif isinstance(record, HelloRecord):
             state.device_last_seq, state.device_last_seq_at = record.last_seq, now
         elif isinstance(record, StatusRecord):
             if record.status != state.status:

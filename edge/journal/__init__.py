@@ -21,6 +21,9 @@ resumes where it stopped:
     order as room frees.
 ``sequence``
     the last ``seq`` given per device name.
+``shadow_images``, ``shadow_results``
+    a shadow engine's scores of images, and each result's companion message
+    (``edge.shadow/1``) on its way to the broker (:mod:`~edge.journal.shadows`).
 ``confirmations``
     the hub's last cumulative confirmation: every result up to its ``seq`` is in
     the hub's database (:mod:`~edge.journal.confirmations`).
@@ -49,6 +52,7 @@ from edge.journal.events import EVENTS_KEPT, EventRows
 from edge.journal.files import DONE_STATES, FORGETTABLE_STATES, FileRows
 from edge.journal.records import (
     Backlog,
+    Companion,
     EventRecord,
     FileRecord,
     OutboxEntry,
@@ -56,6 +60,7 @@ from edge.journal.records import (
     Unconfirmed,
 )
 from edge.journal.results import ResultRows
+from edge.journal.shadows import ShadowRows
 
 __all__ = [
     "DONE_STATES",
@@ -64,6 +69,7 @@ __all__ = [
     "FORGETTABLE_STATES",
     "SCHEMA_VERSION",
     "Backlog",
+    "Companion",
     "EventRecord",
     "FileRecord",
     "Journal",
@@ -73,5 +79,5 @@ __all__ = [
 ]
 
 
-class Journal(FileRows, ResultRows, EventRows, ConfirmationRows):
+class Journal(FileRows, ResultRows, ShadowRows, EventRows, ConfirmationRows):
     """The journal database of one ``state_dir``; thread-safe."""

@@ -112,6 +112,17 @@ CREATE TABLE IF NOT EXISTS shadow_images (
     score REAL NOT NULL,
     threshold REAL NOT NULL
 );
+-- a result's companion (edge.shadow/1): the shadow engine's view of the same study
+CREATE TABLE IF NOT EXISTS shadow_results (
+    result_entry INTEGER PRIMARY KEY REFERENCES results (entry),
+    seq INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    delivered_at REAL
+);
+CREATE INDEX IF NOT EXISTS shadow_results_waiting ON shadow_results (result_entry)
+    WHERE delivered_at IS NULL;
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at TEXT NOT NULL,

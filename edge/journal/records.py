@@ -32,6 +32,17 @@ class OutboxEntry:
 
 
 @dataclass(frozen=True)
+class Companion:
+    """A result's journalled companion (``edge.shadow/1``) on its way to the broker."""
+
+    #: the entry of the result it belongs to
+    entry: int
+    seq: int
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
 class ResultSummary:
     """One study result as ``edge status`` lists it."""
 

@@ -2,8 +2,8 @@
 
 ``images`` holds one row per scored SOP Instance UID: what the study assembler
 needs to rebuild an open study without decoding again, the regions the engine
-located included (the CAD SR's marks); ``shadow_images`` the shadow engine's score
-of it, when one scored it (in the same transaction). ``results`` holds one row
+located included (the CAD SR's marks); the shadow engine's scores and the results'
+companions are kept beside (:mod:`edge.journal.shadows`). ``results`` holds one row
 per study result with its per-device ``seq`` and exact payload, so that a result is
 replayed after a crash, never recomputed differently. ``outbox`` holds the results
 on their way to the broker, at most ``outbox_max``, deleted at the broker's PUBACK;
@@ -27,7 +27,6 @@ from edge.types import (
     ImageHeader,
     ImageScore,
     IncomingFile,
-    ShadowScore,
     StudyResult,
 )
 
@@ -56,17 +55,6 @@ class ResultRows(JournalBase):
                     _findings_json(score.findings),
                 ),
             )
-            if score.shadow is not None:
-                shadow = score.shadow
-                db.execute(
-                    "INSERT INTO shadow_images VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        header.sop_uid,
-                        *_engine_columns(shadow.engine),
-                        shadow.score,
-                        shadow.threshold,
-                    ),
-                )
             db.execute(
                 "UPDATE files SET state = 'scored', updated_at = ? WHERE path = ? AND sop_uid = ?",
                 (time.time(), path_key(source.path), header.sop_uid),
@@ -76,13 +64,7 @@ class ResultRows(JournalBase):
         """Scores of images whose study has no result yet, to rebuild open studies."""
         with self._reading() as db:
             rows = db.execute(
-                "SELECT images.*, shadow_images.engine_name AS shadow_name,"
-                " shadow_images.engine_version AS shadow_version,"
-                " shadow_images.engine_sha256 AS shadow_sha256,"
-                " shadow_images.engine_backend AS shadow_backend,"
-                " shadow_images.score AS shadow_score, shadow_images.threshold AS shadow_threshold"
-                " FROM images LEFT JOIN shadow_images USING (sop_uid)"
-                " WHERE result_entry IS NULL ORDER BY scored_at"
+                "SELECT * FROM images WHERE result_entry IS NULL ORDER BY scored_at"
             ).fetchall()
         now = time.monotonic()
         return [_image_score(row, now) for row in rows]
@@ -214,6 +196,7 @@ class ResultRows(JournalBase):
             if not entries:
                 return 0, 0
             marks = ",".join("?" * len(entries))
+            db.execute(f"DELETE FROM shadow_results WHERE result_entry IN ({marks})", entries)
             db.execute(
                 "DELETE FROM shadow_images WHERE sop_uid IN"
                 f" (SELECT sop_uid FROM images WHERE result_entry IN ({marks}))",
@@ -273,20 +256,7 @@ def _image_score(row: sqlite3.Row, detected_at: float) -> ImageScore:
     )
     columns = row.keys()  # sqlite3.Row: "in row" would look among the values
     findings = _findings(row["findings"] if "findings" in columns else "[]")
-    return ImageScore(header, row["score"], engine, timings, findings, shadow=_shadow_score(row))
-
-
-def _shadow_score(row: sqlite3.Row) -> ShadowScore | None:
-    if row["shadow_name"] is None:
-        return None
-    engine = EngineInfo(
-        row["shadow_name"], row["shadow_version"], row["shadow_sha256"], row["shadow_backend"]
-    )
-    return ShadowScore(engine, row["shadow_score"], row["shadow_threshold"])
-
-
-def _engine_columns(engine: EngineInfo) -> tuple[str, str, str, str]:
-    return engine.name, engine.version, engine.sha256, engine.backend
+    return ImageScore(header, row["score"], engine, timings, findings)
 
 
 def _findings_json(findings: tuple[Finding, ...]) -> str:

@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-from edge.types import EngineInfo, ImageScore, ShadowResult, StudyResult
+from edge.types import EngineInfo, ImageScore, StudyResult
 
 RESULT_SCHEMA = "edge.result/1"
 
@@ -26,8 +26,11 @@ def result_id(
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def result_message(result: StudyResult, *, site: str, device: str, seq: int) -> dict[str, Any]:
-    """The ``edge.result/1`` document for ``result``, the ``seq``-th of this device."""
+def result_message(
+    result: StudyResult, *, site: str, device: str, seq: int, shadow_follows: bool = False
+) -> dict[str, Any]:
+    """The ``edge.result/1`` document for ``result``, the ``seq``-th of this device;
+    ``shadow_follows``: its companion (:mod:`edge.messages.shadow`) will follow it."""
     sop_uids = [image.header.sop_uid for image in result.images]
     message = {
         "schema": RESULT_SCHEMA,
@@ -37,14 +40,14 @@ def result_message(result: StudyResult, *, site: str, device: str, seq: int) -> 
         "device": device,
         "study_uid": result.study_uid,
         "accession": result.accession,
-        "model": _model(result.engine),
+        "model": model_object(result.engine),
         "study": {
-            "score": _round(result.score),
+            "score": rounded(result.score),
             "suspicious": result.suspicious,
             "threshold": result.threshold,
         },
         "breasts": {
-            side: {"score": _round(breast.score), "suspicious": breast.suspicious}
+            side: {"score": rounded(breast.score), "suspicious": breast.suspicious}
             for side, breast in sorted(result.breasts.items())
         },
         "images": [_image(image) for image in result.images],
@@ -55,8 +58,8 @@ def result_message(result: StudyResult, *, site: str, device: str, seq: int) -> 
         # the SOP Instance UID of the study's CAD SR, set when one is made (docs/dicom.md)
         "sr_uid": None,
     }
-    if result.shadow is not None:
-        message["shadow"] = _shadow(result.shadow)
+    if shadow_follows:
+        message["shadow_follows"] = True
     return message
 
 
@@ -64,30 +67,12 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), sort_keys=True).encode()
 
 
-def _model(engine: EngineInfo) -> dict[str, str]:
+def model_object(engine: EngineInfo) -> dict[str, str]:
     return {
         "name": engine.name,
         "version": engine.version,
         "sha256": engine.sha256,
         "backend": engine.backend,
-    }
-
-
-def _shadow(shadow: ShadowResult) -> dict[str, Any]:
-    """The shadow engine's view of the study: informative only, never the answer."""
-    return {
-        "model": _model(shadow.engine),
-        "study": {
-            "score": _round(shadow.score),
-            "suspicious": shadow.suspicious,
-            "threshold": shadow.threshold,
-        },
-        "breasts": {
-            side: {"score": _round(breast.score), "suspicious": breast.suspicious}
-            for side, breast in sorted(shadow.breasts.items())
-        },
-        "images": [{"sop_uid": sop, "score": _round(score)} for sop, score in shadow.images],
-        "skipped": shadow.skipped,
     }
 
 
@@ -98,9 +83,9 @@ def _image(image: ImageScore) -> dict[str, Any]:
         "laterality": header.laterality,
         "view": header.view,
         "screening": header.screening,
-        "score": _round(image.score),
+        "score": rounded(image.score),
     }
 
 
-def _round(value: float) -> float:
+def rounded(value: float) -> float:
     return round(value, 6)

@@ -20,6 +20,7 @@ FILES = {
     "edge.hello/1": "hello.schema.json",
     "edge.confirm/1": "confirm.schema.json",
     "edge.resend/1": "resend.schema.json",
+    "edge.shadow/1": "shadow.schema.json",
 }
 
 

@@ -18,6 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -45,6 +46,16 @@ def _no_count(name: str, amount: int) -> None:
     """Counters dropped: for a worker built without health (the tests' own)."""
 
 
+class ShadowSink(Protocol):
+    """Where the shadow's scores go (:class:`~edge.pipeline.shadow_study.ShadowCompanions`)."""
+
+    def expect(self, sop_uid: str) -> None:
+        """Called before the image's serving score is handed on: a shadow score follows."""
+
+    def shadowed(self, sop_uid: str, score: ShadowScore | None) -> None:
+        """The shadow's score of an expected image (None: the shadow engine failed)."""
+
+
 class InferenceWorker:
     """The thread that owns the engines and scores images in arrival order."""
 
@@ -57,6 +68,7 @@ class InferenceWorker:
         *,
         budget: ShadowBudget | None = None,
         count: CountCallback = _no_count,
+        shadow_sink: ShadowSink | None = None,
     ) -> None:
         self._engines: dict[EngineInfo, Engine] = {engine.info: engine}
         self._shadow: Engine | None = None
@@ -64,6 +76,7 @@ class InferenceWorker:
         self._unshadowed: list[Engine] = []
         self._budget = budget
         self._count = count
+        self._sink = shadow_sink
         self._current = engine.info
         self._engines_lock = threading.Lock()
         self._in_use = in_use
@@ -111,6 +124,10 @@ class InferenceWorker:
             if info not in self._engines:
                 raise EngineError(f"engine {info.version} is not loaded")
             self._current = info
+
+    def shadow_to(self, sink: ShadowSink) -> None:
+        """Hand the shadow's scores to ``sink`` (nothing is shadowed without one)."""
+        self._sink = sink
 
     def use_budget(self, budget: ShadowBudget, count: CountCallback) -> None:
         """Score in shadow within ``budget``, counting with ``count`` (health's counters)."""
@@ -243,30 +260,27 @@ class InferenceWorker:
             self.busy_since = None
         elapsed_ms = (time.perf_counter() - started) * 1000
         device = engine.backend.last_timings_ms()
-        shadows = self._shadow_scores(engine, batch, tensors, elapsed_ms)
+        # The serving scores go on first; the shadow scores the same batch after them.
+        shadow, chosen = self._shadow_admitted(engine, batch, elapsed_ms)
         for index, (item, score) in enumerate(zip(batch, scores, strict=True)):
             timings = {**item.header.timings_ms, **item.timings_ms, "infer": elapsed_ms, **device}
             try:
                 located = _findings(engine, None if maps is None else maps[index], item)
-                self._on_score(
-                    ImageScore(
-                        item.header, score, engine.info, timings, located, shadow=shadows[index]
-                    )
-                )
+                self._on_score(ImageScore(item.header, score, engine.info, timings, located))
             except Exception as exc:  # a fault past scoring fails this image, not the worker
                 log.exception("handling an image's score failed")
                 self._fail(item, "internal_error", exc)
+        if shadow is not None:
+            self._score_shadow(shadow, [batch[i] for i in chosen], tensors[chosen], elapsed_ms)
 
-    def _shadow_scores(
-        self, engine: Engine, batch: list[ModelInput], tensors: np.ndarray, serving_ms: float
-    ) -> list[ShadowScore | None]:
-        """The shadow engine's scores of the batch just served, for the images of studies
-        its budget admitted; a failure of the shadow is counted and logged, and never
-        fails an image."""
-        scores: list[ShadowScore | None] = [None] * len(batch)
-        shadow, budget = self.shadow, self._budget
-        if shadow is None or shadow.info == engine.info or budget is None:
-            return scores
+    def _shadow_admitted(
+        self, engine: Engine, batch: list[ModelInput], serving_ms: float
+    ) -> tuple[Engine | None, list[int]]:
+        """The shadow engine and the batch's images its budget admits (told to the sink
+        before their serving scores go on); (None, []) when nothing is shadowed."""
+        shadow, budget, sink = self.shadow, self._budget, self._sink
+        if shadow is None or shadow.info == engine.info or budget is None or sink is None:
+            return None, []
         chosen = [
             index
             for index, item in enumerate(batch)
@@ -277,20 +291,34 @@ class InferenceWorker:
             self._count("shadow_skipped", len(batch) - len(chosen))
         if not chosen:
             budget.record(serving_ms, 0.0)
-            return scores
+            return None, []
+        for index in chosen:
+            sink.expect(batch[index].header.sop_uid)
+        return shadow, chosen
+
+    def _score_shadow(
+        self, shadow: Engine, items: list[ModelInput], tensors: np.ndarray, serving_ms: float
+    ) -> None:
+        """Score ``items`` in shadow and hand each score to the sink; a failure of the
+        shadow is counted and logged, and never fails an image."""
+        budget, sink = self._budget, self._sink
+        assert budget is not None and sink is not None  # admitted only with both
         started = time.perf_counter()
         try:
-            values = _in_batches(shadow, tensors[chosen])
+            values: list[float | None] = list(_in_batches(shadow, tensors))
         except Exception:  # a candidate's fault must never touch the serving path
-            log.exception("shadow engine %s failed on %d images", shadow.info.version, len(chosen))
-            budget.record(serving_ms, 0.0)
-            self._count("shadow_failed", len(chosen))
-            return scores
+            log.exception("shadow engine %s failed on %d images", shadow.info.version, len(items))
+            values = [None] * len(items)
+            self._count("shadow_failed", len(items))
+        else:
+            self._count("shadow_scored", len(items))
         budget.record(serving_ms, (time.perf_counter() - started) * 1000)
-        self._count("shadow_scored", len(chosen))
-        for index, value in zip(chosen, values, strict=True):
-            scores[index] = ShadowScore(shadow.info, value, shadow.threshold)
-        return scores
+        for item, value in zip(items, values, strict=True):
+            score = None if value is None else ShadowScore(shadow.info, value, shadow.threshold)
+            try:
+                sink.shadowed(item.header.sop_uid, score)
+            except Exception:  # the shadow's bookkeeping must never stop the worker
+                log.exception("handling a shadow score failed")
 
     def _fail(self, item: ModelInput, reason: str, error: Exception) -> None:
         """Report ``item`` as failed; the worker thread outlives any fault in doing so."""

@@ -1,5 +1,9 @@
 """From an assembled study to the journal's outbox: each result gets its ``seq``.
 
+The shadow engine's scores come here too (the inference worker's sink), and each
+shadowed result's companion (``edge.shadow/1``) is journalled once its scores are
+in (:class:`~edge.pipeline.shadow_study.ShadowCompanions`), after its result.
+
 A result is delivered only from the journal (:class:`~edge.delivery.publisher.
 Publisher`), so it is journalled, with its ``seq`` and its finished payload, before
 the publisher is woken. When the journal refuses the write (``state_dir`` full), the
@@ -21,7 +25,9 @@ from edge.health.incidents import Incidents
 from edge.health.metrics import Metrics
 from edge.journal import Journal, OutboxEntry
 from edge.messages.result import encode, result_message
-from edge.types import StudyResult
+from edge.messages.shadow import shadow_message
+from edge.pipeline.shadow_study import JournalledResult, ShadowCompanions
+from edge.types import ShadowResult, ShadowScore, StudyResult
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +61,12 @@ class ResultJournal:
         self._metrics = metrics
         self._incidents = incidents
         self._wake_publisher = wake_publisher
+        #: the shadow's companions of the results journalled here (edge.shadow/1)
+        self.companions = ShadowCompanions(self.companion)
         #: results assembled but not yet journalled (journal unwritable): retried
         self._unjournalled: list[StudyResult] = []
+        #: companions not yet journalled (journal unwritable): retried
+        self._companions_waiting: list[tuple[ShadowResult, JournalledResult]] = []
         self._lock = threading.Lock()
         #: seq -> monotonic time its result was assembled, until its PUBACK (the publish timing)
         self._submitted_at: dict[int, float] = {}
@@ -65,6 +75,27 @@ class ResultJournal:
     def waiting(self) -> int:
         """Results the journal refused, waiting to be tried again."""
         return len(self._unjournalled)
+
+    # -- the shadow's scores (the inference worker's ShadowSink) ----------------------------
+
+    def expect(self, sop_uid: str) -> None:
+        """The image's shadow score follows its serving score."""
+        self.companions.expect(sop_uid)
+
+    def shadowed(self, sop_uid: str, score: ShadowScore | None) -> None:
+        """Keep the shadow's score of an image (for a restart) and gather it."""
+        if score is not None:
+            try:
+                self._journal.image_shadowed(sop_uid, score)
+            except JournalError as exc:  # kept in memory: only a restart would lose it
+                log.warning("cannot journal a shadow score: %s", exc)
+        self.companions.shadowed(sop_uid, score)
+
+    def companion(self, shadow: ShadowResult, journalled: JournalledResult) -> None:
+        """Journal a result's shadow companion for the publisher (kept when refused)."""
+        if not self._journal_companion(shadow, journalled):
+            with self._lock:
+                self._companions_waiting.append((shadow, journalled))
 
     def assembled(self, result: StudyResult) -> None:
         """Take a study's result: time its assembly, journal it for the publisher."""
@@ -81,6 +112,10 @@ class ResultJournal:
                 with self._lock:
                     self._unjournalled.extend(waiting[index + 1 :])
                 break
+        with self._lock:
+            companions, self._companions_waiting = self._companions_waiting, []
+        for shadow, journalled in companions:
+            self.companion(shadow, journalled)
         self._incidents.note_journal_recovery()
 
     def delivered(self, entry: OutboxEntry) -> None:
@@ -96,9 +131,14 @@ class ResultJournal:
         config = self._config
         reports = self._reports
         prepared = None if reports is None else reports.prepare(result)
+        follows = self.companions.follows(result)
+        named: list[str] = []
 
         def payload(seq: int) -> tuple[str, bytes]:
-            message = result_message(result, site=config.site, device=config.device, seq=seq)
+            message = result_message(
+                result, site=config.site, device=config.device, seq=seq, shadow_follows=follows
+            )
+            named.append(message["id"])
             if prepared is not None and reports is not None:
                 # Kept in the DICOM outbox before the result that names it is committed.
                 message["sr_uid"] = reports.commit(prepared, message["id"])
@@ -115,4 +155,31 @@ class ResultJournal:
             return False
         log.info("study %s: result seq %d journalled", study_hash(result.study_uid), seq)
         self._wake_publisher()
+        self.companions.journalled(JournalledResult(result, seq, named[-1]))
+        return True
+
+    def _journal_companion(self, shadow: ShadowResult, journalled: JournalledResult) -> bool:
+        config, result = self._config, journalled.result
+
+        def payload(seq: int) -> bytes:
+            return encode(
+                shadow_message(
+                    shadow,
+                    result_id=journalled.id,
+                    seq=seq,
+                    site=config.site,
+                    device=config.device,
+                    study_uid=result.study_uid,
+                    serving=result.engine,
+                )
+            )
+
+        try:
+            seq = self._journal.record_companion(journalled.id, config.topic("shadow"), payload)
+        except JournalError as exc:
+            self._incidents.journal_failed("publish", exc)
+            return False
+        if seq is not None:
+            log.info("result seq %d: shadow companion journalled", seq)
+            self._wake_publisher()
         return True

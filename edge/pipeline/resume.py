@@ -29,6 +29,8 @@ def resume_from_journal(
         if not Path(record.path).exists():
             _note_gone(journal, incidents, Path(record.path))
     scores = journal.open_study_scores()
+    # Before the studies close: a restored study's companion is made of these.
+    results.companions.restore(journal.open_shadow_scores())
     for result in assembler.restore(scores):
         results.assembled(result)
     if unfinished or scores:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from edge.common.privacy import study_hash
-from edge.pipeline.shadow_study import shadow_result
 from edge.types import (
     STANDARD_VIEWS,
     BreastScore,
@@ -217,7 +216,6 @@ class StudyAssembler:
             closed_by=closed_by,
             timings_ms=timings,
             created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-            shadow=shadow_result(images),
         )
         log.info(
             "study %s closed (%s): %d images, score %.3f%s%s",
