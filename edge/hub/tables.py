@@ -3,8 +3,8 @@
 Times are stored as UTC without a zone (the two databases agree on that form).
 
 - ``results``: one row per result ``id``, however often it was delivered.
-- ``shadow_scores``: a result's ``shadow`` object (a candidate engine's scores of the
-  same study), one row per result that has one, for ``edge hub compare``.
+- ``shadow_scores``: a result's companion ``edge.shadow/1`` (a candidate engine's scores
+  of the same study), one row per result that has one, for ``edge hub compare``.
 - ``devices``: one row per appliance: its latest status and health, and where its
   ``seq`` numbering stands (``epoch`` counts the times it started again from 1;
   ``confirmed_seq``, what the hub has confirmed to it; ``device_last_seq``, the
