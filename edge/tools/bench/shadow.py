@@ -1,20 +1,23 @@
 """``edge bench --shadow``: the serving latency with and without a shadow engine.
 
 Three daemons in turn, on the same studies (views ``MODALITY_GAP_S`` apart, as a
-modality sends them): no shadow; a shadow engine under the configuration's budget
-(``engine.shadow``); and a shadow engine without a budget (every image, whatever
-waits). The candidate is a copy of the serving bundle under another version: a
-retrained model of the same architecture costs what it costs. The figure that
-matters is the serving p50's change with the budget; what the shadow scored and
-skipped comes from each daemon's health.
+modality sends them), in :data:`ROUNDS` rounds in rotating order so that the load's
+drift over the minutes of a run falls on all three alike: no shadow; a shadow engine
+under the configuration's budget (``engine.shadow``); and a shadow engine without a
+budget (every image, whatever waits). The candidate is a copy of the serving bundle
+under another version: a retrained model of the same architecture costs what it
+costs. The figure that matters is the serving p50's change with the budget; what the
+shadow scored and skipped comes from each daemon's health.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,8 @@ from edge.tools.bench.report import summary
 from edge.tools.bench.runner import BenchOptions, base_config, machine
 from edge.tools.bench.session import MODALITY_GAP_S, BenchSession
 
+#: rounds of the three runs, each round in another order; ``--repeats`` split over them
+ROUNDS = 3
 #: the budget-free shadow: every image, even while others wait
 UNBUDGETED = ShadowConfig(when_idle=False, max_share=1.0)
 
@@ -73,22 +78,30 @@ def _runs(options: BenchOptions, config: Config, work: Path) -> dict[str, Any]:
     free = config.model_copy(
         update={"engine": config.engine.model_copy(update={"shadow": UNBUDGETED})}
     )
-    runs = {}
+    variants = [
+        ("no_shadow", config, False),
+        ("shadow_budgeted", budgeted, True),
+        ("shadow_unbudgeted", free, True),
+    ]
+    pooled: dict[str, tuple[list[Any], Counter[str]]] = {
+        name: ([], Counter()) for name, _, _ in variants
+    }
+    per_round = max(1, math.ceil(plan.repeats / ROUNDS))
     with BenchSession(config, work, cases) as session:
-        for name, variant, shadowed in (
-            ("no_shadow", config, False),
-            ("shadow_budgeted", budgeted, True),
-            ("shadow_unbudgeted", free, True),
-        ):
-            clear_shadow(store)
-            if shadowed:
-                set_shadow(store, candidate, *_checks(config))
-            session.config = variant
-            samples, health = session.serving_latency(
-                f"daemon-{name}", options.encodings, plan.repeats
-            )
-            runs[name] = _figures(samples, health)
-    return runs
+        for round_ in range(ROUNDS):
+            # Each round in another order: the box's load drifts over minutes, and no
+            # variant may always run first or last.
+            for name, variant, shadowed in variants[round_:] + variants[:round_]:
+                clear_shadow(store)
+                if shadowed:
+                    set_shadow(store, candidate, *_checks(config))
+                session.config = variant
+                samples, health = session.serving_latency(
+                    f"daemon-{name}-{round_ + 1}", options.encodings, per_round
+                )
+                pooled[name][0].extend(samples)
+                pooled[name][1].update(health.get("counters", {}))
+    return {name: _figures(samples, counters) for name, (samples, counters) in pooled.items()}
 
 
 def _install_candidate(config: Config, store: EngineStore, work: Path) -> EngineRef:
@@ -116,8 +129,7 @@ def _checks(config: Config) -> tuple[TrustPolicy, SelfTest, StepReport]:
     return TrustPolicy([], allow_unsigned=True), selftest_on_serving_backend(config), quiet
 
 
-def _figures(samples: list[Any], health: dict[str, Any]) -> dict[str, Any]:
-    counters = health.get("counters", {})
+def _figures(samples: list[Any], counters: Counter[str]) -> dict[str, Any]:
     return {
         "e2e": summary(sample.e2e_ms for sample in samples),
         "infer": summary(sample.timings_ms.get("infer", 0.0) for sample in samples),
