@@ -36,6 +36,8 @@ from edge.tools.bench.session import MODALITY_GAP_S, BenchSession
 
 #: rounds of the three runs, each round in another order; ``--repeats`` split over them
 ROUNDS = 3
+#: the health counters the runs report, summed over the rounds
+SHADOW_COUNTERS = ("shadow_scored", "shadow_skipped")
 #: the budget-free shadow: every image, even while others wait
 UNBUDGETED = ShadowConfig(when_idle=False, max_share=1.0)
 
@@ -100,7 +102,8 @@ def _runs(options: BenchOptions, config: Config, work: Path) -> dict[str, Any]:
                     f"daemon-{name}-{round_ + 1}", options.encodings, per_round
                 )
                 pooled[name][0].extend(samples)
-                pooled[name][1].update(health.get("counters", {}))
+                counters = health.get("counters", {})
+                pooled[name][1].update({key: counters.get(key, 0) for key in SHADOW_COUNTERS})
     return {name: _figures(samples, counters) for name, (samples, counters) in pooled.items()}
 
 
