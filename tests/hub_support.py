@@ -290,3 +290,17 @@ def postgres_database() -> str:
         atexit.register(cluster.stop)
         _shared_cluster.append(cluster)
     return _shared_cluster[0].new_database()
+
+
+def shadow_companion(result: dict[str, Any], shadow: dict[str, Any]) -> dict[str, Any]:
+    """The companion ``edge.shadow/1`` a box sends after ``result`` (which it marks
+    ``shadow_follows``), carrying ``shadow``: ``model``, ``study``, ``breasts``,
+    ``images`` and ``skipped`` of the engine that scored in shadow."""
+    result["shadow_follows"] = True
+    return {
+        "schema": "edge.shadow/1",
+        "result_id": result["id"],
+        **{key: result[key] for key in ("seq", "site", "device", "study_uid", "created_at")},
+        "serving_model": result["model"],
+        **shadow,
+    }

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hub_support import hub_table, postgres_database, result_document
+from hub_support import hub_table, postgres_database, result_document, shadow_companion
 from schemas import conforms
 from sqlalchemy import Engine, func, select
 
@@ -57,7 +57,6 @@ def store(engine: Engine, documents: list[dict[str, Any]]) -> None:
         result = {key: value for key, value in document.items() if key != "shadow"}
         messages.append(("results", result))
         if "shadow" in document:
-            result["shadow_follows"] = True
             messages.append(("shadow", companion(result, document["shadow"])))
     records = [
         decode(f"edge/clinic-1/box-1/{leaf}", json.dumps(d).encode(), "edge")
@@ -67,13 +66,7 @@ def store(engine: Engine, documents: list[dict[str, Any]]) -> None:
 
 
 def companion(result: dict[str, Any], shadow: dict[str, Any]) -> dict[str, Any]:
-    document = {
-        "schema": "edge.shadow/1",
-        "result_id": result["id"],
-        **{key: result[key] for key in ("seq", "site", "device", "study_uid", "created_at")},
-        "serving_model": result["model"],
-        **shadow,
-    }
+    document = shadow_companion(result, shadow)
     conforms(document)
     return document
 

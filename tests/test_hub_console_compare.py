@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from console_support import close_clients, console_in_process, login
-from hub_support import postgres_database, result_document
+from hub_support import postgres_database, result_document, shadow_companion
 
 from edge.hub.config import load_hub_config
 from edge.hub.console.users import add_user, new_token
@@ -38,14 +38,15 @@ def shadowed_messages(
     """(topic, document) of what a box sends for a study engine ``1`` served and engine
     ``2`` scored in shadow: the one place the tests spell the shadow's format."""
     document = result_document(site, "box-1", seq, score=score)
-    document["shadow"] = {
+    shadow = {
         "model": {"name": "demo", "version": "2", "sha256": "b" * 64, "backend": "onnxruntime"},
         "study": {"score": shadow, "suspicious": shadow >= 0.4, "threshold": 0.4},
         "breasts": {"L": {"score": shadow, "suspicious": shadow >= 0.4}},
         "images": [{"sop_uid": document["images"][0]["sop_uid"], "score": shadow}],
         "skipped": skipped,
     }
-    return [(f"edge/{site}/box-1/results", document)]
+    companion = shadow_companion(document, shadow)
+    return [(f"edge/{site}/box-1/results", document), (f"edge/{site}/box-1/shadow", companion)]
 
 
 def _documents() -> list[tuple[str, dict[str, Any]]]:
@@ -89,7 +90,8 @@ def console(
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     messages = _documents()
     Store(writer).write([decode(t, json.dumps(d).encode(), "edge") for t, d in messages], now)
-    record_outcomes(writer, _outcomes([d for _, d in messages]), "quality-lead", now)
+    results = [d for topic, d in messages if topic.endswith("/results")]
+    record_outcomes(writer, _outcomes(results), "quality-lead", now)
     token = new_token(config.console.users_file, "vic")
     with console_in_process(config, reader, writer) as base:
         yield Console(base, token)
@@ -132,8 +134,8 @@ def test_the_page_shows_the_comparison_counted_from_the_stored_rows(console: Con
         assert "Outcomes known for 5 of these studies (2 cancers)" in section
         assert section.count("<circle") == len(PAIRS)
         assert "1.000 (" in section  # engine 1's sensitivity and AUC on its own cancers
-        for _, document in _documents():
-            assert document["accession"] not in page.text
+        for topic, document in _documents():
+            assert topic.endswith("/shadow") or document["accession"] not in page.text
             assert document["study_uid"] not in page.text
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,6 +19,7 @@ from engine_bundles import edge_cli, image_header, make_bundle
 from journal_builders import image_score
 from schemas import conforms
 from support import write_config
+from test_journal_recovery import FILES_PAGES, overwrite_root_pages
 
 from edge.bundle.manifest import load_bundle
 from edge.config import ShadowConfig, load_config
@@ -25,7 +27,8 @@ from edge.engines.engine import Engine
 from edge.engines.shadow import SHADOW, ShadowBudget
 from edge.engines.store import EngineStore
 from edge.errors import ConfigError
-from edge.journal import Journal
+from edge.journal import FILENAME, Journal
+from edge.journal.recovery import open_journal
 from edge.messages.result import result_message
 from edge.messages.shadow import shadow_message
 from edge.pipeline.infer import InferenceWorker
@@ -324,3 +327,30 @@ def test_an_invalid_shadow_budget_fails_at_load_with_its_key(tmp_path: Path) -> 
     path = write_config(tmp_path, 1883, engine={"shadow": {"idle": True}})
     with pytest.raises(ConfigError, match=r"engine\.shadow\.idle"):
         load_config(path)
+
+
+def test_a_recovered_journal_keeps_the_shadow_scores_and_the_companions(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    journal = Journal.open(state, device="box-1")
+    serving = image_score(tmp_path / "x.dcm", sop_uid="9", study_uid="9").engine
+    candidate = dataclasses.replace(serving, version="B", sha256="b" * 64)
+    closed = image_score(tmp_path / "a.dcm", sop_uid="1.1", study_uid="1.9")
+    still_open = image_score(tmp_path / "b.dcm", sop_uid="1.2", study_uid="1.8")
+    for score in (closed, still_open):
+        journal.image_scored(score)
+        journal.image_shadowed(score.header.sop_uid, ShadowScore(candidate, 0.75, 0.4))
+    journal.record_result(assembler_result([closed]), "t/results", lambda n: ("a" * 32, b"{}"))
+    journal.record_companion("a" * 32, "t/shadow", lambda n: b"companion")
+    journal.close()
+    db = sqlite3.connect(state / FILENAME)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    overwrite_root_pages(state / FILENAME, *FILES_PAGES)
+
+    recovered, recovery = open_journal(state, device="box-1", outbox_max=10)
+    assert recovery is not None
+    (companion,) = recovered.companions_waiting(10)
+    assert (companion.seq, companion.payload) == (1, b"companion")
+    assert recovered.open_shadow_scores() == {"1.2": ShadowScore(candidate, 0.75, 0.4)}
+    recovered.close()

@@ -48,7 +48,9 @@ log = logging.getLogger(__name__)
 #: where damaged journals are kept, under ``state_dir``
 DAMAGED_DIR = "journal-damaged"
 #: what a new journal takes over from a damaged one, in this order
-CARRIED_TABLES = ("results", "images", "confirmations")
+#: parents before the rows that reference them (``shadow_images`` -> ``images``,
+#: ``shadow_results`` -> ``results``)
+CARRIED_TABLES = ("results", "images", "confirmations", "shadow_images", "shadow_results")
 _SIDE_FILES = ("-wal", "-shm")
 
 

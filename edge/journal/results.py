@@ -13,6 +13,7 @@ results beyond that wait in ``results`` and move up in order as room frees.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from edge.types import (
     IncomingFile,
     StudyResult,
 )
+
+log = logging.getLogger(__name__)
 
 
 class ResultRows(JournalBase):
@@ -139,22 +142,29 @@ class ResultRows(JournalBase):
     def restore(self, rows: dict[str, list[dict[str, Any]]], last_seq: int) -> None:
         """Fill this new journal with what a damaged one still held
         (:mod:`edge.journal.recovery`), and continue ``seq`` from ``last_seq``."""
+        orphans = 0
         with self._transaction(durable=True) as db:
             for table, table_rows in rows.items():
                 columns = [str(row[1]) for row in db.execute(f"PRAGMA table_info({table})")]
                 for row in table_rows:
                     known = [column for column in columns if column in row]
-                    db.execute(
-                        f"INSERT OR IGNORE INTO {table} ({', '.join(known)})"
-                        f" VALUES ({', '.join('?' * len(known))})",
-                        [row[column] for column in known],
-                    )
+                    try:
+                        db.execute(
+                            f"INSERT OR IGNORE INTO {table} ({', '.join(known)})"
+                            f" VALUES ({', '.join('?' * len(known))})",
+                            [row[column] for column in known],
+                        )
+                    except sqlite3.IntegrityError:  # its parent row was not readable
+                        orphans += 1
             db.execute(
                 "INSERT INTO sequence (device, seq) VALUES (?, ?)"
                 " ON CONFLICT (device) DO UPDATE SET seq = max(seq, excluded.seq)",
                 (self.device, last_seq),
             )
             self._fill_outbox(db)
+        if orphans:
+            log.warning("%d rows of the damaged journal left out: what they belong to was lost",
+                        orphans)  # fmt: skip
 
     def _next_seq(self, db: sqlite3.Connection) -> int:
         db.execute(
