@@ -32,7 +32,7 @@ from edge.journal.recovery import open_journal
 from edge.messages.result import result_message
 from edge.messages.shadow import shadow_message
 from edge.pipeline.infer import InferenceWorker
-from edge.pipeline.shadow_study import JournalledResult, ShadowCompanions
+from edge.pipeline.shadow_study import JournalledResult, ShadowCompanions, shadow_result
 from edge.pipeline.study import StudyAssembler
 from edge.types import (
     STANDARD_VIEWS,
@@ -122,7 +122,7 @@ def test_the_serving_score_goes_on_before_the_shadow_scores_and_is_unchanged(
 
     result = assembler_result(list(got.values()))
     assert sink.gathered.follows(result)
-    sink.gathered.journalled(JournalledResult(result, 7, "f" * 32))
+    sink.gathered.journalled(JournalledResult.of(result, 7, "f" * 32))
     ((shadow, journalled),) = sink.companions
     assert journalled.seq == 7 and shadow.engine == b.info
     assert shadow.skipped == 0 and shadow.threshold == 0.4
@@ -166,7 +166,7 @@ def test_a_companion_waits_for_its_last_shadow_score_and_only_for_it() -> None:
         gathered.shadowed(image.header.sop_uid, ShadowScore(candidate, 0.6, 0.5))
     gathered.expect(images[3].header.sop_uid)
     result = assembler_result(images)
-    gathered.journalled(JournalledResult(result, 1, "a" * 32))
+    gathered.journalled(JournalledResult.of(result, 1, "a" * 32))
     assert companions == [] and gathered.waiting == 1  # the result went; its companion waits
     gathered.shadowed(images[3].header.sop_uid, None)  # the shadow failed on the last one
     ((shadow, journalled),) = companions
@@ -179,7 +179,7 @@ def test_a_companion_waits_for_its_last_shadow_score_and_only_for_it() -> None:
     ]
     plain = assembler_result(others)
     assert not gathered.follows(plain)
-    gathered.journalled(JournalledResult(plain, 2, "b" * 32))
+    gathered.journalled(JournalledResult.of(plain, 2, "b" * 32))
     assert len(companions) == 1 and gathered.waiting == 0
 
 
@@ -261,7 +261,7 @@ def test_shadow_scores_survive_a_restart_in_the_journal(tmp_path: Path) -> None:
     assert assembler.restore(reopened.open_study_scores()) == []  # two views: still open
     reopened.close()
     (result,) = assembler.due(now=1e12)
-    gathered.journalled(JournalledResult(result, 1, "c" * 32))
+    gathered.journalled(JournalledResult.of(result, 1, "c" * 32))
     ((shadow, _),) = companions
     assert shadow.engine == candidate
     assert shadow.skipped == 1 and shadow.images == (("1.2", 0.75),)
@@ -354,3 +354,34 @@ def test_a_recovered_journal_keeps_the_shadow_scores_and_the_companions(tmp_path
     assert (companion.seq, companion.payload) == (1, b"companion")
     assert recovered.open_shadow_scores() == {"1.2": ShadowScore(candidate, 0.75, 0.4)}
     recovered.close()
+
+
+def test_a_result_journalled_without_its_companion_is_found_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    journal = Journal.open(tmp_path, device="box-1")
+    serving = image_score(tmp_path / "x.dcm", sop_uid="9", study_uid="9").engine
+    candidate = dataclasses.replace(serving, version="B", sha256="b" * 64)
+    scores = [
+        image_score(tmp_path / f"{sop}.dcm", sop_uid=sop, study_uid="1.9", view=view)
+        for sop, view in (("1.1", "CC"), ("1.2", "MLO"))
+    ]
+    for score in scores:
+        journal.image_scored(score)
+    journal.image_shadowed("1.1", ShadowScore(candidate, 0.75, 0.4))  # 1.2's never came
+    result = assembler_result(scores)
+    journal.record_result(result, "t/results", lambda n: ("a" * 32, b"{}"))
+    plain = image_score(tmp_path / "p.dcm", sop_uid="2.1", study_uid="2.9")
+    journal.image_scored(plain)  # a result nobody shadowed
+    journal.record_result(assembler_result([plain]), "t/results", lambda n: ("b" * 32, b"{}"))
+    journal.close()
+
+    reopened = Journal.open(tmp_path, device="box-1")
+    (pending,) = reopened.unaccompanied()
+    assert (pending.seq, pending.id, pending.study_uid) == (1, "a" * 32, "1.9")
+    assert [image.header.sop_uid for image in pending.images] == ["1.1", "1.2"]
+    shadow = shadow_result(pending.images, pending.shadows)
+    assert shadow is not None and shadow.skipped == 1 and shadow.images == (("1.1", 0.75),)
+    reopened.record_companion("a" * 32, "t/shadow", lambda n: b"companion")
+    assert reopened.unaccompanied() == []
+    reopened.close()

@@ -45,6 +45,17 @@ def collector(broker: Broker, tmp_path: Path) -> Iterator[tuple[CollectorProcess
         process.stop(signal.SIGKILL)
 
 
+@pytest.fixture
+def running() -> Iterator[list[DaemonProcess]]:
+    """The daemons a test starts: any still running at its end (a failed assertion) is
+    killed, so that no daemon outlives its test."""
+    daemons: list[DaemonProcess] = []
+    yield daemons
+    for daemon in daemons:
+        if daemon.alive():
+            daemon.stop(signal.SIGKILL)
+
+
 def install_engines(tmp_path: Path, port: int) -> Path:
     private, public = make_key(tmp_path / "keys", "vendor")
     config = write_config(
@@ -123,11 +134,16 @@ def image_scores(result: dict[str, Any]) -> list[float]:
 
 
 def test_serve_a_shadow_b_compare_then_activate_b(
-    tmp_path: Path, broker: Broker, subscriber: Subscriber, collector: tuple[CollectorProcess, str]
+    tmp_path: Path,
+    broker: Broker,
+    subscriber: Subscriber,
+    collector: tuple[CollectorProcess, str],
+    running: list[DaemonProcess],
 ) -> None:
     _, url = collector
     config = install_engines(tmp_path, broker.port)
     daemon = DaemonProcess(config)
+    running.append(daemon)
     daemon.start()
     daemon.wait_log(SERVING, timeout=120)
     export = tmp_path / "export"
@@ -222,7 +238,7 @@ def test_serve_a_shadow_b_compare_then_activate_b(
 
 
 def test_restart_hot_swap_and_rollback_keep_the_shadow(
-    tmp_path: Path, broker: Broker, subscriber: Subscriber
+    tmp_path: Path, broker: Broker, subscriber: Subscriber, running: list[DaemonProcess]
 ) -> None:
     config = install_engines(tmp_path, broker.port)
     private = tmp_path / "keys" / "vendor.key"
@@ -235,6 +251,7 @@ def test_restart_hot_swap_and_rollback_keep_the_shadow(
     for step, serving in (("start", "A"), ("activate C", "C"), ("rollback", "A"), ("restart", "A")):
         if step == "start" or step == "restart":
             daemon = DaemonProcess(config)
+            running.append(daemon)
             daemon.start()
             daemon.wait_log(SERVING, timeout=120)
             daemon.wait_log("engine test-engine B now scores in shadow", timeout=120)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edge.types import ImageScore, ShadowScore
+
 
 @dataclass(frozen=True)
 class FileRecord:
@@ -40,6 +42,18 @@ class Companion:
     seq: int
     topic: str
     payload: bytes
+
+
+@dataclass(frozen=True)
+class Unaccompanied:
+    """A journalled result whose images were scored in shadow but that has no
+    companion: the box stopped between journalling the one and the other."""
+
+    seq: int
+    id: str
+    study_uid: str
+    images: tuple[ImageScore, ...]
+    shadows: dict[str, ShadowScore]
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ class ResultRows(JournalBase):
                 "SELECT * FROM images WHERE result_entry IS NULL ORDER BY scored_at"
             ).fetchall()
         now = time.monotonic()
-        return [_image_score(row, now) for row in rows]
+        return [image_score_of(row, now) for row in rows]
 
     def record_result(
         self, result: StudyResult, topic: str, encode: Callable[[int], tuple[str, bytes]]
@@ -244,7 +244,8 @@ class ResultRows(JournalBase):
         ]
 
 
-def _image_score(row: sqlite3.Row, detected_at: float) -> ImageScore:
+def image_score_of(row: sqlite3.Row, detected_at: float) -> ImageScore:
+    """The ``ImageScore`` an ``images`` row holds (its file named by ``detected_at``)."""
     source = IncomingFile(Path(row["path"]), row["size"], row["mtime_ns"], detected_at, "journal")
     timings: dict[str, Any] = json.loads(row["timings"])
     header = ImageHeader(

@@ -10,11 +10,13 @@ so that a re-send request for the result's ``seq`` sends the companion again too
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 
 from edge.journal.database import JournalBase
-from edge.journal.records import Companion
+from edge.journal.records import Companion, Unaccompanied
+from edge.journal.results import image_score_of
 from edge.types import EngineInfo, ShadowScore
 
 #: the engine columns' suffixes, in EngineInfo's order
@@ -23,6 +25,11 @@ ENGINE_KEYS = ("name", "version", "sha256", "backend")
 
 def _engine_columns(engine: EngineInfo) -> tuple[str, str, str, str]:
     return engine.name, engine.version, engine.sha256, engine.backend
+
+
+def _shadow_score(row: sqlite3.Row) -> ShadowScore:
+    engine = EngineInfo(*(row[f"engine_{key}"] for key in ENGINE_KEYS))
+    return ShadowScore(engine, row["score"], row["threshold"])
 
 
 class ShadowRows(JournalBase):
@@ -44,14 +51,39 @@ class ShadowRows(JournalBase):
                 "SELECT shadow_images.* FROM shadow_images JOIN images USING (sop_uid)"
                 " WHERE images.result_entry IS NULL"
             ).fetchall()
-        return {
-            row["sop_uid"]: ShadowScore(
-                EngineInfo(*(row[f"engine_{key}"] for key in ENGINE_KEYS)),
-                row["score"],
-                row["threshold"],
-            )
-            for row in rows
-        }
+        return {row["sop_uid"]: _shadow_score(row) for row in rows}
+
+    def unaccompanied(self) -> list[Unaccompanied]:
+        """Results whose images were scored in shadow and that have no companion."""
+        with self._reading() as db:
+            results = db.execute(
+                "SELECT DISTINCT results.entry, results.seq, results.id, results.study_uid"
+                " FROM results JOIN images ON images.result_entry = results.entry"
+                " JOIN shadow_images USING (sop_uid)"
+                " WHERE results.entry NOT IN (SELECT result_entry FROM shadow_results)"
+                " ORDER BY results.entry"
+            ).fetchall()
+            found = []
+            for entry, seq, result_id, study_uid in results:
+                images = db.execute(
+                    "SELECT * FROM images WHERE result_entry = ? ORDER BY sop_uid", (entry,)
+                ).fetchall()
+                shadows = db.execute(
+                    "SELECT shadow_images.* FROM shadow_images JOIN images USING (sop_uid)"
+                    " WHERE images.result_entry = ?",
+                    (entry,),
+                ).fetchall()
+                now = time.monotonic()
+                found.append(
+                    Unaccompanied(
+                        seq,
+                        result_id,
+                        study_uid,
+                        tuple(image_score_of(row, now) for row in images),
+                        {row["sop_uid"]: _shadow_score(row) for row in shadows},
+                    )
+                )
+        return found
 
     def record_companion(
         self, result_id: str, topic: str, encode: Callable[[int], bytes]

@@ -155,11 +155,11 @@ class ResultJournal:
             return False
         log.info("study %s: result seq %d journalled", study_hash(result.study_uid), seq)
         self._wake_publisher()
-        self.companions.journalled(JournalledResult(result, seq, named[-1]))
+        self.companions.journalled(JournalledResult.of(result, seq, named[-1]))
         return True
 
     def _journal_companion(self, shadow: ShadowResult, journalled: JournalledResult) -> bool:
-        config, result = self._config, journalled.result
+        config = self._config
 
         def payload(seq: int) -> bytes:
             return encode(
@@ -169,8 +169,8 @@ class ResultJournal:
                     seq=seq,
                     site=config.site,
                     device=config.device,
-                    study_uid=result.study_uid,
-                    serving=result.engine,
+                    study_uid=journalled.study_uid,
+                    serving=journalled.engine,
                 )
             )
 

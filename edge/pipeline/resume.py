@@ -15,6 +15,7 @@ from edge.errors import JournalError
 from edge.health.incidents import Incidents
 from edge.journal import Journal
 from edge.pipeline.results import ResultJournal
+from edge.pipeline.shadow_study import JournalledResult, shadow_result
 from edge.pipeline.study import StudyAssembler
 
 log = logging.getLogger(__name__)
@@ -33,12 +34,28 @@ def resume_from_journal(
     results.companions.restore(journal.open_shadow_scores())
     for result in assembler.restore(scores):
         results.assembled(result)
+    _companions_not_journalled(journal, results)
     if unfinished or scores:
         log.info(
             "resuming: %d scored images of open studies, %d files not yet scored",
             len(scores),
             len(unfinished),
         )
+
+
+def _companions_not_journalled(journal: Journal, results: ResultJournal) -> None:
+    """Make the companions the daemon stopped before journalling (between its result's
+    commit and the last shadow score, a few milliseconds), from the journalled scores."""
+    for pending in journal.unaccompanied():
+        engine = pending.images[0].engine
+        shadow = shadow_result(pending.images, pending.shadows)
+        if shadow is None:
+            continue
+        journalled = JournalledResult(
+            pending.seq, pending.id, pending.study_uid, engine, pending.images
+        )
+        log.info("result seq %d: its shadow companion made again after the restart", pending.seq)
+        results.companion(shadow, journalled)
 
 
 def _note_gone(journal: Journal, incidents: Incidents, path: Path) -> None:

@@ -23,7 +23,14 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from edge.types import BreastScore, ImageScore, ShadowResult, ShadowScore, StudyResult
+from edge.types import (
+    BreastScore,
+    EngineInfo,
+    ImageScore,
+    ShadowResult,
+    ShadowScore,
+    StudyResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +40,18 @@ SCORES_KEPT = 10_000
 
 @dataclass(frozen=True)
 class JournalledResult:
-    """A result as the journal numbered it: what its companion names."""
+    """A result as the journal numbered it: what its companion names and is made of."""
 
-    result: StudyResult
     seq: int
     id: str
+    study_uid: str
+    #: the serving engine
+    engine: EngineInfo
+    images: tuple[ImageScore, ...]
+
+    @classmethod
+    def of(cls, result: StudyResult, seq: int, result_id: str) -> JournalledResult:
+        return cls(seq, result_id, result.study_uid, result.engine, result.images)
 
 
 #: journals a result's companion (:meth:`edge.pipeline.results.ResultJournal.shadowed`)
@@ -84,7 +98,7 @@ class ShadowCompanions:
     def journalled(self, journalled: JournalledResult) -> None:
         """``journalled`` has its seq and id: its companion goes once its scores are in."""
         with self._lock:
-            images = journalled.result.images
+            images = journalled.images
             if not any(self._shadowing(image.header.sop_uid) for image in images):
                 return
             self._waiting[journalled.id] = journalled
@@ -109,12 +123,12 @@ class ShadowCompanions:
         ready = []
         with self._lock:
             for result_id, journalled in list(self._waiting.items()):
-                sops = [image.header.sop_uid for image in journalled.result.images]
+                sops = [image.header.sop_uid for image in journalled.images]
                 if any(sop in self._expected for sop in sops):
                     continue
                 del self._waiting[result_id]
                 scores = {sop: self._scores.pop(sop) for sop in sops if sop in self._scores}
-                shadow = shadow_result(journalled.result.images, scores)
+                shadow = shadow_result(journalled.images, scores)
                 if shadow is not None:
                     ready.append((shadow, journalled))
         for shadow, journalled in ready:
