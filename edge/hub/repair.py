@@ -45,6 +45,9 @@ class GapRepair:
         self._prefix = prefix
         self._after_s = resend_after_s
         self._next_check = 0.0
+        #: results whose companion is missing, as last read, and when to read them again
+        self._companions: list[Gap] = []
+        self._next_companion_check = 0.0
         #: gap -> (when to ask next, the interval after that)
         self._asked: dict[GapKey, tuple[float, float]] = {}
 
@@ -60,10 +63,21 @@ class GapRepair:
             for gap in find_gaps(connection, site=site, device=device)
             if gap.epoch == epoch
         ]
-        gaps += missing_companions(connection, now=utc_now(), window_s=COMPANION_WINDOW_S)
+        gaps += self._missing_companions(connection)
         open_keys = {_key(gap) for gap in gaps}
         self._asked = {key: value for key, value in self._asked.items() if key in open_keys}
         return sum(self._ask(gap) for gap in gaps if self._is_due(gap))
+
+    def _missing_companions(self, connection: Connection) -> list[Gap]:
+        """The results missing their companion, read again every ``resend_after_s`` (at
+        least :data:`CHECK_EVERY_S`): it reads a day of results, which a missing result
+        range does not need, and nothing about a companion is asked sooner anyway."""
+        if time.monotonic() >= self._next_companion_check:
+            self._next_companion_check = time.monotonic() + max(CHECK_EVERY_S, self._after_s)
+            self._companions = missing_companions(
+                connection, now=utc_now(), window_s=COMPANION_WINDOW_S
+            )
+        return self._companions
 
     def _is_due(self, gap: Gap) -> bool:
         asked = self._asked.get(_key(gap))
