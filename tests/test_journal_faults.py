@@ -116,8 +116,12 @@ def test_a_journal_damaged_beneath_the_daemon_costs_no_file_and_is_recovered_at_
     replaced = health["journal"]["replaced"]
     assert replaced["last_seq"] == 1 and replaced["seq_from"] == "sequence"
     assert Path(replaced["kept_at"], FILENAME).is_file()
-    # The waiting study is scored now, numbered after what the old journal held.
+    # The waiting study is scored now, numbered after what the old journal held. The
+    # first result may come again before it, byte for byte: when the damage came
+    # before its PUBACK was journalled, it was never marked delivered (at least once).
     (second,) = results(scored, 1)
+    while second == first:
+        (second,) = results(scored, 1)
     assert second["seq"] == 2 and second["id"] != first["id"]
     health = subscriber.wait_health(lambda h: h["counters"]["processed"] == 4, 60)
     assert "journal_failed" not in health["alarms"]
