@@ -65,6 +65,20 @@ def test_file_cut_inside_its_header(tmp_path: Path) -> None:
     assert reason_of(tmp_path / "cut.dcm") == "truncated"
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on a cut UID, before we refuse
+def test_a_file_cut_at_any_byte_of_its_file_meta_is_refused_with_a_reason(
+    tmp_path: Path,
+) -> None:
+    data = build(tmp_path / "whole.dcm", encoding="rle").read_bytes()
+    cut = tmp_path / "cut.dcm"
+    reasons = set()
+    for end in range(128, 360):  # from the preamble's end through the file meta
+        cut.write_bytes(data[:end])
+        reasons.add(reason_of(cut))
+    # an element cut short may read as a wrong length (malformed) rather than an early end
+    assert reasons <= {"not_dicom", "truncated", "malformed"} and "truncated" in reasons
+
+
 def test_a_header_claiming_60000_by_60000_is_refused_before_any_allocation(
     tmp_path: Path,
 ) -> None:
@@ -257,9 +271,10 @@ def mutate(data: bytes, mutations: list[tuple[str, float, bytes]]) -> bytes:
     return bytes(buffer)
 
 
-@pytest.mark.filterwarnings(
-    "ignore::UserWarning"
-)  # pydicom warns on broken input, then we refuse it
+# pydicom warns on broken input, then we refuse it; and Hypothesis warns that a failing
+# case's report (the real files among its arguments) is large, which would hide the failure.
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 @settings(
     max_examples=200,
     deadline=None,

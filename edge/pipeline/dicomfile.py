@@ -19,6 +19,7 @@ import io
 import os
 import re
 import stat
+import struct
 import zlib
 from collections.abc import Callable
 from io import BytesIO
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_partial, read_preamble
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
@@ -140,11 +141,15 @@ def _parse(stream: BinaryIO, path: Path, reached: list[bool] | None, limit: int)
         raise
     except EOFError as exc:
         raise IngestError("truncated", f"the data set ends early: {plain(exc)}") from exc
+    except struct.error as exc:  # pydicom unpacking a tag or length the file cuts short
+        detail = f"the data set ends inside an element: {plain(exc)}"
+        raise IngestError("truncated", detail) from exc
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         # pydicom raises these for malformed elements; its text names the element,
         # and sometimes quotes the value, which plain() takes out.
         raise IngestError("malformed", f"the data set cannot be parsed: {plain(exc)}") from exc
-    except (NotImplementedError, OverflowError, RecursionError, zlib.error) as exc:
+    except (NotImplementedError, OverflowError, RecursionError, zlib.error,
+            BytesLengthException) as exc:  # fmt: skip
         reason = f"{type(exc).__name__}: {plain(exc)}"
         raise IngestError("malformed", f"the data set cannot be parsed: {reason}") from exc
 
