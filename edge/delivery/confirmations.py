@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from edge.delivery import protocol
+from edge.delivery.companions import CompanionStore
 from edge.delivery.stream import ResultStream
 from edge.errors import JournalError
-from edge.journal import Companion, OutboxEntry, Unconfirmed
+from edge.journal import OutboxEntry, Unconfirmed
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ class DeviceTopics:
     resend: str
 
 
-class DeliveryStore(Protocol):
-    """Where the results to deliver are kept: the journal."""
+class DeliveryStore(CompanionStore, Protocol):
+    """Where the results to deliver, and their companions, are kept: the journal."""
 
     def sendable_after(
         self, entry: int, *, replay: tuple[int, int] | None, limit: int
@@ -51,12 +52,6 @@ class DeliveryStore(Protocol):
     def confirm(self, seq: int, result_id: str) -> bool: ...
 
     def unconfirmed(self) -> Unconfirmed: ...
-
-    def companions_waiting(self, limit: int) -> list[Companion]: ...
-
-    def companion_delivered(self, entry: int) -> None: ...
-
-    def resend_companions(self, first_seq: int, last_seq: int | None) -> int: ...
 
 
 class HubReplies:

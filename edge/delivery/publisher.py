@@ -317,24 +317,24 @@ class Publisher:
                 return
             self._others.add(mid)
         now = time.monotonic()
-        while self._connected and self._room():
-            row = self._stream.peek(now)
-            if row is None:
-                break
-            try:
-                mid = self._link.publish(row.topic, row.payload)
-            except ConnectionError as exc:
-                log.warning("%s; will resend after reconnect", exc)
+        while self._connected and self._room() and (row := self._stream.peek(now)):
+            if (result_mid := self._publish_journalled(row.topic, row.payload)) is None:
                 return
-            self._stream.sent(mid, row)
+            self._stream.sent(result_mid, row)
         # The results' companions after them (edge.delivery.companions).
         while self._connected and self._room() and (companion := self._companions.peek(now)):
-            try:
-                mid = self._link.publish(companion.topic, companion.payload)
-            except ConnectionError as exc:
-                log.warning("%s; will resend after reconnect", exc)
+            companion_mid = self._publish_journalled(companion.topic, companion.payload)
+            if companion_mid is None:
                 return
-            self._companions.sent(mid, companion)
+            self._companions.sent(companion_mid, companion)
+
+    def _publish_journalled(self, topic: str, payload: bytes) -> int | None:
+        """Publish what the journal keeps; None: the link is down (it goes after reconnect)."""
+        try:
+            return self._link.publish(topic, payload)
+        except ConnectionError as exc:
+            log.warning("%s; will resend after reconnect", exc)
+            return None
 
     def _send_now(self, message: OutgoingMessage) -> None:
         if not self._connected:

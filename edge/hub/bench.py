@@ -19,12 +19,13 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, insert, select
 
 from edge.hub.aggregates import Tally, add_counts, engine_label, score_bin
+from edge.hub.database import utc_now as database_now
 from edge.hub.demo import DemoStudy, demo_health, demo_outcome, demo_study
 from edge.hub.messages import ResultRecord, parse_time
 from edge.hub.outcomes import parse_outcome
@@ -233,7 +234,8 @@ def time_calls(calls: dict[str, Callable[[], Any]], samples: int, report: Report
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    """The database's now (:func:`edge.hub.database.utc_now`) to the whole second."""
+    return database_now().replace(microsecond=0)
 
 
 def days_ago(now: datetime, days: int) -> date:

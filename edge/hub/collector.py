@@ -19,7 +19,6 @@ import queue
 import signal
 import threading
 import time
-from datetime import datetime, timezone
 from types import FrameType
 
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -27,6 +26,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from edge.common import signals
 from edge.delivery.protocol import confirm_message, encode
 from edge.hub.config import HubConfig
+from edge.hub.database import utc_now
 from edge.hub.errors import HubError
 from edge.hub.link import Delivery, SessionLink
 from edge.hub.messages import Record, Rejected, decode, oversized
@@ -181,7 +181,7 @@ class Collector:
         delay = 1.0
         while True:
             try:
-                return self.store.write([record for _, record in pairs], _utc_now())
+                return self.store.write([record for _, record in pairs], utc_now())
             except OperationalError as exc:
                 # Unreachable, locked or restarting: the batch waits, unacknowledged.
                 log.error("database unavailable, retrying in %.0fs: %s", delay, _one_line(exc.orig))
@@ -261,7 +261,3 @@ def _add(total: WriteReport, part: WriteReport) -> None:
 def _one_line(error: BaseException | None) -> str:
     """A driver's error message on one log line (psycopg's span several)."""
     return " ".join(str(error).split())
-
-
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)

@@ -35,11 +35,11 @@ from edge.hub.acl import box_acl, hub_acl
 from edge.hub.collector import Collector
 from edge.hub.compare import compare_engines
 from edge.hub.config import HubConfig, load_hub_config
-from edge.hub.database import open_database
+from edge.hub.database import open_database, utc_now
 from edge.hub.errors import HubError
 from edge.hub.link import publish_once
 from edge.hub.queries import find_gaps, list_devices, list_results, missing_companions
-from edge.hub.repair import COMPANION_WINDOW_S, utc_now
+from edge.hub.repair import COMPANION_WINDOW_S
 from edge.hub.report import as_json, comparison_text, devices_table, gaps_table, results_table
 from edge.hub.store import Store
 from edge.hub.tables import devices

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,8 @@ def _sqlite_engine(url: URL, *, writer: bool) -> Engine:
 
 def _safe(url: URL) -> str:
     return url.render_as_string(hide_password=True)
+
+
+def utc_now() -> datetime:
+    """Now, as the hub's tables store times: UTC, without a zone."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
 
 from sqlalchemy import Connection, func, or_, select
 
 from edge.delivery.protocol import ResendRequest, encode, resend_message
+from edge.hub.database import utc_now
 from edge.hub.link import SessionLink
 from edge.hub.queries import Gap, find_gaps, missing_companions
 from edge.hub.tables import devices
@@ -115,11 +115,6 @@ def devices_to_search(connection: Connection) -> list[tuple[str, str, int]]:
         or_(confirmed < devices.c.max_seq, devices.c.device_last_seq > devices.c.max_seq)
     )
     return [(row.site, row.device, row.epoch) for row in connection.execute(query)]
-
-
-def utc_now() -> datetime:
-    """Now, as the database stores times (UTC, naive)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def _key(gap: Gap) -> GapKey:

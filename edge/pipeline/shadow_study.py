@@ -17,7 +17,6 @@ others' images count as skipped, so that no shadow result mixes engines.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
@@ -31,8 +30,6 @@ from edge.types import (
     ShadowScore,
     StudyResult,
 )
-
-log = logging.getLogger(__name__)
 
 #: shadow scores kept for results not yet journalled (far more than are ever open)
 SCORES_KEPT = 10_000

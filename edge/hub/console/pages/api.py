@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import datetime, timezone
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -32,13 +31,10 @@ from edge.hub.console.shadows import engine_comparisons
 from edge.hub.console.users import User
 from edge.hub.console.web import api, console_of, json_response, read
 from edge.hub.console.worklist import worklist
+from edge.hub.database import utc_now
 from edge.hub.outcomes import OutcomeError, parse_outcome, record_outcomes
 
 MAX_BODY = 10 * 1024 * 1024
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def _bad(message: str, status: int = 400) -> Response:
@@ -47,7 +43,7 @@ def _bad(message: str, status: int = 400) -> Response:
 
 @api()
 async def devices_api(request: Request, user: User) -> Response:
-    rows = await read(request, fleet, _now())
+    rows = await read(request, fleet, utc_now())
     return json_response([{**dataclasses.asdict(row), "defect_rate": row.defect_rate}
                           for row in rows])  # fmt: skip
 
@@ -69,7 +65,7 @@ async def results_api(request: Request, user: User) -> Response:
 @api()
 async def metrics_api(request: Request, user: User) -> Response:
     try:
-        chosen = monitoring_selection(request.query_params, _now().date())
+        chosen = monitoring_selection(request.query_params, utc_now().date())
     except ParamError as exc:
         return _bad(str(exc))
     view = await read(request, monitoring, chosen, console_of(request).config.monitoring)
@@ -92,7 +88,7 @@ async def outcomes_api(request: Request, user: User) -> Response:
     try:
         records = [parse_outcome(item, index) for index, item in enumerate(raw)]
         effects = await run_in_threadpool(
-            record_outcomes, console_of(request).writer, records, user.name, _now()
+            record_outcomes, console_of(request).writer, records, user.name, utc_now()
         )
     except OutcomeError as exc:
         return _bad(str(exc), 422)

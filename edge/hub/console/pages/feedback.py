@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timezone
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -18,20 +17,17 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from edge.hub.console.web import Visit, error_page, page, render
+from edge.hub.database import utc_now
 from edge.hub.outcomes import Effect, OutcomeError, parse_outcome, record_outcomes
 
 MAX_CSV_BYTES = 20 * 1024 * 1024
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 async def take(visit: Visit, raw: list[Any]) -> list[Effect]:
     """Parse and record ``raw`` records as the visiting user; raises OutcomeError."""
     records = [parse_outcome(item, index) for index, item in enumerate(raw)]
     engine = visit.console.writer
-    return await run_in_threadpool(record_outcomes, engine, records, visit.user.name, _now())
+    return await run_in_threadpool(record_outcomes, engine, records, visit.user.name, utc_now())
 
 
 @page("reader")
@@ -39,7 +35,7 @@ async def study_outcome(visit: Visit) -> Response:
     assert visit.form is not None
     study_uid = visit.request.path_params["study_uid"]
     form = visit.form
-    read_at = str(form.get("read_at") or "") or _now().isoformat(timespec="seconds") + "Z"
+    read_at = str(form.get("read_at") or "") or utc_now().isoformat(timespec="seconds") + "Z"
     if "T" in read_at and not read_at.endswith("Z") and "+" not in read_at:
         read_at += "Z"  # a datetime-local field sends no offset: the console works in UTC
     birads = str(form.get("birads") or "")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from starlette.responses import Response
@@ -16,13 +15,10 @@ from edge.hub.console.params import ParamError, monitoring_selection, worklist_f
 from edge.hub.console.shadows import SCATTER_POINTS, EngineComparison, engine_comparisons
 from edge.hub.console.web import Visit, error_page, page, read, render
 from edge.hub.console.worklist import sites_and_engines, study, worklist
+from edge.hub.database import utc_now
 
 #: the fleet page reloads itself this often (a meta refresh: no script needed)
 FLEET_REFRESH_S = 30
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 @page()
