@@ -72,11 +72,24 @@ class FileRows(JournalBase):
         return taken is None
 
     def set_file_state(self, path: Path, state: str, reason: str | None = None) -> None:
-        """Move a file to ``decoded``, ``skipped``, ``quarantined`` or ``gone``."""
+        """Move a file to ``skipped``, ``quarantined`` or ``gone``."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE files SET state = ?, reason = ?, updated_at = ? WHERE path = ?",
                 (state, reason, time.time(), path_key(path)),
+            )
+
+    def file_decoded(self, path: Path) -> None:
+        """A ``seen`` file's image is in the engine's queue: it becomes ``decoded``.
+
+        Written after the hand-off, off the image's path to a result: a later state
+        that its scoring wrote first is kept.
+        """
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE files SET state = 'decoded', updated_at = ?"
+                " WHERE path = ? AND state = 'seen'",
+                (time.time(), path_key(path)),
             )
 
     def unfinished_files(self) -> list[FileRecord]:

@@ -153,8 +153,8 @@ class ResultJournal:
             with self._lock:
                 self._unjournalled.append(result)
             return False
-        log.info("study %s: result seq %d journalled", study_hash(result.study_uid), seq)
         self._wake_publisher()
+        log.info("study %s: result seq %d journalled", study_hash(result.study_uid), seq)
         self.companions.journalled(JournalledResult.of(result, seq, named[-1]))
         return True
 
