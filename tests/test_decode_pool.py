@@ -16,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mammo_files import build, header, real_pixels
+from mammo_files import build, header, incoming, real_pixels
 
-from edge.bundle.manifest import Preprocessing
-from edge.errors import IngestError
+from edge.bundle.manifest import Accepts, Preprocessing
+from edge.errors import IngestError, Skip
+from edge.pipeline.ingest import read_header
+from edge.pipeline.options import HeaderCheck
 from edge.pipeline.pool import ProcessDecoder, ThreadDecoder
 from edge.pipeline.study import StudyAssembler
 from edge.types import EngineInfo, ImageHeader, ImageScore, IncomingFile
@@ -36,6 +38,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         name: build(folder / f"{name}.dcm", encoding=name, laterality=side)
         for name, side in (("rle", "L"), ("j2k-lossless", "R"), ("jpeg-ls-lossless", "L"))
     }
+    made["ct"] = build(
+        folder / "ct.dcm", encoding="rle", edit=lambda ds: setattr(ds, "Modality", "CT")
+    )
     made["slow"] = build(
         folder / "slow.dcm", pixels=real_pixels((2048, 1664)), encoding="j2k-lossless"
     )
@@ -181,3 +186,79 @@ def test_the_order_decodes_finish_in_does_not_show_in_the_result() -> None:
         assert final is not None
         orders.add(tuple(score.header.sop_uid for score in final.images))
     assert orders == {("1.2", "1.9", "1.3", "1.4", "1.5")}
+
+
+CHECK = HeaderCheck(max_pixels=10**8, accepts=Accepts())
+
+
+@pytest.mark.parametrize("name", ["rle", "j2k-lossless", "jpeg-ls-lossless"])
+def test_a_file_begun_before_its_header_is_read_is_the_image_that_header_describes(
+    pool: ProcessDecoder, files: dict[str, Path], name: str
+) -> None:
+    """The worker reads the file once while the daemon reads its header: the input
+    is what a decode after the header gives, under the daemon's header and timings."""
+    taken = incoming(files[name])
+    decoding = pool.begin(taken, SPEC, CHECK)
+    image = read_header(taken, max_pixels=CHECK.max_pixels)
+    result = decoding.result(image, SPEC)
+    assert result.header is image and "header" in result.header.timings_ms
+    assert result.timings_ms["decode"] > 0
+    np.testing.assert_array_equal(result.tensor, ThreadDecoder(threads=1).run(image, SPEC).tensor)
+    decoding.abandon()  # taken: nothing left to let go
+
+
+def test_an_image_other_than_the_header_read_is_refused_as_changed(
+    pool: ProcessDecoder, files: dict[str, Path]
+) -> None:
+    """The file was replaced between the worker's reading and the daemon's."""
+    decoding = pool.begin(incoming(files["rle"]), SPEC, CHECK)
+    with pytest.raises(IngestError) as caught:
+        decoding.result(header(files["j2k-lossless"]), SPEC)
+    assert caught.value.reason == "changed"
+    # A file the worker skipped, where the daemon read a mammogram: changed too.
+    skipped = pool.begin(incoming(files["ct"]), SPEC, CHECK)
+    with pytest.raises(IngestError) as caught:
+        skipped.result(header(files["rle"]), SPEC)
+    assert caught.value.reason == "changed"
+
+
+def test_a_file_let_go_frees_its_worker_for_the_next(files: dict[str, Path]) -> None:
+    """Skipped at the daemon's header, or a duplicate: the one worker is let go and
+    serves the next file, whose own failure still comes back as its reason."""
+    single = ProcessDecoder(1, threads=1, timeout_s=120)
+    try:
+        skipped = incoming(files["ct"])
+        decoding = single.begin(skipped, SPEC, CHECK)
+        with pytest.raises(Skip):
+            read_header(skipped, max_pixels=CHECK.max_pixels)
+        decoding.abandon()
+        single.begin(incoming(files["rle"]), SPEC, CHECK).abandon()  # a duplicate
+        cut = incoming(files["cut"])
+        decoding = single.begin(cut, SPEC, CHECK)
+        with pytest.raises(IngestError) as caught:
+            decoding.result(read_header(cut, max_pixels=CHECK.max_pixels), SPEC)
+        assert caught.value.reason == "truncated"
+        taken = incoming(files["j2k-lossless"])
+        decoding = single.begin(taken, SPEC, CHECK)
+        result = decoding.result(read_header(taken, max_pixels=CHECK.max_pixels), SPEC)
+        assert result.tensor.shape == (1, 128, 104)
+    finally:
+        single.close()
+
+
+def test_inputs_held_in_shared_memory_are_never_overwritten(files: dict[str, Path]) -> None:
+    """One worker, more inputs held at once than it has shared slots (a busy engine
+    with a queue): every input stays the one its file gives, while held and after."""
+    single = ProcessDecoder(1, threads=1, timeout_s=120)
+    inline = ThreadDecoder(threads=1)
+    names = ["rle", "j2k-lossless", "jpeg-ls-lossless", "slow", "rle", "j2k-lossless"]
+    images = [header(files[name]) for name in names]
+    expected = [inline.run(image, SPEC).tensor for image in images]
+    try:
+        for _round in range(2):  # the second round on slots given back by the first
+            held = [single.run(image, SPEC) for image in images]
+            for result, want in zip(held, expected, strict=True):
+                np.testing.assert_array_equal(result.tensor, want)
+            del held
+    finally:
+        single.close()

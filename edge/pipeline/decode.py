@@ -45,16 +45,16 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from edge.bundle.manifest import Preprocessing
+from edge.bundle.manifest import Accepts, Preprocessing
 from edge.errors import IngestError
 from edge.pipeline import dicomfile
 from edge.pipeline.dicomfile import plain
 from edge.pipeline.frames import DECODE_ERRORS, FastDecode, Wanted, decode_fast
-from edge.pipeline.ingest import check_pixel_description
+from edge.pipeline.ingest import check_pixel_description, read_image
 from edge.pipeline.levels import DEFAULT_TOLERANCE, max_enlargement
 from edge.pipeline.preprocess import prepare
 from edge.pipeline.terms import uid_name
-from edge.types import ImageHeader, ModelInput
+from edge.types import ImageHeader, IncomingFile, ModelInput
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,6 @@ PREFERRED_PLUGINS: dict[str, tuple[str, ...]] = {
     JPEGLSNearLossless: ("pyjpegls",),
 }
 
-#: room for the header and encapsulation beyond the pixels themselves
-SLACK_BYTES = 16 << 20
 #: how pydicom and the codecs say that the data ran out
 TRUNCATION_SIGNS = ("shorter than expected", "less than expected", "truncat", "insufficient")
 
@@ -121,6 +119,38 @@ def load_model_input(
     """Decode the file of ``header`` at the resolution ``spec`` needs, then prepare it."""
     target = (spec.height, spec.width)
     decoded = decode(header, target=target, threads=threads, tolerance=tolerance, gpu=gpu)
+    return _prepared(header, decoded, spec)
+
+
+def load_file(
+    incoming: IncomingFile,
+    spec: Preprocessing,
+    *,
+    max_pixels: int,
+    accepts: Accepts | None = None,
+    threads: int | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    gpu: bool = False,
+) -> ModelInput:
+    """Read ``incoming`` once, its header checked as ingest checks it, then decode and
+    prepare it as :func:`load_model_input` does (a decode worker that starts on a
+    file while the daemon reads its header). The header pass counts as decoding:
+    it is the same parse that :func:`decode` makes of the whole file.
+
+    Raises
+    ------
+    Skip, IngestError
+        As :func:`~edge.pipeline.ingest.read_header` and :func:`decode`.
+    """
+    started = time.perf_counter()
+    header, dataset = read_image(incoming, max_pixels=max_pixels, accepts=accepts)
+    _check_still_matching(dataset, header)
+    target = (spec.height, spec.width)
+    decoded = _decode_read(dataset, started, target, threads, tolerance, gpu)
+    return _prepared(header, decoded, spec)
+
+
+def _prepared(header: ImageHeader, decoded: Decoded, spec: Preprocessing) -> ModelInput:
     prepared = prepare(header, decoded.dataset, decoded.pixels, spec)
     prepared.timings_ms["decode"] = decoded.decode_ms
     if decoded.gpu_fallback:
@@ -162,6 +192,18 @@ def decode(
     """
     started = time.perf_counter()
     dataset = _read_checked(header)
+    return _decode_read(dataset, started, target, threads, tolerance, gpu)
+
+
+def _decode_read(
+    dataset: Dataset,
+    started: float,
+    target: tuple[int, int] | None,
+    threads: int | None,
+    tolerance: float,
+    gpu: bool,
+) -> Decoded:
+    """Decode the first frame of a data set read in full (reading began at ``started``)."""
     transfer_syntax = str(dataset.file_meta.get("TransferSyntaxUID", "") or "")
     if transfer_syntax in FAMILIES:
         cores = threads or os.cpu_count() or 1
@@ -182,26 +224,30 @@ def decode(
 
 def _read_checked(header: ImageHeader) -> Dataset:
     """The full data set, read within the sizes the header allows and still matching it."""
-    rows, columns = header.rows, header.columns
-    pixels = rows * columns * header.frames
-    raw_bytes = pixels * 2  # at most 16 bits a pixel, checked by ingest
+    limits = dicomfile.Limits.for_pixels(header.rows * header.columns * header.frames)
     dataset = dicomfile.read_full(
         header.source.path,
-        max_file_bytes=2 * raw_bytes + SLACK_BYTES,
-        max_inflated_bytes=raw_bytes + SLACK_BYTES,
+        max_file_bytes=limits.max_file_bytes,
+        max_inflated_bytes=limits.max_inflated_bytes,
     )
+    _check_still_matching(dataset, header)
+    return dataset
+
+
+def _check_still_matching(dataset: Dataset, header: ImageHeader) -> None:
+    """The full data set has its Pixel Data and still describes the image of ``header``."""
+    rows, columns = header.rows, header.columns
     if "PixelData" not in dataset:
         # pydicom drops the whole data set when the file ends inside an element.
         raise IngestError("truncated", "the file ends before or inside its Pixel Data")
     try:
-        now = check_pixel_description(dataset, max_pixels=pixels)
+        now = check_pixel_description(dataset, max_pixels=rows * columns * header.frames)
     except IngestError as error:
         raise IngestError(
             "changed", f"the file changed after its header was read: {error}"
         ) from error
     if now != (rows, columns):
         raise IngestError("changed", f"the file changed after its header was read: {now}")
-    return dataset
 
 
 def _decode_native(dataset: Dataset) -> npt.NDArray[np.generic]:

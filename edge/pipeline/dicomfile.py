@@ -15,13 +15,14 @@ pydicom sees the bytes:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import stat
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -39,6 +40,8 @@ from edge.errors import IngestError
 MAX_ELEMENT_BYTES = 16 << 20
 #: the most a deflated data set may inflate to before its Pixel Data is reached
 MAX_INFLATED_HEADER_BYTES = 64 << 20
+#: room for the header and encapsulation beyond the pixels themselves
+SLACK_BYTES = 16 << 20
 PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _INFLATE_FIRST = 256 << 10
 
@@ -106,6 +109,20 @@ def read_header(path: Path) -> Header:
         return Header(dataset, bool(reached))
 
 
+class Limits(NamedTuple):
+    """How large a file, and its inflated data set, may be for the pixels its header claims."""
+
+    max_file_bytes: int
+    max_inflated_bytes: int
+
+    @classmethod
+    def for_pixels(cls, pixels: int) -> Limits:
+        """At most 16 bits a pixel (checked by ingest), twice that for a file that
+        compresses badly, and room for the header and encapsulation."""
+        raw_bytes = pixels * 2
+        return cls(2 * raw_bytes + SLACK_BYTES, raw_bytes + SLACK_BYTES)
+
+
 def read_full(path: Path, *, max_file_bytes: int, max_inflated_bytes: int) -> FileDataset:
     """The whole data set of ``path``, Pixel Data included, within the given sizes.
 
@@ -116,18 +133,45 @@ def read_full(path: Path, *, max_file_bytes: int, max_inflated_bytes: int) -> Fi
         ``deflate_bomb`` when a deflated data set inflates past ``max_inflated_bytes``.
     """
     with open_regular(path) as stream:
-        size = os.fstat(stream.fileno()).st_size
-        if size > max_file_bytes:
-            raise IngestError(
-                "too_large",
-                f"the file has {size} bytes, more than the {max_file_bytes} its header allows",
-            )
+        _check_size(stream, max_file_bytes)
         return _parse(stream, path, None, max_inflated_bytes)
+
+
+def read_checked(path: Path, check: Callable[[Header], Limits]) -> FileDataset:
+    """The header pass, ``check`` on it, then the rest of the data set, in one reading.
+
+    ``check`` refuses the file by raising, or gives the sizes its header allows;
+    the Pixel Data is read on from where the header pass stopped, so the file is
+    parsed once, and never beyond what its checked header allows.
+    """
+    with open_regular(path) as stream:
+        reached: list[bool] = []
+        dataset = _parse(stream, path, reached, MAX_INFLATED_HEADER_BYTES)
+        limits = check(Header(dataset, bool(reached)))
+        _check_size(stream, limits.max_file_bytes)
+        if dataset.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+            stream.seek(0)  # inflated in steps from its start, within the limit
+            return _parse(stream, path, None, limits.max_inflated_bytes)
+        implicit, little = dataset.original_encoding
+        with _refusing_what_breaks_pydicom():
+            rest = read_dataset(stream, bool(implicit), bool(little),
+                                stop_when=_refuse_huge_elements)  # fmt: skip
+        dataset.update(rest)
+        return dataset
+
+
+def _check_size(stream: BinaryIO, max_file_bytes: int) -> None:
+    size = os.fstat(stream.fileno()).st_size
+    if size > max_file_bytes:
+        raise IngestError(
+            "too_large",
+            f"the file has {size} bytes, more than the {max_file_bytes} its header allows",
+        )
 
 
 def _parse(stream: BinaryIO, path: Path, reached: list[bool] | None, limit: int) -> FileDataset:
     """Parse with pydicom; with ``reached`` given, stop at Pixel Data and note it there."""
-    try:
+    with _refusing_what_breaks_pydicom():
         preamble = read_preamble(stream, False)
         meta = _read_file_meta_info(stream)
         if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
@@ -135,6 +179,13 @@ def _parse(stream: BinaryIO, path: Path, reached: list[bool] | None, limit: int)
         stream.seek(0)
         stop = _refuse_huge_elements if reached is None else _header_stop(reached)
         return read_partial(stream, stop_when=stop)
+
+
+@contextlib.contextmanager
+def _refusing_what_breaks_pydicom() -> Iterator[None]:
+    """pydicom's failures on a broken or hostile file, as the file's reason."""
+    try:
+        yield
     except InvalidDicomError as exc:
         raise IngestError("not_dicom", NOT_DICOM) from exc
     except IngestError:

@@ -73,8 +73,43 @@ def read_header(
         too large, not grey scale, or of an unknown laterality or view.
     """
     started = time.perf_counter()
-    dataset, reached_pixels = dicomfile.read_header(incoming.path)
-    _check_kind(dataset, reached_pixels, accepts or Accepts())
+    found = dicomfile.read_header(incoming.path)
+    return image_header(incoming, found, max_pixels, accepts, started)
+
+
+def read_image(
+    incoming: IncomingFile, *, max_pixels: int, accepts: Accepts | None = None
+) -> tuple[ImageHeader, FileDataset]:
+    """The header of ``incoming`` checked as :func:`read_header` checks it, then the
+    whole data set, in one reading of the file (a decode worker's own reading).
+
+    Raises
+    ------
+    Skip, IngestError
+        As :func:`read_header`, and as a full reading of the file does.
+    """
+    started = time.perf_counter()
+    checked: list[ImageHeader] = []
+
+    def check(found: dicomfile.Header) -> dicomfile.Limits:
+        checked.append(image_header(incoming, found, max_pixels, accepts, started))
+        header = checked[0]
+        return dicomfile.Limits.for_pixels(header.rows * header.columns * header.frames)
+
+    dataset = dicomfile.read_checked(incoming.path, check)
+    return checked[0], dataset
+
+
+def image_header(
+    incoming: IncomingFile,
+    found: dicomfile.Header,
+    max_pixels: int,
+    accepts: Accepts | None,
+    started: float,
+) -> ImageHeader:
+    """Check a header pass of ``incoming`` (started at ``started``) and describe the image."""
+    dataset = found.dataset
+    _check_kind(dataset, found.reached_pixels, accepts or Accepts())
     sop_uid = _required_uid(dataset, "SOPInstanceUID")
     study_uid = _required_uid(dataset, "StudyInstanceUID")
     rows, columns = check_pixel_description(dataset, max_pixels)

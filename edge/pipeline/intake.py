@@ -3,6 +3,12 @@
     watch -> intake: journal the file, read its header, claim its SOP Instance UID,
              decode and prepare it on the ingest pool -> infer
 
+A decode worker starts on the file as soon as it is journalled, reading it once
+with the same header checks, while the header is read and claimed here: those
+milliseconds are off the image's path to a result. What is decided here (skip,
+quarantine, duplicate) decides the file's fate, and the worker's reading is let
+go; the worker's image must be the one read here (``changed`` if not).
+
 Every per-file failure is handled here with a named reason (quarantine, skip,
 duplicate); nothing that one file does stops the daemon. A file that looks broken
 only because it is still being written (``RETRYABLE``) is looked at again once it
@@ -30,7 +36,8 @@ from edge.health.metrics import Metrics
 from edge.journal import Journal
 from edge.pipeline.infer import InferenceWorker
 from edge.pipeline.ingest import read_header
-from edge.pipeline.pool import DecodePool
+from edge.pipeline.options import HeaderCheck
+from edge.pipeline.pool import DecodePool, Decoding
 from edge.pipeline.quarantine import quarantine
 from edge.pipeline.study import StudyAssembler
 from edge.types import ImageHeader, IncomingFile, ModelInput
@@ -183,6 +190,21 @@ class Intake:
     def _ingest(self, incoming: IncomingFile) -> None:
         if not self._journal_file(incoming):
             return
+        stages = self._stages
+        current = stages.infer.engine
+        # A worker reads, checks and decodes the file while its header is read and
+        # claimed here; what is decided here decides the file's fate.
+        decoding = stages.decoder.begin(
+            incoming,
+            current.preprocessing,
+            HeaderCheck(self._config.decode.max_pixels, current.bundle.manifest.accepts),
+        )
+        try:
+            self._take(incoming, decoding)
+        finally:
+            decoding.abandon()
+
+    def _take(self, incoming: IncomingFile, decoding: Decoding) -> None:
         header = self._read_header(incoming)
         if header is None:
             return
@@ -201,13 +223,16 @@ class Intake:
         stages = self._stages
         engine = stages.infer.engine_for(stages.assembler.arrived(header))
         try:
-            model_input = self._decode_and_prepare(header, engine)
+            model_input = self._decoded(decoding, header, engine)
         except IngestError as error:
             stages.assembler.dropped(header)
             self.reject(incoming, error, header.study_uid)
             return
-        self.note_file_state(incoming.path, "decoded")
         stages.infer.submit(model_input)
+        try:
+            stages.journal.file_decoded(incoming.path)
+        except JournalError as exc:
+            stages.incidents.journal_failed("ingest", exc)
 
     def _read_header(self, incoming: IncomingFile) -> ImageHeader | None:
         """The file's header; None when it is skipped or quarantined."""
@@ -255,8 +280,8 @@ class Intake:
             self._metrics.count("duplicates")
         return first
 
-    def _decode_and_prepare(self, header: ImageHeader, engine: Engine) -> ModelInput:
-        prepared = self._stages.decoder.run(header, engine.preprocessing)
+    def _decoded(self, decoding: Decoding, header: ImageHeader, engine: Engine) -> ModelInput:
+        prepared = decoding.result(header, engine.preprocessing)
         if prepared.gpu_fallback:
             self._metrics.count("gpu_decode_fallbacks")
         return dataclasses.replace(prepared, engine=engine.info)

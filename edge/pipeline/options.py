@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edge.bundle.manifest import Accepts
 from edge.pipeline.levels import DEFAULT_TOLERANCE
 
 
@@ -15,3 +16,11 @@ class DecodeOptions:
     tolerance: float = DEFAULT_TOLERANCE
     #: ``decode.gpu`` is ``auto``: JPEG 2000 and HTJ2K go to the GPU first where there is one
     gpu: bool = False
+
+
+@dataclass(frozen=True)
+class HeaderCheck:
+    """What :func:`~edge.pipeline.ingest.read_header` is given: the same checks in a worker."""
+
+    max_pixels: int
+    accepts: Accepts
