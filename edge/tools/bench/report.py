@@ -178,7 +178,7 @@ TARGETS: tuple[tuple[str, str, float], ...] = (
     ("e2e_p50_ms", "study result p50 after the last view (0.5 s apart)", 300.0),
     ("e2e_p95_ms", "study result p95 after the last view (0.5 s apart)", 500.0),
     ("e2e_burst_p50_ms", "study result p50 when all four views arrive at once", 600.0),
-    ("overhead_ratio", "end-to-end p50 / isolated decode+preprocess+infer", 1.15),
+    ("overhead_ratio", "end-to-end p50 / isolated decode+preprocess+infer", 1.10),
     ("burst_efficiency", "burst throughput / ideal", 0.8),
     ("idle_cpu_percent", "idle CPU of the daemon, % of one core", 1.0),
     ("rss_growth_percent", "resident memory growth over the soak", 5.0),
