@@ -144,7 +144,7 @@ def load_file(
     """
     started = time.perf_counter()
     header, dataset = read_image(incoming, max_pixels=max_pixels, accepts=accepts)
-    _check_still_matching(dataset, header)
+    _check_has_pixels(dataset)  # its description was checked on this very reading
     target = (spec.height, spec.width)
     decoded = _decode_read(dataset, started, target, threads, tolerance, gpu)
     return _prepared(header, decoded, spec)
@@ -237,9 +237,7 @@ def _read_checked(header: ImageHeader) -> Dataset:
 def _check_still_matching(dataset: Dataset, header: ImageHeader) -> None:
     """The full data set has its Pixel Data and still describes the image of ``header``."""
     rows, columns = header.rows, header.columns
-    if "PixelData" not in dataset:
-        # pydicom drops the whole data set when the file ends inside an element.
-        raise IngestError("truncated", "the file ends before or inside its Pixel Data")
+    _check_has_pixels(dataset)
     try:
         now = check_pixel_description(dataset, max_pixels=rows * columns * header.frames)
     except IngestError as error:
@@ -248,6 +246,12 @@ def _check_still_matching(dataset: Dataset, header: ImageHeader) -> None:
         ) from error
     if now != (rows, columns):
         raise IngestError("changed", f"the file changed after its header was read: {now}")
+
+
+def _check_has_pixels(dataset: Dataset) -> None:
+    if "PixelData" not in dataset:
+        # pydicom drops the whole data set when the file ends inside an element.
+        raise IngestError("truncated", "the file ends before or inside its Pixel Data")
 
 
 def _decode_native(dataset: Dataset) -> npt.NDArray[np.generic]:

@@ -76,19 +76,27 @@ class _Slots:
         self._memories: list[_SharedMemory | None] = [None] * count
         self._free = set(range(count))
         self._lock = threading.Lock()
-        #: slot -> whether the worker process now running holds it
-        self.sent: set[int] = set()
+        #: the slots the worker process now running has been sent
+        self._sent: set[int] = set()
 
     def ensure(self, size: int) -> list[int]:
-        """Make every slot at least ``size`` bytes; the slots the worker must be sent."""
+        """Make every slot at least ``size`` bytes; the slots to send the worker now
+        (a worker whose pipe breaks on the way is replaced, and :meth:`unsent` again)."""
         with self._lock:
             for index, memory in enumerate(self._memories):
                 if memory is None or memory.size < size:
                     if memory is not None:
                         memory.close()
                     self._memories[index] = _SharedMemory(size)
-                    self.sent.discard(index)
-            return [index for index in range(len(self._memories)) if index not in self.sent]
+                    self._sent.discard(index)
+            new = [index for index in range(len(self._memories)) if index not in self._sent]
+            self._sent.update(new)
+            return new
+
+    def unsent(self) -> None:
+        """A new worker process holds none of the slots yet."""
+        with self._lock:
+            self._sent.clear()
 
     def memory(self, index: int) -> _SharedMemory:
         memory = self._memories[index]
@@ -115,7 +123,7 @@ class _Slots:
     def close(self) -> None:
         with self._lock:
             memories, self._memories = self._memories, [None] * len(self._memories)
-            self.sent.clear()
+            self._sent.clear()
         for memory in memories:
             if memory is not None:
                 memory.close()
@@ -149,7 +157,7 @@ class Worker:
         self._conn: Connection = parent
         self._process = process
         if self._slots is not None:
-            self._slots.sent.clear()
+            self._slots.unsent()
 
     def call(self, task: tuple[object, ...], spec: Preprocessing, timeout_s: float) -> ModelInput:
         self.send(task, spec)
@@ -187,7 +195,6 @@ class Worker:
         for index in slots.ensure(size):
             self._conn.send(("shared_memory", index, size))
             send_handle(self._conn, slots.memory(index).fd, self.pid)
-            slots.sent.add(index)
         return slots.lend()
 
     def _receive(self, timeout_s: float, slot: int | None) -> ModelInput:

@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, TypeVar
 
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
@@ -46,6 +46,8 @@ PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _INFLATE_FIRST = 256 << 10
 
 StopWhen = Callable[[BaseTag, "str | None", int], bool]
+#: what a caller of :func:`read_checked` makes of the header it checks
+Checked = TypeVar("Checked")
 
 
 def open_regular(path: Path) -> BinaryIO:
@@ -137,27 +139,30 @@ def read_full(path: Path, *, max_file_bytes: int, max_inflated_bytes: int) -> Fi
         return _parse(stream, path, None, max_inflated_bytes)
 
 
-def read_checked(path: Path, check: Callable[[Header], Limits]) -> FileDataset:
+def read_checked(
+    path: Path, check: Callable[[Header], tuple[Checked, Limits]]
+) -> tuple[Checked, FileDataset]:
     """The header pass, ``check`` on it, then the rest of the data set, in one reading.
 
-    ``check`` refuses the file by raising, or gives the sizes its header allows;
-    the Pixel Data is read on from where the header pass stopped, so the file is
-    parsed once, and never beyond what its checked header allows.
+    ``check`` refuses the file by raising, or gives what it made of the header and
+    the sizes that header allows; the Pixel Data is read on from where the header
+    pass stopped, so the file is parsed once, and never beyond what its checked
+    header allows.
     """
     with open_regular(path) as stream:
         reached: list[bool] = []
         dataset = _parse(stream, path, reached, MAX_INFLATED_HEADER_BYTES)
-        limits = check(Header(dataset, bool(reached)))
+        checked, limits = check(Header(dataset, bool(reached)))
         _check_size(stream, limits.max_file_bytes)
         if dataset.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
             stream.seek(0)  # inflated in steps from its start, within the limit
-            return _parse(stream, path, None, limits.max_inflated_bytes)
+            return checked, _parse(stream, path, None, limits.max_inflated_bytes)
         implicit, little = dataset.original_encoding
         with _refusing_what_breaks_pydicom():
             rest = read_dataset(stream, bool(implicit), bool(little),
                                 stop_when=_refuse_huge_elements)  # fmt: skip
         dataset.update(rest)
-        return dataset
+        return checked, dataset
 
 
 def _check_size(stream: BinaryIO, max_file_bytes: int) -> None:

@@ -89,15 +89,12 @@ def read_image(
         As :func:`read_header`, and as a full reading of the file does.
     """
     started = time.perf_counter()
-    checked: list[ImageHeader] = []
 
-    def check(found: dicomfile.Header) -> dicomfile.Limits:
-        checked.append(image_header(incoming, found, max_pixels, accepts, started))
-        header = checked[0]
-        return dicomfile.Limits.for_pixels(header.rows * header.columns * header.frames)
+    def check(found: dicomfile.Header) -> tuple[ImageHeader, dicomfile.Limits]:
+        header = image_header(incoming, found, max_pixels, accepts, started)
+        return header, dicomfile.Limits.for_pixels(header.rows * header.columns * header.frames)
 
-    dataset = dicomfile.read_checked(incoming.path, check)
-    return checked[0], dataset
+    return dicomfile.read_checked(incoming.path, check)
 
 
 def image_header(
