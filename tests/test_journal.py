@@ -102,24 +102,6 @@ def test_a_file_is_finished_only_at_the_same_size_and_mtime(tmp_path: Path) -> N
     assert journal.finished(incoming(version.path, size=2000)) is None
 
 
-def test_decoded_after_the_hand_off_never_undoes_the_score(tmp_path: Path) -> None:
-    """Intake notes ``decoded`` after the inference queue has the image: its scoring
-    may have been journalled first, and ``scored`` must stay."""
-    journal = Journal.open(tmp_path, device="box-1")
-    early, late = (image_score(tmp_path / n, sop_uid=f"1.8.{i}", study_uid="1.8")
-                   for i, n in enumerate(("early.dcm", "late.dcm")))  # fmt: skip
-    for score in (early, late):
-        journal.file_seen(score.header.source)
-        assert journal.claim_sop(score.header.source.path, score.header.sop_uid, "1.8")
-    journal.file_decoded(early.header.source.path)
-    assert journal.file_counts() == {"decoded": 1, "seen": 1}
-    journal.image_scored(late)
-    journal.file_decoded(late.header.source.path)  # the score came first
-    record = journal.finished(late.header.source)
-    assert record is not None and record.state == "scored"
-    assert [r.path for r in journal.unfinished_files()] == [str(early.header.source.path)]
-
-
 def test_a_sop_instance_uid_is_scored_once_even_across_restarts(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path, device="box-1")
     first, copy, later = (tmp_path / name for name in ("a.dcm", "copy.dcm", "later.dcm"))

@@ -11,6 +11,7 @@ import pydicom
 import pytest
 
 from edge.bundle.manifest import Preprocessing
+from edge.errors import IngestError
 from edge.pipeline.decode import choose_plugin, decode
 from edge.pipeline.ingest import read_header
 from edge.pipeline.preprocess import needs_flip, prepare, resize_area, scale_minmax
@@ -97,3 +98,56 @@ def test_area_resize_and_flat_images() -> None:
     wide = image.astype(np.uint16) * 1000
     np.testing.assert_allclose(resize_area(wide, 2, 2), [[2500, 4500], [10500, 12500]], atol=0.5)
     assert not np.isnan(scale_minmax(np.ones((3, 3), dtype=np.float32))).any()
+
+
+def _reference(pixels: np.ndarray, flip: bool, inverted: bool) -> np.ndarray:
+    """The input the long way round: resize, min-max, invert, mirror."""
+    image = resize_area(pixels, SPEC.height, SPEC.width).astype(np.float64)
+    scaled = (image - image.min()) / (image.max() - image.min())
+    if inverted:
+        scaled = 1.0 - scaled
+    return scaled[:, ::-1] if flip else scaled
+
+
+@pytest.mark.parametrize("name", ["lcc", "rmlo"])
+@pytest.mark.parametrize("monochrome1", [False, True])
+def test_an_input_prepared_into_a_given_array_is_written_there_whole(
+    study_files: dict[str, Path], name: str, monochrome1: bool
+) -> None:
+    # A decode worker prepares each input in the shared slot the daemon scores it from.
+    path = study_files[name]
+    header = read_header(incoming(path), max_pixels=10**9)
+    decoded = decode(header)
+    dataset = copy.deepcopy(decoded.dataset)
+    pixels = decoded.pixels
+    if monochrome1:
+        dataset.PhotometricInterpretation = "MONOCHROME1"
+    slot = np.full((1, SPEC.height, SPEC.width), np.nan, dtype=np.float32)
+    prepared = prepare(header, dataset, pixels, SPEC, out=slot)
+    assert prepared.tensor is slot
+    fresh = prepare(header, dataset, pixels, SPEC).tensor
+    np.testing.assert_array_equal(slot, fresh)
+    flip = needs_flip(header, SPEC.orientation)
+    assert flip == (header.laterality == "R")
+    np.testing.assert_allclose(slot[0], _reference(pixels, flip, monochrome1), atol=1e-6)
+
+
+def test_an_array_of_another_shape_is_refused(lcc: Path) -> None:
+    header = read_header(incoming(lcc), max_pixels=10**9)
+    decoded = decode(header)
+    for wrong in (
+        np.empty((1, SPEC.width, SPEC.height), dtype=np.float32),
+        np.empty((1, SPEC.height, SPEC.width), dtype=np.float64),
+        np.empty((1, SPEC.height, SPEC.width * 2), dtype=np.float32)[:, :, ::2],
+    ):
+        with pytest.raises(ValueError, match="C-contiguous float32"):
+            prepare(header, decoded.dataset, decoded.pixels, SPEC, out=wrong)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_value_that_is_not_finite_is_a_bad_grey_scale(bad: float) -> None:
+    image = np.ones((4, 4), dtype=np.float32)
+    image[2, 1] = bad
+    with pytest.raises(IngestError) as raised:
+        scale_minmax(image)
+    assert raised.value.reason == "bad_grey_scale"

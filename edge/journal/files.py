@@ -1,8 +1,9 @@
 """The ``files`` table: one row per path in the watch folder, for the version last taken.
 
-A file moves ``seen`` -> ``decoded`` -> ``scored`` -> ``published`` (its study's
-result acknowledged by the broker), or to ``duplicate``, ``skipped``,
-``quarantined``, ``gone``. Its SOP Instance UID is claimed here, so that the same
+A file moves ``seen`` -> ``scored`` -> ``published`` (its study's result
+acknowledged by the broker), or to ``duplicate``, ``skipped``, ``quarantined``,
+``gone``. Journals of earlier versions may hold ``decoded`` (a file whose image
+was in the engine's queue), read as ``seen``. Its SOP Instance UID is claimed here, so that the same
 image sent twice is scored once.
 """
 
@@ -77,19 +78,6 @@ class FileRows(JournalBase):
             db.execute(
                 "UPDATE files SET state = ?, reason = ?, updated_at = ? WHERE path = ?",
                 (state, reason, time.time(), path_key(path)),
-            )
-
-    def file_decoded(self, path: Path) -> None:
-        """A ``seen`` file's image is in the engine's queue: it becomes ``decoded``.
-
-        Written after the hand-off, off the image's path to a result: a later state
-        that its scoring wrote first is kept.
-        """
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE files SET state = 'decoded', updated_at = ?"
-                " WHERE path = ? AND state = 'seen'",
-                (time.time(), path_key(path)),
             )
 
     def unfinished_files(self) -> list[FileRecord]:

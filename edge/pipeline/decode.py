@@ -115,11 +115,13 @@ def load_model_input(
     threads: int | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     gpu: bool = False,
+    out: npt.NDArray[np.float32] | None = None,
 ) -> ModelInput:
-    """Decode the file of ``header`` at the resolution ``spec`` needs, then prepare it."""
+    """Decode the file of ``header`` at the resolution ``spec`` needs, then prepare it
+    (into ``out`` when given: :func:`~edge.pipeline.preprocess.prepare`)."""
     target = (spec.height, spec.width)
     decoded = decode(header, target=target, threads=threads, tolerance=tolerance, gpu=gpu)
-    return _prepared(header, decoded, spec)
+    return _prepared(header, decoded, spec, out)
 
 
 def load_file(
@@ -131,6 +133,7 @@ def load_file(
     threads: int | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     gpu: bool = False,
+    out: npt.NDArray[np.float32] | None = None,
 ) -> ModelInput:
     """Read ``incoming`` once, its header checked as ingest checks it, then decode and
     prepare it as :func:`load_model_input` does (a decode worker that starts on a
@@ -147,11 +150,16 @@ def load_file(
     _check_has_pixels(dataset)  # its description was checked on this very reading
     target = (spec.height, spec.width)
     decoded = _decode_read(dataset, started, target, threads, tolerance, gpu)
-    return _prepared(header, decoded, spec)
+    return _prepared(header, decoded, spec, out)
 
 
-def _prepared(header: ImageHeader, decoded: Decoded, spec: Preprocessing) -> ModelInput:
-    prepared = prepare(header, decoded.dataset, decoded.pixels, spec)
+def _prepared(
+    header: ImageHeader,
+    decoded: Decoded,
+    spec: Preprocessing,
+    out: npt.NDArray[np.float32] | None,
+) -> ModelInput:
+    prepared = prepare(header, decoded.dataset, decoded.pixels, spec, out)
     prepared.timings_ms["decode"] = decoded.decode_ms
     if decoded.gpu_fallback:
         return dataclasses.replace(prepared, gpu_fallback=decoded.gpu_fallback)

@@ -258,17 +258,28 @@ class Worker:
                 self._slots.close()
 
 
-def load(header: ImageHeader, spec: Preprocessing, options: DecodeOptions) -> ModelInput:
+def load(
+    header: ImageHeader,
+    spec: Preprocessing,
+    options: DecodeOptions,
+    out: np.ndarray | None = None,
+) -> ModelInput:
     """Decode and prepare the file of ``header`` (read by the daemon) for ``spec``."""
     from edge.pipeline.decode import load_model_input
 
     return load_model_input(
-        header, spec, threads=options.threads, tolerance=options.tolerance, gpu=options.gpu
+        header,
+        spec,
+        threads=options.threads,
+        tolerance=options.tolerance,
+        gpu=options.gpu,
+        out=out,
     )
 
 
-def _run(task: tuple[object, ...], options: DecodeOptions) -> ModelInput:
-    """A worker's task: a file whose header the daemon has read, or a file alone."""
+def _run(task: tuple[object, ...], options: DecodeOptions, shared: mmap.mmap | None) -> ModelInput:
+    """A worker's task: a file whose header the daemon has read, or a file alone; its
+    input is written into ``shared`` (the slot lent to it) where it fits."""
     if task[0] == "file":
         from edge.pipeline.decode import load_file
 
@@ -283,10 +294,20 @@ def _run(task: tuple[object, ...], options: DecodeOptions) -> ModelInput:
             threads=options.threads,
             tolerance=options.tolerance,
             gpu=options.gpu,
+            out=_slot_input(shared, spec),
         )
     header, spec = task
     assert isinstance(header, ImageHeader) and isinstance(spec, Preprocessing)
-    return load(header, spec, options)
+    return load(header, spec, options, _slot_input(shared, spec))
+
+
+def _slot_input(shared: mmap.mmap | None, spec: Preprocessing) -> np.ndarray | None:
+    """The slot as the (1, H, W) input of ``spec``; None without a slot or when it
+    is too small."""
+    count = spec.height * spec.width
+    if shared is None or count * np.dtype(np.float32).itemsize > len(shared):
+        return None
+    return np.frombuffer(shared, dtype=np.float32, count=count).reshape(1, spec.height, spec.width)
 
 
 def serve(conn: Connection, options: DecodeOptions) -> None:
@@ -317,7 +338,10 @@ def serve(conn: Connection, options: DecodeOptions) -> None:
             continue
         _, slot, task = message
         try:
-            reply = _reply(_run(task, options), shared.get(slot) if slot is not None else None)
+            # The input's views of the slot are gone once _reply returns: a slot the
+            # daemon grows is closed here, which a view still looking at it would stop.
+            memory = shared.get(slot) if slot is not None else None
+            reply = _reply(_run(task, options, memory), memory)
         except IngestError as error:
             reply = ("ingest", (error.reason, error.detail))
         except Skip as skip:
@@ -328,11 +352,15 @@ def serve(conn: Connection, options: DecodeOptions) -> None:
 
 
 def _reply(prepared: ModelInput, shared: mmap.mmap | None) -> tuple[str, object]:
-    """The tensor through shared memory when it fits, else through the pipe."""
+    """The tensor through shared memory when it fits, else through the pipe; one
+    prepared in the slot already is not copied."""
     tensor = prepared.tensor
     if shared is None or tensor.nbytes > len(shared):
         return ("ok", prepared)
-    np.frombuffer(shared, dtype=tensor.dtype, count=tensor.size).reshape(tensor.shape)[...] = tensor
+    in_slot = np.frombuffer(shared, dtype=tensor.dtype, count=tensor.size).reshape(tensor.shape)
+    if not np.shares_memory(in_slot, tensor):
+        in_slot[...] = tensor
+    del in_slot
     bare = dataclasses.replace(prepared, tensor=np.empty(0, dtype=tensor.dtype))
     return ("shared", (bare, tensor.shape, tensor.dtype.str))
 

@@ -188,19 +188,20 @@ class Intake:
                 self.watcher.recheck(incoming.path)
 
     def _ingest(self, incoming: IncomingFile) -> None:
-        if not self._journal_file(incoming):
+        if self._finished(incoming):
             return
         stages = self._stages
         current = stages.infer.engine
-        # A worker reads, checks and decodes the file while its header is read and
-        # claimed here; what is decided here decides the file's fate.
+        # A worker reads, checks and decodes the file while it is journalled, its
+        # header read and claimed here; what is decided here decides the file's fate.
         decoding = stages.decoder.begin(
             incoming,
             current.preprocessing,
             HeaderCheck(self._config.decode.max_pixels, current.bundle.manifest.accepts),
         )
         try:
-            self._take(incoming, decoding)
+            if self._journal_seen(incoming):
+                self._take(incoming, decoding)
         finally:
             decoding.abandon()
 
@@ -228,11 +229,9 @@ class Intake:
             stages.assembler.dropped(header)
             self.reject(incoming, error, header.study_uid)
             return
+        # No journal write here: the image's next state (scored) is milliseconds away,
+        # and a commit now would take a core from the engine scoring it.
         stages.infer.submit(model_input)
-        try:
-            stages.journal.file_decoded(incoming.path)
-        except JournalError as exc:
-            stages.incidents.journal_failed("ingest", exc)
 
     def _read_header(self, incoming: IncomingFile) -> ImageHeader | None:
         """The file's header; None when it is skipped or quarantined."""
@@ -250,21 +249,31 @@ class Intake:
             self.reject(incoming, error)
         return None
 
-    def _journal_file(self, incoming: IncomingFile) -> bool:
-        """Record the file as taken; False when it needs no work or must wait."""
-        journal = self._stages.journal
+    def _finished(self, incoming: IncomingFile) -> bool:
+        """True when the journal says the file needs no work, or cannot say (it waits)."""
         try:
-            done = journal.finished(incoming)
-            if done is not None:
-                log.debug("file %s already %s", file_tag(incoming.path), done.state)
-                self._metrics.count("already_processed")
-                return False
-            journal.file_seen(incoming)
+            done = self._stages.journal.finished(incoming)
         except JournalError as exc:
-            self._stages.incidents.journal_failed("ingest", exc)
-            self.watcher.recheck(incoming.path)  # taken again after settle_s
+            self._journal_failed(incoming, exc)
+            return True
+        if done is not None:
+            log.debug("file %s already %s", file_tag(incoming.path), done.state)
+            self._metrics.count("already_processed")
+            return True
+        return False
+
+    def _journal_seen(self, incoming: IncomingFile) -> bool:
+        """Record the file as taken; False when it must wait for the journal."""
+        try:
+            self._stages.journal.file_seen(incoming)
+        except JournalError as exc:
+            self._journal_failed(incoming, exc)
             return False
         return True
+
+    def _journal_failed(self, incoming: IncomingFile, exc: JournalError) -> None:
+        self._stages.incidents.journal_failed("ingest", exc)
+        self.watcher.recheck(incoming.path)  # taken again after settle_s
 
     def _claim(self, header: ImageHeader) -> bool:
         """Claim the image's SOP Instance UID; False for a duplicate or when it must wait."""

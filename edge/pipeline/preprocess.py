@@ -17,6 +17,7 @@ a sigmoid bends), so those images take the long way.
 
 from __future__ import annotations
 
+import math
 import time
 
 import cv2
@@ -34,9 +35,17 @@ FloatImage = npt.NDArray[np.float32]
 
 
 def prepare(
-    header: ImageHeader, dataset: Dataset, pixels: npt.NDArray[np.generic], spec: Preprocessing
+    header: ImageHeader,
+    dataset: Dataset,
+    pixels: npt.NDArray[np.generic],
+    spec: Preprocessing,
+    out: FloatImage | None = None,
 ) -> ModelInput:
-    """Grey scale, orientation, resize and scaling of one image (C=1, H, W)."""
+    """Grey scale, orientation, resize and scaling of one image (C=1, H, W).
+
+    ``out``: a C-contiguous float32 array of shape (1, H, W) to write the input into
+    (a decode worker's shared slot); a new array when None.
+    """
     started = time.perf_counter()
     inverted = presentation_inverted(dataset)
     if has_voi_transform(dataset) or "ModalityLUTSequence" in dataset:
@@ -44,14 +53,11 @@ def prepare(
     else:
         image = resize_area(pixels, spec.height, spec.width)
         inverted ^= rescale_slope(dataset) < 0
-    if not np.isfinite(image).all():
-        raise IngestError("bad_grey_scale", "the grey-scale transform gives non-finite values")
-    image = scale_minmax(image)
+    tensor = input_array(spec, out)
+    # Mirrored on the way in: the scaling is element-wise, so the order is immaterial.
+    scale_minmax(image[:, ::-1] if needs_flip(header, spec.orientation) else image, tensor[0])
     if inverted:
-        image = 1.0 - image
-    if needs_flip(header, spec.orientation):
-        image = image[:, ::-1]
-    tensor = np.ascontiguousarray(image, dtype=np.float32)[np.newaxis]
+        np.subtract(np.float32(1.0), tensor, out=tensor)
     return ModelInput(
         header=header,
         tensor=tensor,
@@ -137,11 +143,35 @@ def resize_area(image: npt.NDArray[np.generic], height: int, width: int) -> Floa
     return np.asarray(resized, dtype=np.float32)
 
 
-def scale_minmax(image: FloatImage) -> FloatImage:
-    """Scale to [0, 1]; a flat image becomes all zeros rather than NaN."""
+def input_array(spec: Preprocessing, out: FloatImage | None) -> FloatImage:
+    """``out`` checked to hold the engine's input (1, H, W), or a new array."""
+    shape = (1, spec.height, spec.width)
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous float32 {shape}, not {out.dtype} {out.shape}")
+    return out
+
+
+def scale_minmax(image: FloatImage, out: FloatImage | None = None) -> FloatImage:
+    """Scale to [0, 1] (into ``out`` when given); a flat image becomes all zeros
+    rather than NaN.
+
+    Raises
+    ------
+    IngestError
+        ``bad_grey_scale`` when a value is not finite (NaN and infinity reach the
+        minimum or the maximum).
+    """
     low = float(image.min())
     high = float(image.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise IngestError("bad_grey_scale", "the grey-scale transform gives non-finite values")
+    if out is None:
+        out = np.empty(image.shape, dtype=np.float32)
     if high <= low:
-        return np.zeros_like(image, dtype=np.float32)
-    scaled = (image - low) * np.float32(1.0 / (high - low))
-    return np.asarray(scaled, dtype=np.float32)
+        out.fill(0.0)
+        return out
+    np.subtract(image, np.float32(low), out=out)
+    np.multiply(out, np.float32(1.0 / (high - low)), out=out)
+    return out
