@@ -260,7 +260,8 @@ class Daemon:
 
     def _on_score(self, score: ImageScore) -> None:
         try:
-            self.journal.image_scored(score)
+            # Journalled here unless it completes its study: then with the result.
+            result: StudyResult | None = self.assembler.scored(score, self.journal.image_scored)
         except JournalError as exc:
             # Not journalled, so not kept: the file is scored again once it can be.
             self.incidents.journal_failed("infer", exc)
@@ -269,9 +270,8 @@ class Daemon:
             return
         self.metrics.count("processed")
         self.metrics.observe(score.timings_ms)
-        result: StudyResult | None = self.assembler.scored(score)
         if result is not None:
-            self.results.assembled(result)
+            self.results.assembled(result, completing=score)
 
     def _on_infer_failure(self, item: ModelInput, reason: str, error: Exception) -> None:
         detail = describe(error)  # its text may quote an element's value

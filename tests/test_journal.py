@@ -191,3 +191,39 @@ def test_a_full_disk_fails_writes_loudly_and_keeps_what_was_written(
     assert journalled(journal, study_result(more)) > 1
     assert journal.write_error is None
     journal.close()
+
+
+def test_the_score_that_completes_a_study_is_journalled_in_its_result_s_commit(
+    tmp_path: Path, small_state_dir: Path
+) -> None:
+    journal = Journal.open(small_state_dir, device="box-1")
+    scores = four_views(tmp_path, "1.10.1")
+    score_all(journal, scores[:3])
+    last = scores[3]
+    journal.file_seen(last.header.source)
+    assert journal.claim_sop(last.header.source.path, last.header.sop_uid, "1.10.1")
+    result = study_result(scores)
+
+    def too_big(seq: int) -> tuple[str, bytes]:
+        return f"id-{seq}", b"x" * (1 << 20)  # more than the full disk has
+
+    filler = fill(small_state_dir)
+    with pytest.raises(JournalError, match="full"):
+        journal.record_result(result, TOPIC, too_big, completing=last)
+    # All or nothing: the refused commit took the last image's score with it.
+    assert [s.header.sop_uid for s in journal.open_study_scores()] == [
+        "1.10.1.0",
+        "1.10.1.1",
+        "1.10.1.2",
+    ]
+    assert journal.finished(last.header.source) is None
+    assert journal.outbox_after(0) == []
+
+    filler.unlink()
+    assert (
+        journal.record_result(result, TOPIC, lambda seq: (f"id-{seq}", b"{}"), completing=last) == 1
+    )
+    assert journal.open_study_scores() == []  # all four belong to the result
+    record = journal.finished(last.header.source)
+    assert record is not None and record.state == "scored"
+    journal.close()

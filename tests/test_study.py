@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from edge.errors import JournalError
 from edge.messages.result import result_id
 from edge.pipeline.study import StudyAssembler
 from edge.types import EngineInfo, ImageHeader, ImageScore, IncomingFile
@@ -109,3 +112,37 @@ def test_result_id_is_stable_for_one_result_and_never_shared_by_two() -> None:
         result_id("clinic-2", "box-1", 7, "1.2", ["3", "4"], "a" * 64),  # at another site
     ]
     assert one not in others
+
+
+def test_only_scores_that_leave_a_study_open_are_kept_before_it_holds_them() -> None:
+    assembler = StudyAssembler(quiet_s=30.0, threshold=lambda _engine: 0.5)
+    views = [("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO")]
+    images = [header(f"1.{i}", lat, view) for i, (lat, view) in enumerate(views)]
+    for image in images:
+        assembler.arrived(image)
+    kept: list[str] = []
+
+    def keep(score: ImageScore) -> None:
+        kept.append(score.header.sop_uid)
+
+    def refuse(score: ImageScore) -> None:
+        raise JournalError("journal write failed: database or disk is full")
+
+    for image in images[:2]:
+        assert assembler.scored(ImageScore(image, 0.1, ENGINE), keep) is None
+    # A refused keep leaves the study as it was: the image is still in flight.
+    with pytest.raises(JournalError):
+        assembler.scored(ImageScore(images[2], 0.7, ENGINE), refuse)
+    assert assembler.due(now=1e12) == []
+    assert assembler.scored(ImageScore(images[2], 0.7, ENGINE), keep) is None
+    result = assembler.scored(ImageScore(images[3], 0.2, ENGINE), keep)
+    # The completing score is not kept: it goes with the result.
+    assert kept == ["1.0", "1.1", "1.2"]
+    assert result is not None and [s.header.sop_uid for s in result.images] == [
+        "1.0",
+        "1.1",
+        "1.2",
+        "1.3",
+    ]
+    assert result.score == pytest.approx(0.7)
+    assert assembler.open_studies == 0

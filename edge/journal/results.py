@@ -39,29 +39,8 @@ class ResultRows(JournalBase):
 
     def image_scored(self, score: ImageScore) -> None:
         """Record an image's score; its file becomes ``scored``."""
-        header = score.header
-        source = header.source
         with self._transaction() as db:
-            db.execute(
-                "INSERT INTO images VALUES"
-                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
-                (
-                    *(header.sop_uid, header.study_uid, header.accession),
-                    *(path_key(source.path), source.size, source.mtime_ns),
-                    *(header.laterality, header.view, int(header.screening)),
-                    *(header.rows, header.columns, header.transfer_syntax, header.row_direction),
-                    score.score,
-                    *(score.engine.name, score.engine.version, score.engine.sha256),
-                    score.engine.backend,
-                    json.dumps(score.timings_ms),
-                    time.time(),
-                    _findings_json(score.findings),
-                ),
-            )
-            db.execute(
-                "UPDATE files SET state = 'scored', updated_at = ? WHERE path = ? AND sop_uid = ?",
-                (time.time(), path_key(source.path), header.sop_uid),
-            )
+            _insert_score(db, score)
 
     def open_study_scores(self) -> list[ImageScore]:
         """Scores of images whose study has no result yet, to rebuild open studies."""
@@ -73,11 +52,22 @@ class ResultRows(JournalBase):
         return [image_score_of(row, now) for row in rows]
 
     def record_result(
-        self, result: StudyResult, topic: str, encode: Callable[[int], tuple[str, bytes]]
+        self,
+        result: StudyResult,
+        topic: str,
+        encode: Callable[[int], tuple[str, bytes]],
+        completing: ImageScore | None = None,
     ) -> int:
         """Give ``result`` the next ``seq``, journal the (id, payload) ``encode(seq)``
-        gives and queue it; return seq."""
+        gives and queue it; return seq.
+
+        ``completing``: the score of the image that completed the study, recorded in
+        the same commit (as :meth:`image_scored` would): one commit less on the way
+        of every study's last image.
+        """
         with self._transaction(durable=True) as db:
+            if completing is not None:
+                _insert_score(db, completing)
             seq = self._next_seq(db)
             result_id, payload = encode(seq)
             cursor = db.execute(
@@ -268,6 +258,32 @@ def image_score_of(row: sqlite3.Row, detected_at: float) -> ImageScore:
     columns = row.keys()  # sqlite3.Row: "in row" would look among the values
     findings = _findings(row["findings"] if "findings" in columns else "[]")
     return ImageScore(header, row["score"], engine, timings, findings)
+
+
+def _insert_score(db: sqlite3.Connection, score: ImageScore) -> None:
+    """The image's row; its file becomes ``scored``."""
+    header = score.header
+    source = header.source
+    db.execute(
+        "INSERT INTO images VALUES"
+        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+        (
+            *(header.sop_uid, header.study_uid, header.accession),
+            *(path_key(source.path), source.size, source.mtime_ns),
+            *(header.laterality, header.view, int(header.screening)),
+            *(header.rows, header.columns, header.transfer_syntax, header.row_direction),
+            score.score,
+            *(score.engine.name, score.engine.version, score.engine.sha256),
+            score.engine.backend,
+            json.dumps(score.timings_ms),
+            time.time(),
+            _findings_json(score.findings),
+        ),
+    )
+    db.execute(
+        "UPDATE files SET state = 'scored', updated_at = ? WHERE path = ? AND sop_uid = ?",
+        (time.time(), path_key(source.path), header.sop_uid),
+    )
 
 
 def _findings_json(findings: tuple[Finding, ...]) -> str:

@@ -27,7 +27,7 @@ from edge.journal import Journal, OutboxEntry
 from edge.messages.result import encode, result_message
 from edge.messages.shadow import shadow_message
 from edge.pipeline.shadow_study import JournalledResult, ShadowCompanions
-from edge.types import ShadowResult, ShadowScore, StudyResult
+from edge.types import ImageScore, ShadowResult, ShadowScore, StudyResult
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,9 @@ class ResultJournal:
         self._wake_publisher = wake_publisher
         #: the shadow's companions of the results journalled here (edge.shadow/1)
         self.companions = ShadowCompanions(self.companion)
-        #: results assembled but not yet journalled (journal unwritable): retried
-        self._unjournalled: list[StudyResult] = []
+        #: results assembled but not yet journalled (journal unwritable), each with the
+        #: score that completed its study, journalled with it: retried
+        self._unjournalled: list[tuple[StudyResult, ImageScore | None]] = []
         #: companions not yet journalled (journal unwritable): retried
         self._companions_waiting: list[tuple[ShadowResult, JournalledResult]] = []
         self._lock = threading.Lock()
@@ -97,17 +98,22 @@ class ResultJournal:
             with self._lock:
                 self._companions_waiting.append((shadow, journalled))
 
-    def assembled(self, result: StudyResult) -> None:
-        """Take a study's result: time its assembly, journal it for the publisher."""
+    def assembled(self, result: StudyResult, completing: ImageScore | None = None) -> None:
+        """Take a study's result: time its assembly, journal it for the publisher.
+
+        ``completing``: the score of the image that completed the study, not yet
+        journalled (:meth:`~edge.pipeline.study.StudyAssembler.scored`): it is
+        journalled with the result.
+        """
         self._metrics.observe({"assemble": result.timings_ms["assemble"]})
-        self._journal_result(result)
+        self._journal_result(result, completing)
 
     def retry(self) -> None:
         """Journal the results the journal refused, in order, until one fails again."""
         with self._lock:
             waiting, self._unjournalled = self._unjournalled, []
-        for index, result in enumerate(waiting):
-            if not self._journal_result(result):
+        for index, (result, completing) in enumerate(waiting):
+            if not self._journal_result(result, completing):
                 # Still failing: keep the rest in order behind it.
                 with self._lock:
                     self._unjournalled.extend(waiting[index + 1 :])
@@ -126,7 +132,7 @@ class ResultJournal:
             self._metrics.observe({"publish": (time.monotonic() - submitted) * 1000})
         log.info("result seq %d delivered", entry.seq)
 
-    def _journal_result(self, result: StudyResult) -> bool:
+    def _journal_result(self, result: StudyResult, completing: ImageScore | None) -> bool:
         """Give the result its seq in the journal and wake the publisher; False: retry later."""
         config = self._config
         reports = self._reports
@@ -147,11 +153,11 @@ class ResultJournal:
             return message["id"], encode(message)
 
         try:
-            seq = self._journal.record_result(result, config.topic("results"), payload)
+            seq = self._journal.record_result(result, config.topic("results"), payload, completing)
         except JournalError as exc:
             self._incidents.journal_failed("publish", exc)
             with self._lock:
-                self._unjournalled.append(result)
+                self._unjournalled.append((result, completing))
             return False
         self._wake_publisher()
         log.info("study %s: result seq %d journalled", study_hash(result.study_uid), seq)

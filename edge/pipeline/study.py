@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 ResultCallback = Callable[[StudyResult], None]
 
 
+def _kept(score: ImageScore) -> None:
+    """No journal (the tests' own assemblers)."""
+
+
 @dataclass
 class _OpenStudy:
     study_uid: str
@@ -96,21 +100,37 @@ class StudyAssembler:
             if study is not None:
                 study.in_flight -= 1
 
-    def scored(self, score: ImageScore) -> StudyResult | None:
-        """Add a score; return the study's result when this completes it."""
+    def scored(
+        self, score: ImageScore, keep: Callable[[ImageScore], None] = _kept
+    ) -> StudyResult | None:
+        """Add a score; return the study's result when this completes it.
+
+        ``keep`` (the journal's) is called with a score that does not complete its
+        study, before the study holds it: when it raises, the study is as it was.
+        The score that completes a study is not given to it: it goes with the result
+        (:meth:`~edge.journal.Journal.record_result`'s ``completing``).
+        """
+        header = score.header
         with self._lock:
-            study = self._open.get(score.header.study_uid)
+            study = self._open.get(header.study_uid)
             if study is None:  # scored without arrival: a late image of a closed study
-                study = _OpenStudy(score.header.study_uid, score.header.accession, time.monotonic())
+                study = _OpenStudy(header.study_uid, header.accession, time.monotonic())
                 study.in_flight = 1
                 study.engine = score.engine
-                self._open[study.study_uid] = study
             study.in_flight -= 1
             study.scores.append(score)
-            if not study.complete():
+            complete = study.complete()
+            if not complete:
+                try:
+                    keep(score)
+                except BaseException:
+                    study.scores.pop()
+                    study.in_flight += 1
+                    raise
+                self._open[study.study_uid] = study
                 self._log_waiting(study)
                 return None
-            del self._open[study.study_uid]
+            self._open.pop(study.study_uid, None)
         return self._result(study, "complete")
 
     def _log_waiting(self, study: _OpenStudy) -> None:
