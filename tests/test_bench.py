@@ -45,6 +45,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "repair.to_hub": ("p50_ms", "p95_ms"),
     "repair.confirmed_after": ("p50_ms", "p95_ms"),
     "repair.gap_to_repair": ("p50_ms", "p95_ms"),
+    # the score difference of the JPEG 2000 resolution level the daemon decodes at
+    "by_encoding.jpeg2000.level_effect": ("max_abs_delta_score", "mean_abs_delta_score"),
 }
 
 
@@ -85,6 +87,9 @@ def test_quick_bench_runs_the_daemon_and_writes_every_figure(tmp_path: Path) -> 
     # the table, with the daemon and the baseline side by side
     assert "naive baseline" in run.stdout and "JPEG 2000 Lossless" in run.stdout
     assert "quick run" in run.stdout
+    assert "JPEG 2000 Lossless: decoded 2x smaller per side (decode.score_tolerance 0.015)" in (
+        run.stdout
+    )
     if importlib.util.find_spec("matplotlib") is not None:
         assert chart.read_bytes().startswith(b"\x89PNG")
     else:

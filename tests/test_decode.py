@@ -239,3 +239,24 @@ def test_a_multi_frame_image_the_engine_accepts_is_scored_on_its_first_frame(
     accepted = header(stack, accepts=Accepts(tomosynthesis=True))
     prepared = load_model_input(accepted, spec)
     np.testing.assert_array_equal(prepared.tensor, load_model_input(header(alone), spec).tensor)
+
+
+def test_the_decode_benchmark_states_the_score_effect_of_the_level_it_decoded_at(
+    tmp_path: Path,
+) -> None:
+    from edge.pipeline import levels
+    from edge.tools.decode_bench import format_row, run
+
+    spec = Preprocessing(height=256, width=208)
+    rows = run(tmp_path, ["j2k-lossless", "rle"], spec, repeats=1, shape=(1024, 832))
+    j2k, rle = rows
+    # 1024x832 decoded one level down (512x416) for a 256x208 input: measured within
+    # the default tolerance, and said beside the timing.
+    p99 = levels.measured_at(0.5).p99
+    assert j2k.level == (
+        f"decoded 2x smaller per side: |delta score| {p99:.4f} at p99 (measured, "
+        f"decode.score_tolerance {levels.DEFAULT_TOLERANCE:g})"
+    )
+    assert p99 <= levels.DEFAULT_TOLERANCE
+    assert format_row(j2k).endswith(j2k.level)
+    assert rle.level == "" and format_row(rle).endswith("x")

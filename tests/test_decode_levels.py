@@ -112,3 +112,25 @@ def test_score_tolerance_is_a_checked_config_key(tmp_path: Path) -> None:
     path.write_text(base + "decode: {score_tolerance: 1.5}\n")
     with pytest.raises(ConfigError, match=r"decode.score_tolerance"):
         load_config(path)
+
+
+def test_the_bench_states_what_the_chosen_level_does_to_the_score(
+    j2k_views: dict[str, Path], study_files: dict[str, Path], engine: Engine
+) -> None:
+    from edge.tools.bench.isolated import level_effect
+
+    effect = level_effect(
+        engine, [j2k_views["rcc"], j2k_views["lcc"]], max_pixels=10**9, tolerance=0.015
+    )
+    assert effect is not None
+    # Both views decoded smaller than stored, and their scores within the tolerance.
+    assert effect.reductions == (2, 2)
+    assert len(effect.deltas) == 2 and all(0.0 <= d <= 0.015 for d in effect.deltas)
+    figures = effect.as_json()
+    assert figures["reductions"] == [2] and figures["images"] == 2
+    assert figures["max_abs_delta_score"] == round(max(effect.deltas), 4)
+    # Without a limit the full decode is taken: the same score.
+    exact = level_effect(engine, [j2k_views["lcc"]], max_pixels=10**9, tolerance=0.0)
+    assert exact is not None and exact.reductions == (1,) and exact.deltas == (0.0,)
+    # Codings decoded in full have nothing to state.
+    assert level_effect(engine, [study_files["lcc"]], max_pixels=10**9, tolerance=0.015) is None

@@ -18,8 +18,9 @@ from edge.bundle.manifest import load_bundle
 from edge.config import Config
 from edge.engines.engine import Engine
 from edge.engines.store import PLANS
-from edge.pipeline.decode import load_model_input
+from edge.pipeline.decode import FAMILIES, decode, load_model_input
 from edge.pipeline.ingest import read_header
+from edge.pipeline.preprocess import prepare
 from edge.types import IncomingFile
 
 #: images per batch when measuring the engine's throughput
@@ -90,6 +91,55 @@ def measure_corpus(
             "backend": info.backend,
         },
     )
+
+
+@dataclass(frozen=True)
+class LevelEffect:
+    """What decoding JPEG 2000 at reduced resolution did to the engine's scores on the
+    bench's own files: the daemon's decode path against a full decode plus area resize."""
+
+    #: how many times smaller per side the daemon's path decoded each file
+    reductions: tuple[int, ...]
+    #: |score - score of the full decode|, one per file
+    deltas: tuple[float, ...]
+    #: ``decode.score_tolerance``: the limit the level was chosen within
+    tolerance: float
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "reductions": sorted(set(self.reductions)),
+            "images": len(self.deltas),
+            "max_abs_delta_score": round(max(self.deltas), 4),
+            "mean_abs_delta_score": round(statistics.mean(self.deltas), 4),
+            "tolerance": self.tolerance,
+        }
+
+
+def level_effect(
+    engine: Engine, paths: list[Path], *, max_pixels: int, tolerance: float
+) -> LevelEffect | None:
+    """Score each JPEG 2000 or HTJ2K file of ``paths`` decoded the daemon's way and in
+    full; None when none of them is (other codings always decode in full)."""
+    spec = engine.preprocessing
+    target = (spec.height, spec.width)
+    reductions, deltas = [], []
+    for path in paths:
+        stat = path.stat()
+        incoming = IncomingFile(path, stat.st_size, stat.st_mtime_ns, time.monotonic(), "bench")
+        header = read_header(incoming, max_pixels=max_pixels)
+        if FAMILIES.get(header.transfer_syntax) != "j2k":
+            continue
+        chosen = decode(header, target=target, threads=0, tolerance=tolerance)
+        full = decode(header, target=None, threads=0)
+        scores = [
+            engine.score(prepare(header, d.dataset, d.pixels, spec).tensor[np.newaxis])[0]
+            for d in (chosen, full)
+        ]
+        reductions.append(chosen.reduction)
+        deltas.append(abs(float(scores[0]) - float(scores[1])))
+    if not deltas:
+        return None
+    return LevelEffect(tuple(reductions), tuple(deltas), tolerance)
 
 
 def compute_ms(engine: Engine, path: Path, *, max_pixels: int) -> float:

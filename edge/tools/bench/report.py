@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edge.tools.bench.corpus import ENCODINGS
-from edge.tools.bench.isolated import FileCost
+from edge.tools.bench.isolated import FileCost, LevelEffect
 from edge.tools.bench.phases import BurstRun, StudySample
 from edge.tools.bench.repair import RepairFigures
 
@@ -62,6 +62,8 @@ class Measured:
     cstore: dict[str, Any] | None = None
     #: None when the hub extra is not installed (no collector to confirm)
     repair: RepairFigures | None = None
+    #: per JPEG 2000 or HTJ2K encoding, the chosen resolution level's effect on the score
+    level_effect: dict[str, LevelEffect] | None = None
 
 
 def build(measured: Measured, header: dict[str, Any]) -> dict[str, Any]:
@@ -136,6 +138,11 @@ def _encoding(m: Measured, encoding: str, last_compute: dict[str, float]) -> dic
         "overhead_ratio": round(float(edge["p50_ms"]) / paired, 2),
         "baseline_e2e": base,
         "speedup_vs_baseline": round(float(base["p50_ms"]) / float(edge["p50_ms"]), 2),
+        **(
+            {"level_effect": m.level_effect[encoding].as_json()}
+            if m.level_effect and encoding in m.level_effect
+            else {}
+        ),
     }
 
 

@@ -196,6 +196,19 @@ def _measure(
             last_view=LAST_VIEW,
             repeats=plan.isolated_repeats,
         )
+        effects = {
+            encoding: effect
+            for encoding in options.encodings
+            if (
+                effect := isolated.level_effect(
+                    engine,
+                    [path for case in cases[encoding] for path in case.values()],
+                    max_pixels=max_pixels,
+                    tolerance=config.decode.score_tolerance,
+                )
+            )
+            is not None
+        }
         latency, footprint, baseline, by_cstore, repaired, sr = _pipeline_phases(
             options, config, work, cases, engine
         )
@@ -218,6 +231,7 @@ def _measure(
         cores=cores,
         cstore=cstore.section(by_cstore, options.encodings),
         repair=repaired,
+        level_effect=effects,
     )
     return measured, alone.engine, sr
 

@@ -82,7 +82,20 @@ def _end_to_end(doc: dict[str, Any]) -> str:
     )
     samples = f"{e2e['n']} + {burst['n']} studies, baseline {base['n']}"
     rows.append(f"({samples}; baseline polls every {doc['baseline']['poll_s']:g} s)")
+    rows += [_level_line(v) for v in doc["by_encoding"].values() if "level_effect" in v]
     return "\n".join(rows)
+
+
+def _level_line(values: dict[str, Any]) -> str:
+    """The score difference the chosen JPEG 2000 resolution level costs, beside its figures."""
+    effect = values["level_effect"]
+    sizes = "/".join(f"{r}x" for r in effect["reductions"])
+    return (
+        f"{values['name']}: decoded {sizes} smaller per side (decode.score_tolerance "
+        f"{effect['tolerance']:g}); |score - score of a full decode| at most "
+        f"{effect['max_abs_delta_score']:.4f} (mean {effect['mean_abs_delta_score']:.4f}) "
+        f"over these {effect['images']} images"
+    )
 
 
 def _stages(doc: dict[str, Any]) -> str:
