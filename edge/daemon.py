@@ -314,6 +314,7 @@ class Daemon:
             disk={"watch": disk_free(config.watch.dir), "state": state_disk},
             files_pending=self._files_pending(),
             infer_depth=self.infer.depth,
+            scoring=self.infer.scoring,
             open_studies=self.assembler.open_studies,
             unjournalled=self.results.waiting,
             journal=self._journal_state(backlog),

@@ -48,6 +48,7 @@ def snapshot(**changes: Any) -> HealthSnapshot:
         },
         "files_pending": 0,
         "infer_depth": 1,
+        "scoring": 1,
         "open_studies": 2,
         "unjournalled": 0,
         "journal": JournalState(3, 0, 17, 1_700_000_000.0, None),

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from daemons import wait_for
 from journal_builders import read_journal
 from support import DEMO_BUNDLE, DaemonProcess, Subscriber
 from systemd_engines import make_hanging_bundle
@@ -26,7 +25,10 @@ pytestmark = pytest.mark.slow
 
 
 def hanging_daemon(
-    daemon_factory: Callable[..., DaemonProcess], tmp_path: Path, stop_timeout_s: float
+    daemon_factory: Callable[..., DaemonProcess],
+    subscriber: Subscriber,
+    tmp_path: Path,
+    stop_timeout_s: float,
 ) -> DaemonProcess:
     bundle = make_hanging_bundle(tmp_path / "hanging")
     daemon = daemon_factory(
@@ -36,9 +38,10 @@ def hanging_daemon(
     )
     staged = write_study(sample_cases()[0], tmp_path / "staging", accession="S1")
     staged["rcc"].rename(tmp_path / "export" / "rcc.dcm")
-    state = tmp_path / "state"
-    wait_for(lambda: read_journal(state, Journal.file_counts).get("decoded") == 1, 120,
-             "the image in the engine's hands", daemon)  # fmt: skip
+    # The image in the engine's hands, and the file still to be scored.
+    subscriber.wait_health(lambda health: health["queues"]["scoring"] == 1, timeout=120)
+    counts = read_journal(tmp_path / "state", Journal.file_counts)
+    assert counts == {"seen": 1}, counts
     return daemon
 
 
@@ -54,7 +57,7 @@ def finished_by_the_next_start(
 def test_a_second_signal_ends_the_drain_at_once_and_the_next_start_redoes_it(
     daemon_factory: Callable[..., DaemonProcess], subscriber: Subscriber, tmp_path: Path
 ) -> None:
-    daemon = hanging_daemon(daemon_factory, tmp_path, stop_timeout_s=600)
+    daemon = hanging_daemon(daemon_factory, subscriber, tmp_path, stop_timeout_s=600)
     assert daemon.process is not None
     daemon.process.send_signal(signal.SIGTERM)
     daemon.wait_log("stopping: draining")
@@ -70,7 +73,7 @@ def test_a_second_signal_ends_the_drain_at_once_and_the_next_start_redoes_it(
 def test_the_stop_deadline_bounds_the_whole_drain(
     daemon_factory: Callable[..., DaemonProcess], subscriber: Subscriber, tmp_path: Path
 ) -> None:
-    daemon = hanging_daemon(daemon_factory, tmp_path, stop_timeout_s=2)
+    daemon = hanging_daemon(daemon_factory, subscriber, tmp_path, stop_timeout_s=2)
     asked = time.monotonic()
     assert daemon.stop(signal.SIGTERM, timeout=60) == 0
     assert time.monotonic() - asked < 30  # 2 s, and the broker's goodbye; never 90

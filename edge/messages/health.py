@@ -59,6 +59,8 @@ class HealthSnapshot:
     disk: dict[str, dict[str, Any]]
     files_pending: int
     infer_depth: int
+    #: images the engine is scoring now (the batch in its hands)
+    scoring: int
     open_studies: int
     unjournalled: int
     journal: JournalState
@@ -98,6 +100,7 @@ def health_message(snapshot: HealthSnapshot) -> dict[str, Any]:
         "queues": {
             "files_pending": snapshot.files_pending,
             "infer": snapshot.infer_depth,
+            "scoring": snapshot.scoring,
             "open_studies": snapshot.open_studies,
             "outbox": journal.outbox,
             "journal_backlog": journal.waiting,

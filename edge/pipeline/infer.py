@@ -86,6 +86,8 @@ class InferenceWorker:
         self._thread = threading.Thread(target=self._run, name="infer", daemon=True)
         #: monotonic start of the call in progress, for the stuck-stage check
         self.busy_since: float | None = None
+        #: images of the batch in hand, from its call to its scores handed on (health)
+        self.scoring = 0
 
     # -- the engines ------------------------------------------------------------------
 
@@ -246,6 +248,13 @@ class InferenceWorker:
             )
 
     def _score(self, engine: Engine, batch: list[ModelInput]) -> None:
+        self.scoring = len(batch)
+        try:
+            self._score_batch(engine, batch)
+        finally:
+            self.scoring = 0
+
+    def _score_batch(self, engine: Engine, batch: list[ModelInput]) -> None:
         started = time.perf_counter()
         self.busy_since = time.monotonic()
         tensors = _stacked(batch)
