@@ -352,15 +352,11 @@ def serve(conn: Connection, options: DecodeOptions) -> None:
 
 
 def _reply(prepared: ModelInput, shared: mmap.mmap | None) -> tuple[str, object]:
-    """The tensor through shared memory when it fits, else through the pipe; one
-    prepared in the slot already is not copied."""
+    """The input left in the slot it was prepared in (:func:`_slot_input` gave the slot
+    whenever the input fits), else through the pipe."""
     tensor = prepared.tensor
     if shared is None or tensor.nbytes > len(shared):
         return ("ok", prepared)
-    in_slot = np.frombuffer(shared, dtype=tensor.dtype, count=tensor.size).reshape(tensor.shape)
-    if not np.shares_memory(in_slot, tensor):
-        in_slot[...] = tensor
-    del in_slot
     bare = dataclasses.replace(prepared, tensor=np.empty(0, dtype=tensor.dtype))
     return ("shared", (bare, tensor.shape, tensor.dtype.str))
 

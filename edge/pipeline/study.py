@@ -105,8 +105,9 @@ class StudyAssembler:
     ) -> StudyResult | None:
         """Add a score; return the study's result when this completes it.
 
-        ``keep`` (the journal's) is called with a score that does not complete its
-        study, before the study holds it: when it raises, the study is as it was.
+        ``keep`` (the journal's) is called, under the assembler's lock, with a score
+        that does not complete its study, before the study holds it: when it raises,
+        the study is as it was.
         The score that completes a study is not given to it: it goes with the result
         (:meth:`~edge.journal.Journal.record_result`'s ``completing``).
         """
@@ -119,8 +120,7 @@ class StudyAssembler:
                 study.engine = score.engine
             study.in_flight -= 1
             study.scores.append(score)
-            complete = study.complete()
-            if not complete:
+            if not study.complete():
                 try:
                     keep(score)
                 except BaseException:

@@ -196,19 +196,7 @@ def _measure(
             last_view=LAST_VIEW,
             repeats=plan.isolated_repeats,
         )
-        effects = {
-            encoding: effect
-            for encoding in options.encodings
-            if (
-                effect := isolated.level_effect(
-                    engine,
-                    [path for case in cases[encoding] for path in case.values()],
-                    max_pixels=max_pixels,
-                    tolerance=config.decode.score_tolerance,
-                )
-            )
-            is not None
-        }
+        effects = _level_effects(engine, {e: cases[e] for e in options.encodings}, config)
         latency, footprint, baseline, by_cstore, repaired, sr = _pipeline_phases(
             options, config, work, cases, engine
         )
@@ -234,6 +222,23 @@ def _measure(
         level_effect=effects,
     )
     return measured, alone.engine, sr
+
+
+def _level_effects(
+    engine: Engine, cases: dict[str, list[Case]], config: Config
+) -> dict[str, isolated.LevelEffect]:
+    """Per JPEG 2000 or HTJ2K encoding, what its chosen resolution level does to the score."""
+    effects = {}
+    for encoding, encoded in cases.items():
+        effect = isolated.level_effect(
+            engine,
+            [path for case in encoded for path in case.values()],
+            max_pixels=config.decode.max_pixels,
+            tolerance=config.decode.score_tolerance,
+        )
+        if effect is not None:
+            effects[encoding] = effect
+    return effects
 
 
 def _pipeline_phases(
