@@ -262,3 +262,29 @@ def test_inputs_held_in_shared_memory_are_never_overwritten(files: dict[str, Pat
             del held
     finally:
         single.close()
+
+
+def _resident_shared_bytes() -> int:
+    """This process's resident shared memory (``RssShmem``: the slots' pages it maps)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssShmem:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no RssShmem in /proc/self/status")
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="shared slots are Linux memfds")
+def test_every_shared_slot_is_resident_once_made(files: dict[str, Path]) -> None:
+    """The daemon's memory does not grow the first time a burst lends out every slot:
+    all of a worker's slots are resident from the first image, not only the one it used."""
+    from edge.pipeline.decode_worker import SHARED_SLOTS
+
+    single = ProcessDecoder(1, threads=1, timeout_s=120)
+    slot = SLOW_SPEC.height * SLOW_SPEC.width * 4
+    before = _resident_shared_bytes()
+    try:
+        prepared = single.run(header(files["slow"]), SLOW_SPEC)
+        assert prepared.tensor.shape == (1, SLOW_SPEC.height, SLOW_SPEC.width)
+        grown = _resident_shared_bytes() - before
+    finally:
+        single.close()
+    assert grown >= SHARED_SLOTS * slot * 0.95, (grown, SHARED_SLOTS * slot)

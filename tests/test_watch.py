@@ -144,3 +144,39 @@ def test_a_sub_folder_the_inotify_limit_leaves_unwatched_is_an_alarm_and_polled(
     assert said["cleared"] and said["watched"]
     assert [reason for reason, _message in said["events"]] == ["inotify_limit", "inotify_available"]
     assert said["taken"]["lcc.dcm"] in ("close_write", "arrived")
+
+
+def test_a_file_written_in_many_writes_costs_the_watcher_no_event_per_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each inotify event crosses watchdog's threads, and a write's events would wait
+    ahead of the close that completes the file: the watcher asks for none of them. A
+    file written in 200 writes reaches the handler as a few events, and is taken once,
+    at its close-write."""
+    from edge.pipeline import watch
+
+    seen: list[str] = []
+    dispatch = watch._Handler.dispatch
+
+    def counting(self: watch._Handler, event: object) -> None:
+        seen.append(type(event).__name__)
+        dispatch(self, event)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(watch._Handler, "dispatch", counting)
+    taken: queue.Queue[IncomingFile] = queue.Queue()
+    watcher = FolderWatcher(tmp_path, taken.put, settle_s=30.0)
+    watcher.start()
+    try:
+        with (tmp_path / "view.dcm").open("wb") as stream:
+            for _ in range(200):
+                stream.write(b"x" * 4096)
+                stream.flush()
+        incoming = taken.get(timeout=10)
+        time.sleep(0.2)  # any late event would have arrived by now
+    finally:
+        watcher.stop()
+    taken_as = (incoming.path.name, incoming.trigger, incoming.size)
+    assert taken_as == ("view.dcm", "close_write", 200 * 4096)
+    assert "FileModifiedEvent" not in seen and "DirModifiedEvent" not in seen, seen
+    assert len(seen) <= 4, seen
+    assert taken.empty()

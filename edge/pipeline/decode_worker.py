@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 #: model inputs of one worker that the daemon can hold at once without a copy: the
 #: one being scored, one queued, and the one the worker is preparing
 SHARED_SLOTS = 3
+#: a slot's pages are made when it is: a box's memory does not grow later, the
+#: first time a burst of images fills its every slot (Linux; 0 elsewhere)
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
 
 class _SharedMemory:
@@ -44,7 +47,7 @@ class _SharedMemory:
         self.fd = os.memfd_create("edge-decode", os.MFD_CLOEXEC)
         try:
             os.ftruncate(self.fd, size)
-            self.map = mmap.mmap(self.fd, size)
+            self.map = shared_map(self.fd, size)
         except OSError:
             os.close(self.fd)
             raise
@@ -61,6 +64,11 @@ class _SharedMemory:
         except BufferError:
             # A model input still looks at it: the mapping goes with its last view.
             log.debug("shared decode memory still in use; released with its last input")
+
+
+def shared_map(fd: int, size: int) -> mmap.mmap:
+    """``size`` bytes of the memory file ``fd``, shared, its pages made now."""
+    return mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE)
 
 
 class _Slots:
@@ -333,7 +341,7 @@ def serve(conn: Connection, options: DecodeOptions) -> None:
             fd = recv_handle(conn)
             if index in shared:
                 shared[index].close()
-            shared[index] = mmap.mmap(fd, size)
+            shared[index] = shared_map(fd, size)
             os.close(fd)
             continue
         _, slot, task = message

@@ -30,9 +30,11 @@ from pathlib import Path
 
 from watchdog.events import (
     DirCreatedEvent,
+    DirDeletedEvent,
     DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
+    FileDeletedEvent,
     FileModifiedEvent,
     FileMovedEvent,
     FileOpenedEvent,
@@ -51,6 +53,24 @@ FileCallback = Callable[[IncomingFile], None]
 
 #: a new file not opened in the folder this soon after its creation was moved in whole
 ARRIVAL_GRACE_S = 0.05
+
+#: what the watcher asks inotify for. Not a write (IN_MODIFY: one per write() of a
+#: file still arriving, tens for each image), nor a reader's close, nor a folder's
+#: own change: a file written in place is taken at its close-write, and one still
+#: settling is looked at by the settle loop's stat. Each event asked for crosses
+#: watchdog's threads, and the last write's events would wait ahead of the close
+#: that completes the file. (Polling sees no writes as they happen: it keeps the
+#: modifications, by which it notices a file changed since it was taken.)
+INOTIFY_EVENTS = [
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileOpenedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+    DirDeletedEvent,
+]
 
 #: how many handed-on files the watcher remembers, to drop a second event for the
 #: same (size, mtime). Bounded, so that a folder nobody cleans does not grow the
@@ -111,7 +131,12 @@ class FolderWatcher:
         Watching starts first so that a file written during the scan is not missed;
         the (size, mtime) check stops it from being handed on twice.
         """
-        self._observer.schedule(_Handler(self), str(self.root), recursive=self._recursive)
+        self._observer.schedule(
+            _Handler(self),
+            str(self.root),
+            recursive=self._recursive,
+            event_filter=None if self._polling else INOTIFY_EVENTS,
+        )
         self._observer.start()
         self._settler.start()
         count = 0
@@ -297,6 +322,7 @@ class _Handler(FileSystemEventHandler):
             self._watcher._opened(Path(_text(event.src_path)))
 
     def on_modified(self, event: FileSystemEvent) -> None:
+        # Only when polling (see INOTIFY_EVENTS): a file changed since it was taken.
         if isinstance(event, FileModifiedEvent):
             self._watcher._track(Path(_text(event.src_path)))
 
