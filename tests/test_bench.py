@@ -40,7 +40,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "cstore.e2e": ("p50_ms", "p95_ms", "p99_ms"),
     "cstore.e2e_burst": ("p50_ms", "p95_ms"),
     "cad_sr.result_to_store_response": ("p50_ms", "p95_ms"),
-    "": ("overhead_ratio", "idle_cpu_percent"),
+    "": ("overhead_ratio", "overhead_ms", "idle_cpu_percent"),
+    **{f"by_encoding.{e}": ("overhead_ratio", "overhead_ms") for e in ENCODINGS},
     # the repair phase: a real collector confirming, and lost results repaired
     "repair.to_hub": ("p50_ms", "p95_ms"),
     "repair.confirmed_after": ("p50_ms", "p95_ms"),
@@ -152,6 +153,7 @@ def test_overhead_ratio_and_burst_ideal_follow_their_definitions() -> None:
     document = build(measured, {"machine": {}})
     # e2e p50 220 ms over decode + preprocess + infer of the last view, 200 ms
     assert document["overhead_ratio"] == 1.1
+    assert document["overhead_ms"] == 20.0  # median of 20, 0, 60 ms beyond the 200
     # 2 cores / 384 CPU ms = 5.2 images/s, under the engine's 50 images/s
     assert document["burst"]["ideal_images_per_s"] == pytest.approx(5.21, abs=0.01)
     assert document["burst"]["images_per_s"] == 5.0
@@ -167,3 +169,5 @@ def test_overhead_ratio_and_burst_ideal_follow_their_definitions() -> None:
     document = build(replace(measured, e2e=paired), {"machine": {}})
     assert document["overhead_ratio"] == 1.0  # median of 1.0, 0.8, 1.3
     assert document["by_encoding"]["rle"]["overhead_ratio"] == 1.0  # 220 / 220
+    assert document["overhead_ms"] == 0.0  # median of 0, -50, 60
+    assert document["by_encoding"]["rle"]["overhead_ms"] == 0.0

@@ -85,6 +85,7 @@ def build(measured: Measured, header: dict[str, Any]) -> dict[str, Any]:
         "e2e": summary(s.e2e_ms for s in m.e2e),
         "e2e_burst": summary(s.e2e_ms for s in m.e2e_burst),
         "overhead_ratio": round(statistics.median(ratios), 2),
+        "overhead_ms": _overhead_ms(m.e2e, last_compute),
         "burst": _burst(m),
         "idle_cpu_percent": round(m.idle_cpu_percent, 2),
         "idle_s": m.idle_s,
@@ -109,6 +110,11 @@ def build(measured: Measured, header: dict[str, Any]) -> dict[str, Any]:
         document["cstore"] = m.cstore
         document["targets"]["cstore_e2e_p50_ms"] = m.cstore["target"]
     return document
+
+
+def _overhead_ms(samples: list[StudySample], last_compute: dict[str, float]) -> float:
+    """Median milliseconds the daemon adds to a study: its end to end less its paired compute."""
+    return round(statistics.median(s.e2e_ms - _paired(s, last_compute) for s in samples), 1)
 
 
 def _paired(sample: StudySample, last_compute: dict[str, float]) -> float:
@@ -136,6 +142,7 @@ def _encoding(m: Measured, encoding: str, last_compute: dict[str, float]) -> dic
         "isolated_last_view_compute_ms": round(last_compute[encoding], 1),
         "paired_compute_ms": round(paired, 1),
         "overhead_ratio": round(float(edge["p50_ms"]) / paired, 2),
+        "overhead_ms": _overhead_ms(e2e, last_compute),
         "baseline_e2e": base,
         "speedup_vs_baseline": round(float(base["p50_ms"]) / float(edge["p50_ms"]), 2),
         **(

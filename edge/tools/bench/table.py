@@ -62,9 +62,9 @@ def _end_to_end(doc: dict[str, Any]) -> str:
     rows = [
         "end to end, ms: last view closed -> study result at the hub",
         f"{'encoding':<27}{'views 0.5 s apart':>22}{'all at once':>14}"
-        f"{'naive baseline':>18}{'speed-up':>10}{'overhead':>10}",
+        f"{'naive baseline':>18}{'speed-up':>10}{'overhead':>16}",
         f"{'':<27}{'p50':>8}{'p95':>7}{'p99':>7}{'p50':>7}{'p95':>7}"
-        f"{'p50':>9}{'p95':>9}{'x':>10}{'ratio':>10}",
+        f"{'p50':>9}{'p95':>9}{'x':>10}{'ratio':>10}{'ms':>6}",
     ]
     for values in doc["by_encoding"].values():
         e2e, burst, base = values["e2e"], values["e2e_burst"], values["baseline_e2e"]
@@ -73,12 +73,14 @@ def _end_to_end(doc: dict[str, Any]) -> str:
             f"{burst['p50_ms']:>7.0f}{burst['p95_ms']:>7.0f}"
             f"{base['p50_ms']:>9.0f}{base['p95_ms']:>9.0f}"
             f"{values['speedup_vs_baseline']:>10.1f}{values['overhead_ratio']:>10.2f}"
+            f"{values['overhead_ms']:>6.1f}"
         )
     e2e, burst, base = doc["e2e"], doc["e2e_burst"], doc["baseline"]["e2e"]
     rows.append(
         f"{'all':<27}{e2e['p50_ms']:>8.0f}{e2e['p95_ms']:>7.0f}{e2e['p99_ms']:>7.0f}"
         f"{burst['p50_ms']:>7.0f}{burst['p95_ms']:>7.0f}"
         f"{base['p50_ms']:>9.0f}{base['p95_ms']:>9.0f}{'':>10}{doc['overhead_ratio']:>10.2f}"
+        f"{doc['overhead_ms']:>6.1f}"
     )
     samples = f"{e2e['n']} + {burst['n']} studies, baseline {base['n']}"
     rows.append(f"({samples}; baseline polls every {doc['baseline']['poll_s']:g} s)")
