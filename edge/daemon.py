@@ -73,7 +73,8 @@ log = logging.getLogger(__name__)
 
 #: what ``systemctl reload`` sends: load the store's current engine beside the serving one
 RELOAD_SIGNAL = signal.SIGHUP
-TICK_S = 0.05
+#: the main loop's tick; a stop, a reload and a health request wake it at once
+TICK_S = 0.5
 #: in the log line that says the daemon serves ("edge 0.1.0 serving clinic-1/box-1"),
 #: what tests and the bench wait for; spaced, so a logger name such as
 #: ``edge.engines.serving`` does not match it
@@ -97,6 +98,7 @@ class Daemon:
         self.switch = EngineSwitch(config, self.store, self.metrics, self.should_exit)
         self.gpu: GpuTelemetry | None = None
         self._health_requested = threading.Event()
+        self._tick_now = threading.Event()
         self._outbox = OutboxWatch(config.mqtt.outbox_max)
 
     # -- life cycle ---------------------------------------------------------------------
@@ -133,7 +135,7 @@ class Daemon:
         resume_from_journal(self.journal, self.assembler, self.results, self.incidents)
         self.gpu = open_gpu_telemetry()
         self._build_intake()
-        hooks = daemon_hooks(self.journal, self.incidents, self._health_requested.set)
+        hooks = daemon_hooks(self.journal, self.incidents, self._request_health)
         self.receiver.start(self.intake.on_file, **hooks)
         self.infer.start()
         self.publisher.start()
@@ -186,7 +188,11 @@ class Daemon:
 
     def main_loop(self) -> None:
         next_health = next_retry = time.monotonic()
-        while not self.should_exit.wait(TICK_S):
+        while not self.should_exit.is_set():
+            self._tick_now.wait(TICK_S)
+            self._tick_now.clear()
+            if self.should_exit.is_set():
+                break
             for result in self.assembler.due():
                 self.results.assembled(result)
             if time.monotonic() >= next_retry:
@@ -242,9 +248,11 @@ class Daemon:
             log.warning("second signal: exiting without waiting")
             self.force_exit.set()
         self.should_exit.set()
+        self._tick_now.set()
 
     def request_reload(self, signum: int = RELOAD_SIGNAL, frame: FrameType | None = None) -> None:
         self.switch.request()
+        self._tick_now.set()
         if not self.publisher.link.connected:
             self.publisher.link.retry_now()  # a fixed password need not wait out the back-off
 
@@ -284,7 +292,12 @@ class Daemon:
 
     def _on_request(self, topic: str, payload: bytes) -> None:
         if topic == self.config.topic("health/get"):
-            self._health_requested.set()
+            self._request_health()
+
+    def _request_health(self) -> None:
+        """A health message now (the hub asked, or an alarm changed), not at the next tick."""
+        self._health_requested.set()
+        self._tick_now.set()
 
     def _forget_old(self) -> None:
         try:
@@ -301,7 +314,6 @@ class Daemon:
         state_disk = disk_free(config.state_dir)
         on_error = functools.partial(self.incidents.journal_failed, "health")
         backlog = self._outbox.backlog(self.journal, on_error)
-        waiting = None if backlog is None else backlog.waiting
         delivery = delivery_snapshot(config, self.journal, self.publisher, on_error)
         return HealthSnapshot(
             site=config.site,
@@ -312,7 +324,7 @@ class Daemon:
             broker_connected=self.publisher.link.connected,
             broker_error=self.publisher.link.last_error or None,
             disk={"watch": disk_free(config.watch.dir), "state": state_disk},
-            files_pending=self._files_pending(),
+            files_pending=self.watcher.pending + self.intake.in_hand,
             infer_depth=self.infer.depth,
             scoring=self.infer.scoring,
             open_studies=self.assembler.open_studies,
@@ -322,7 +334,7 @@ class Daemon:
             latency_ms=self.metrics.latency(),
             last_error=self.metrics.last_error,
             alarms=alarms(
-                results_waiting=waiting or 0,
+                results_waiting=0 if backlog is None else backlog.waiting,
                 journal_error=self.journal.write_error,
                 state_disk=state_disk,
                 min_free_mb=config.health.min_free_mb,
@@ -343,15 +355,9 @@ class Daemon:
         )
 
     def _journal_state(self, backlog: Backlog | None) -> JournalState:
-        return JournalState(
-            outbox=None if backlog is None else backlog.outbox,
-            waiting=None if backlog is None else backlog.waiting,
-            last_seq=None if backlog is None else backlog.last_seq,
-            oldest_created_at=None if backlog is None else backlog.oldest_created_at,
-            write_error=self.journal.write_error,
-            error=self.journal.failure,
-            replaced=None if self.recovery is None else self.recovery.health(),
-        )
+        counts = None if backlog is None else backlog.counts
+        replaced = None if self.recovery is None else self.recovery.health()
+        return JournalState.of(counts, self.journal.write_error, self.journal.failure, replaced)
 
     def _engine_state(self) -> EngineState:
         engine = self.infer.engine
@@ -378,18 +384,14 @@ class Daemon:
 
     def _status_line(self) -> str:
         """``systemctl status``'s one line: engine, queues, outbox, broker."""
-        engine = self.infer.engine
-        link = self.publisher.link
+        info, link = self.infer.engine.info, self.publisher.link
+        pending = self.watcher.pending + self.intake.in_hand  # seen, or in the pool's hands
         return (
-            f"engine {engine.info.name} {engine.info.version} on {engine.info.backend}"
-            f"; queue {self._files_pending()} files, {self.infer.depth} to score, "
+            f"engine {info.name} {info.version} on {info.backend}"
+            f"; queue {pending} files, {self.infer.depth} to score, "
             f"{self.assembler.open_studies} open studies; outbox {self.publisher.backlog}; "
             f"broker {link.where} {'connected' if link.connected else 'not connected'}"
         )
-
-    def _files_pending(self) -> int:
-        """Files seen but not yet complete, and files in the ingest pool's hands."""
-        return self.watcher.pending + self.intake.in_hand
 
     def publish_health(self) -> None:
         message = health_message(self.health_snapshot())
