@@ -43,6 +43,7 @@ from edge.delivery.health import (
     delivery_alarms,
     delivery_snapshot,
     journal_fields,
+    journal_state,
 )
 from edge.delivery.publisher import box_publisher
 from edge.dicom.service import daemon_hooks, open_receiver
@@ -53,10 +54,10 @@ from edge.health.gpu import GpuTelemetry, open_gpu_telemetry
 from edge.health.incidents import Incidents
 from edge.health.liveness import Stage, Supervisor
 from edge.health.metrics import Metrics, alarms, disk_free
-from edge.journal import Backlog, OutboxEntry
+from edge.journal import OutboxEntry
 from edge.journal.recovery import open_journal
 from edge.journal.retention import Retention
-from edge.messages.health import EngineState, HealthSnapshot, JournalState, health_message
+from edge.messages.health import EngineState, HealthSnapshot, health_message
 from edge.notify import Notifier
 from edge.pipeline.infer import InferenceWorker
 from edge.pipeline.intake import Intake, IntakeStages
@@ -188,7 +189,7 @@ class Daemon:
 
     def main_loop(self) -> None:
         next_health = next_retry = time.monotonic()
-        while not self.should_exit.is_set():
+        while True:
             self._tick_now.wait(TICK_S)
             self._tick_now.clear()
             if self.should_exit.is_set():
@@ -315,6 +316,7 @@ class Daemon:
         on_error = functools.partial(self.incidents.journal_failed, "health")
         backlog = self._outbox.backlog(self.journal, on_error)
         delivery = delivery_snapshot(config, self.journal, self.publisher, on_error)
+        replaced = None if self.recovery is None else self.recovery.health()
         return HealthSnapshot(
             site=config.site,
             device=config.device,
@@ -329,7 +331,7 @@ class Daemon:
             scoring=self.infer.scoring,
             open_studies=self.assembler.open_studies,
             unjournalled=self.results.waiting,
-            journal=self._journal_state(backlog),
+            journal=journal_state(backlog, self.journal, replaced),
             counters={**self.metrics.counters(), "events_dropped": self.publisher.dropped_events},
             latency_ms=self.metrics.latency(),
             last_error=self.metrics.last_error,
@@ -353,11 +355,6 @@ class Daemon:
             else {"source": self.gpu.source, "devices": self.gpu.snapshot()},
             dicom=self.dicom.health(),
         )
-
-    def _journal_state(self, backlog: Backlog | None) -> JournalState:
-        counts = None if backlog is None else backlog.counts
-        replaced = None if self.recovery is None else self.recovery.health()
-        return JournalState.of(counts, self.journal.write_error, self.journal.failure, replaced)
 
     def _engine_state(self) -> EngineState:
         engine = self.infer.engine

@@ -19,6 +19,7 @@ from edge.delivery.publisher import Publisher
 from edge.delivery.stream import Refusal, TooLarge
 from edge.errors import JournalError
 from edge.journal import Backlog, Journal, Unconfirmed
+from edge.messages.health import JournalState
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,22 @@ class OutboxWatch:
                         "(%d so far)", self._outbox_max, backlog.waiting)  # fmt: skip
         self._full = full
         return backlog
+
+
+def journal_state(
+    backlog: Backlog | None, journal: Journal, replaced: dict[str, Any] | None
+) -> JournalState:
+    """What health says of the journal: its backlog (no counts when it could not be
+    read), its errors, and what replaced it at start (``Recovery.health()``)."""
+    return JournalState(
+        outbox=None if backlog is None else backlog.outbox,
+        waiting=None if backlog is None else backlog.waiting,
+        last_seq=None if backlog is None else backlog.last_seq,
+        oldest_created_at=None if backlog is None else backlog.oldest_created_at,
+        write_error=journal.write_error,
+        error=journal.failure,
+        replaced=replaced,
+    )
 
 
 def journal_fields(snapshot: DeliverySnapshot) -> dict[str, Any]:

@@ -94,11 +94,6 @@ class Backlog:
     oldest_created_at: float | None
     last_seq: int
 
-    @property
-    def counts(self) -> tuple[int, int, int, float | None]:
-        """outbox, waiting, last_seq, oldest_created_at: the order health gives them in."""
-        return self.outbox, self.waiting, self.last_seq, self.oldest_created_at
-
 
 @dataclass(frozen=True)
 class Unconfirmed:

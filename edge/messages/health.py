@@ -46,19 +46,6 @@ class JournalState:
     #: what replaced a journal found damaged at start (``Recovery.health()``), or None
     replaced: dict[str, Any] | None = None
 
-    @classmethod
-    def of(
-        cls,
-        counts: tuple[int, int, int, float | None] | None,
-        write_error: str | None,
-        error: str | None,
-        replaced: dict[str, Any] | None,
-    ) -> JournalState:
-        """``counts``: outbox, waiting, last_seq, oldest_created_at; None when unread."""
-        if counts is None:
-            return cls(None, None, None, None, write_error, error, replaced)
-        return cls(*counts, write_error, error, replaced)
-
 
 @dataclass(frozen=True)
 class HealthSnapshot:

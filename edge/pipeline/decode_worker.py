@@ -47,7 +47,7 @@ class _SharedMemory:
         self.fd = os.memfd_create("edge-decode", os.MFD_CLOEXEC)
         try:
             os.ftruncate(self.fd, size)
-            self.map = shared_map(self.fd, size)
+            self.map = _shared_map(self.fd, size)
         except OSError:
             os.close(self.fd)
             raise
@@ -66,7 +66,7 @@ class _SharedMemory:
             log.debug("shared decode memory still in use; released with its last input")
 
 
-def shared_map(fd: int, size: int) -> mmap.mmap:
+def _shared_map(fd: int, size: int) -> mmap.mmap:
     """``size`` bytes of the memory file ``fd``, shared, its pages made now."""
     return mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE)
 
@@ -341,7 +341,7 @@ def serve(conn: Connection, options: DecodeOptions) -> None:
             fd = recv_handle(conn)
             if index in shared:
                 shared[index].close()
-            shared[index] = shared_map(fd, size)
+            shared[index] = _shared_map(fd, size)
             os.close(fd)
             continue
         _, slot, task = message
