@@ -18,7 +18,7 @@ from edge.dicom import cad_sr
 from edge.dicom.cad_tree import Algorithm
 from edge.dicom.sources import SourceError, read_sources
 from edge.journal import Journal
-from edge.journal.database import _SCHEMA as database_schema
+from edge.journal.schema import SCHEMA as database_schema
 from edge.pipeline.ingest import read_header
 from edge.pipeline.study import StudyAssembler
 from edge.tools.samples import sample_cases, write_study

@@ -47,7 +47,7 @@ reasons) and :meth:`Journal.file_counts` (files per state).
 from __future__ import annotations
 
 from edge.journal.confirmations import ConfirmationRows
-from edge.journal.database import FILENAME, SCHEMA_VERSION
+from edge.journal.database import FILENAME
 from edge.journal.events import EVENTS_KEPT, EventRows
 from edge.journal.files import DONE_STATES, FORGETTABLE_STATES, FileRows
 from edge.journal.records import (
@@ -60,6 +60,7 @@ from edge.journal.records import (
     Unconfirmed,
 )
 from edge.journal.results import ResultRows
+from edge.journal.schema import SCHEMA_VERSION
 from edge.journal.shadows import ShadowRows
 
 __all__ = [
