@@ -7,7 +7,8 @@ disk (``SQLITE_FULL``, ``SQLITE_IOERR``), a damaged page, a constraint: every
 for a damaged file), never a file's fault; ``write_error``, ``read_error`` and
 ``damaged`` say why. Opening writes nothing that is already there, and
 :meth:`JournalBase.open` runs ``quick_check`` (see :mod:`edge.journal.recovery`).
-The tables are in :mod:`edge.journal.schema`.
+The tables are in :mod:`edge.journal.schema`; between a study's views the log is
+synced by :mod:`edge.journal.wal_sync`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TypeVar
 
 from edge.errors import JournalDamaged, JournalError
 from edge.journal.schema import SCHEMA, SCHEMA_VERSION, add_columns, missing_schema
+from edge.journal.wal_sync import WalSync
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ class JournalBase:
         #: what showed the database file damaged; only a recovery at start clears it
         self.damaged: str | None = None
         self._db = _connect_read_only(path) if read_only else _connect(path)
+        #: syncs the log between a study's views (None: a reader, which never writes)
+        self.wal_sync = None if read_only else WalSync(path.with_name(f"{path.name}-wal"))
 
     @classmethod
     def open(cls: type[J], state_dir: Path, *, device: str, outbox_max: int = 1000) -> J:
@@ -92,6 +96,8 @@ class JournalBase:
             raise _journal_error(f"cannot read the journal {path}", exc) from exc
 
     def close(self) -> None:
+        if self.wal_sync is not None:
+            self.wal_sync.stop()
         with self._lock:
             self._db.close()
 
@@ -142,6 +148,10 @@ class JournalBase:
                 self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
                 self._db.execute("COMMIT")
+                if self.wal_sync is not None and durable:
+                    self.wal_sync.synced()
+                elif self.wal_sync is not None:
+                    self.wal_sync.written()
             except sqlite3.Error as exc:
                 # SQLITE_FULL, SQLITE_IOERR, SQLITE_CORRUPT, a constraint: the journal's
                 # failure, whatever its class, never the file's.
@@ -227,6 +237,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     # delivered result differently): it is made with FULL (``durable``), which
     # also makes the scores it was built from durable. One fsync per result
     # instead of five per image: milliseconds per image on an eMMC.
+    # When writes pause (between a study's views), WalSync syncs what they left,
+    # off the result's way; in a burst it waits, and the result's fsync does it.
     db.execute("PRAGMA synchronous = NORMAL")
     db.execute("PRAGMA foreign_keys = ON")
     if version != SCHEMA_VERSION or missing_schema(db):
