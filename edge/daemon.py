@@ -326,7 +326,7 @@ class Daemon:
             broker_connected=self.publisher.link.connected,
             broker_error=self.publisher.link.last_error or None,
             disk={"watch": disk_free(config.watch.dir), "state": state_disk},
-            files_pending=self.watcher.pending + self.intake.in_hand,
+            files_pending=self._files_pending(),
             infer_depth=self.infer.depth,
             scoring=self.infer.scoring,
             open_studies=self.assembler.open_studies,
@@ -382,13 +382,16 @@ class Daemon:
     def _status_line(self) -> str:
         """``systemctl status``'s one line: engine, queues, outbox, broker."""
         info, link = self.infer.engine.info, self.publisher.link
-        pending = self.watcher.pending + self.intake.in_hand  # seen, or in the pool's hands
         return (
             f"engine {info.name} {info.version} on {info.backend}"
-            f"; queue {pending} files, {self.infer.depth} to score, "
+            f"; queue {self._files_pending()} files, {self.infer.depth} to score, "
             f"{self.assembler.open_studies} open studies; outbox {self.publisher.backlog}; "
             f"broker {link.where} {'connected' if link.connected else 'not connected'}"
         )
+
+    def _files_pending(self) -> int:
+        """Files seen but not yet complete, and files in the ingest pool's hands."""
+        return self.watcher.pending + self.intake.in_hand
 
     def publish_health(self) -> None:
         message = health_message(self.health_snapshot())

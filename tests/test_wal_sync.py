@@ -54,7 +54,7 @@ def test_no_sync_while_commits_keep_coming(wal: Path) -> None:
     try:
         started = time.monotonic()
         while time.monotonic() - started < 0.6:
-            sync.written()
+            sync.committed(synced=False)
             time.sleep(0.02)
         assert sync.syncs == 0
         assert eventually(lambda: sync.syncs == 1)
@@ -65,8 +65,8 @@ def test_no_sync_while_commits_keep_coming(wal: Path) -> None:
 def test_a_synced_commit_leaves_nothing_to_sync(wal: Path) -> None:
     sync = WalSync(wal, quiet_s=0.1)
     try:
-        sync.written()
-        sync.synced()
+        sync.committed(synced=False)
+        sync.committed(synced=True)
         time.sleep(0.4)
         assert sync.syncs == 0
     finally:
@@ -81,9 +81,9 @@ def test_a_log_that_cannot_be_opened_is_counted_and_said_once(
     sync = WalSync(loop, quiet_s=0.01)
     try:
         with caplog.at_level(logging.WARNING, logger="edge.journal.wal_sync"):
-            sync.written()
+            sync.committed(synced=False)
             assert eventually(lambda: sync.failures == 1)
-            sync.written()
+            sync.committed(synced=False)
             assert eventually(lambda: sync.failures == 2)
         assert sync.syncs == 0
         warnings = [r for r in caplog.records if "cannot sync the journal's log" in r.message]
@@ -95,7 +95,7 @@ def test_a_log_that_cannot_be_opened_is_counted_and_said_once(
 def test_a_log_checkpointed_away_is_nothing_to_sync(tmp_path: Path) -> None:
     sync = WalSync(tmp_path / "gone.sqlite3-wal", quiet_s=0.01)
     try:
-        sync.written()
+        sync.committed(synced=False)
         time.sleep(0.2)
         assert (sync.syncs, sync.failures) == (0, 0)
     finally:

@@ -148,10 +148,8 @@ class JournalBase:
                 self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
                 self._db.execute("COMMIT")
-                if self.wal_sync is not None and durable:
-                    self.wal_sync.synced()
-                elif self.wal_sync is not None:
-                    self.wal_sync.written()
+                if self.wal_sync is not None:
+                    self.wal_sync.committed(synced=durable)
             except sqlite3.Error as exc:
                 # SQLITE_FULL, SQLITE_IOERR, SQLITE_CORRUPT, a constraint: the journal's
                 # failure, whatever its class, never the file's.

@@ -44,16 +44,12 @@ class WalSync:
         self._thread = threading.Thread(target=self._run, name="journal-sync", daemon=True)
         self._thread.start()
 
-    def written(self) -> None:
-        """A commit that was not synced: sync the log once writes pause."""
+    def committed(self, *, synced: bool) -> None:
+        """A commit: one ``synced`` wrote out every frame before it; another waits for
+        writes to pause."""
         with self._changed:
-            self._written_at = time.monotonic()
+            self._written_at = None if synced else time.monotonic()
             self._changed.notify()
-
-    def synced(self) -> None:
-        """A synced commit: it wrote out every frame before it."""
-        with self._changed:
-            self._written_at = None
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
