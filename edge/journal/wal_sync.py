@@ -45,15 +45,10 @@ class WalSync:
         self._thread.start()
 
     def committed(self, *, synced: bool) -> None:
-        """A commit: a ``synced`` one wrote out every frame before it, so nothing
-        waits; any other is synced once writes pause."""
+        """A commit: one ``synced`` wrote out every frame before it; another waits for
+        writes to pause."""
         with self._changed:
-            if synced:
-                # The thread is not woken: a result's commit is on the result's way,
-                # and a timed wait finds nothing waiting when it ends.
-                self._written_at = None
-                return
-            self._written_at = time.monotonic()
+            self._written_at = None if synced else time.monotonic()
             self._changed.notify()
 
     def is_alive(self) -> bool:
